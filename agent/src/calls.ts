@@ -1,0 +1,110 @@
+/**
+ * Turning requests into call records: a request waits for its response status (or the end of its
+ * connection, or a bounded time) and for its caller's attribution (bounded), then its record is made.
+ * Bounded: beyond maxPending the oldest request is finalised at once.
+ */
+import type { Classification } from './classify.js';
+import type { RequestHead } from './wire/http-head.js';
+import type { Conn } from './wire/flows.js';
+import { redactProcess } from './redact.js';
+import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo } from './record.js';
+
+export interface PendingCallsOptions {
+  responseWaitMs: number;
+  attributionWaitMs: number;
+  maxPending: number;
+  redact(s: string): string;
+  connection(conn: Conn): ConnectionInfo;
+  attribution(conn: Conn): Promise<ProcessInfo>;
+  emit(rec: CallRecord): void;
+}
+
+interface Pending {
+  conn: Conn;
+  key: string;
+  head: RequestHead;
+  cls: Classification;
+  at: Date;
+  status: number | null;
+  timer: NodeJS.Timeout | null;
+  done: boolean;
+}
+
+export class PendingCalls {
+  private readonly pending = new Map<string, Pending>();
+  private readonly byConn = new Map<number, Set<string>>();
+  private readonly inFlight = new Set<Promise<void>>();
+  forced = 0;
+
+  constructor(private readonly o: PendingCallsOptions) {}
+
+  add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date): void {
+    if (this.pending.size >= this.o.maxPending) {
+      const oldest = this.pending.values().next().value as Pending;
+      this.forced++;
+      this.finalise(oldest);
+    }
+    const p: Pending = { key: `${conn.id}:${seq}`, conn, head, cls, at, status: null, timer: null, done: false };
+    const key = `${conn.id}:${seq}`;
+    this.pending.set(key, p);
+    const keys = this.byConn.get(conn.id);
+    if (keys) keys.add(key); else this.byConn.set(conn.id, new Set([key]));
+    p.timer = setTimeout(() => this.finalise(p), this.o.responseWaitMs);
+  }
+
+  response(conn: Conn, seq: number | null, status: number): void {
+    if (seq === null) return;
+    const p = this.pending.get(`${conn.id}:${seq}`);
+    if (!p || p.done) return;
+    p.status = status;
+    this.finalise(p);
+  }
+
+  /** The connection ended: its requests will get no response. */
+  closed(conn: Conn): void {
+    for (const k of [...(this.byConn.get(conn.id) ?? [])]) {
+      const p = this.pending.get(k);
+      if (p) this.finalise(p);
+    }
+  }
+
+  private finalise(p: Pending): void {
+    if (p.done) return;
+    p.done = true;
+    if (p.timer) clearTimeout(p.timer);
+    this.pending.delete(p.key);
+    const keys = this.byConn.get(p.conn.id);
+    keys?.delete(p.key);
+    if (keys && keys.size === 0) this.byConn.delete(p.conn.id);
+    const job = this.attribute(p).then((proc) => {
+      const h = p.head;
+      this.o.emit(buildCallRecord({
+        at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
+        tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
+        headersTruncated: h.headersTruncated, status: p.status, connection: this.o.connection(p.conn),
+        process: redactProcess(proc, this.o.redact),
+      }, this.o.redact));
+    });
+    this.inFlight.add(job);
+    void job.finally(() => this.inFlight.delete(job));
+  }
+
+  private attribute(p: Pending): Promise<ProcessInfo> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<ProcessInfo>((resolve) => {
+      timer = setTimeout(() => resolve({ attribution: 'none', reason: 'attribution timed out' }),
+        this.o.attributionWaitMs);
+    });
+    return Promise.race([this.o.attribution(p.conn), timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Finalise everything now and wait until every record is emitted. */
+  async flush(): Promise<void> {
+    for (const p of [...this.pending.values()]) this.finalise(p);
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The command line. `main(argv)` returns the exit status; the module runs it only when executed
+ * directly, so tests can import it.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { pathToFileURL } from 'node:url';
+import { DEFAULTS } from './defaults.js';
+import { VERSION } from './paths.js';
+import { EXIT, runTracer, type RunOptions } from './run.js';
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new InvalidArgumentError(`${name} must be a positive whole number`);
+    return Number(v);
+  };
+}
+
+export async function main(argv: string[], say = (l: string) => process.stderr.write(`${l}\n`)): Promise<number> {
+  let status: number = EXIT.ok;
+  const program = new Command('imds-tracer')
+    .description('Find the processes that call the EC2 instance metadata service with IMDSv1.')
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => say(s.trimEnd()), writeOut: (s) => process.stdout.write(s) });
+
+  const run = program.command('run', { isDefault: true })
+    .description('trace IMDS calls until stopped (the default command)')
+    .option('-i, --interface <name>', 'capture device', DEFAULTS.interface)
+    .option('--log-file <path>', 'JSON lines file', DEFAULTS.logFile)
+    .option('--no-log-file', 'write records to stdout only')
+    .option('--include-v2', 'also record IMDSv2 calls', false)
+    .option('--include-other', "also record other clouds' metadata probes (never counted as IMDSv1)", false)
+    .addOption(new Option('--backend <kind>', 'how callers are attributed').choices(['auto', 'ebpf', 'proc']).default(DEFAULTS.backend))
+    .option('--duration <seconds>', 'stop after this many seconds', positiveInt('--duration'))
+    .option('--ancestors <n>', 'parent processes to include', positiveInt('--ancestors'), DEFAULTS.ancestors)
+    .option('--stats-interval <seconds>', 'seconds between stats records', positiveInt('--stats-interval'), DEFAULTS.statsIntervalMs / 1000)
+    .action(async (opts: RunOptions) => {
+      status = await runTracer(opts, say);
+    });
+  void run;
+
+  program.command('demo')
+    .description('build a throw-away lab (network namespaces, an IMDS stand-in), trace real clients, print what was found')
+    .option('--keep-log <path>', 'where to leave the JSON lines of the demo run')
+    .action(async (opts: { keepLog?: string }) => {
+      const { runDemo } = await import('./demo.js');
+      status = await runDemo(opts, say);
+    });
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') return EXIT.ok;
+    if (code?.startsWith('commander.')) return EXIT.usage;
+    say(`imds-tracer: ${(err as Error).message}`);
+    return EXIT.failure;
+  }
+  return status;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.exitCode = await main(process.argv);
+}

@@ -1,0 +1,37 @@
+/** Where records go: one JSON line each, on stdout and in the log file. */
+import type { Writable } from 'node:stream';
+import { errorRecord, type OutputRecord } from '../record.js';
+import { LogFile } from './log-file.js';
+
+export interface WriterOptions {
+  stdout: Writable | null;
+  logFile: LogFile | null;
+}
+
+export class RecordWriter {
+  written = 0;
+
+  constructor(private readonly o: WriterOptions) {}
+
+  write(rec: OutputRecord): void {
+    const line = `${JSON.stringify(rec)}\n`;
+    this.o.stdout?.write(line);
+    this.o.logFile?.write(line);
+    this.written++;
+  }
+
+  /** Problems go to stdout only: the log file may be what is failing. */
+  error(component: string, message: string): void {
+    this.o.stdout?.write(`${JSON.stringify(errorRecord(component, message))}\n`);
+  }
+
+  get writeErrors(): number {
+    return this.o.logFile?.errors ?? 0;
+  }
+
+  async close(): Promise<void> {
+    this.o.logFile?.close();
+    const out = this.o.stdout;
+    if (out && out.writableNeedDrain) await new Promise((r) => out.once('drain', r));
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The output records: their types and pure builders. SCHEMA.md documents them; a test checks the
+ * examples there against these types. Field names are a contract with users' scripts and queries:
+ * add fields, never rename them.
+ */
+import type { Classification, Provider } from './classify.js';
+
+export type Attribution = 'ebpf' | 'proc' | 'none';
+
+export interface Ancestor {
+  pid: number;
+  comm: string;
+  argv: string[] | null;
+}
+
+export interface ProcessInfo {
+  attribution: Attribution;
+  pid?: number;
+  comm?: string;
+  exe?: string | null;
+  argv?: string[];
+  argv_truncated?: boolean;
+  uid?: number;
+  user?: string | null;
+  ppid?: number;
+  ancestors?: Ancestor[];
+  cgroup?: string | null;
+  container?: ContainerInfo | null;
+  systemd_unit?: string | null;
+  /** Why attribution is "none", in a few words. */
+  reason?: string;
+}
+
+export interface ContainerInfo {
+  runtime: string;
+  id: string | null;
+  pod_uid?: string;
+  task_id?: string;
+}
+
+export interface ConnectionInfo {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  interface: string;
+  family: 'ipv4' | 'ipv6';
+}
+
+export interface CallRecord {
+  event: 'imds_call';
+  time: string;
+  imds_version: 'v1' | 'v2' | null;
+  provider: Provider;
+  request: {
+    method: string;
+    path: string;
+    http_version: string;
+    token_present: boolean;
+    token_request: boolean;
+    token_ttl_seconds?: number | null;
+    user_agent: string | null;
+    headers_truncated?: boolean;
+  };
+  response: { status: number | null };
+  connection: ConnectionInfo;
+  process: ProcessInfo;
+}
+
+export interface ReadyRecord {
+  event: 'ready';
+  time: string;
+  version: string;
+  pid: number;
+  interface: string;
+  link_type: string;
+  backend: Attribution;
+  backend_reason?: string;
+  include_v2: boolean;
+  log_file: string | null;
+  /** Start of the process to this record, in milliseconds. */
+  startup_ms: number;
+}
+
+export interface StatsRecord {
+  event: 'stats';
+  time: string;
+  uptime_s: number;
+  packets: number;
+  packets_undecodable: number;
+  flows_open: number;
+  flows_evicted: number;
+  nat_duplicates: number;
+  http_malformed: number;
+  tcp_gaps: number;
+  calls: { v1: number; v2: number; other: number };
+  calls_unattributed: number;
+  calls_dropped: number;
+  records_written: number;
+  write_errors: number;
+}
+
+export interface ErrorRecord {
+  event: 'error';
+  time: string;
+  component: string;
+  message: string;
+}
+
+export type OutputRecord = CallRecord | ReadyRecord | StatsRecord | ErrorRecord;
+
+export interface CallFacts {
+  at: Date;
+  classification: Classification;
+  method: string;
+  target: string;
+  httpVersion: string;
+  tokenPresent: boolean;
+  tokenTtlSeconds: number | null;
+  userAgent: string | null;
+  headersTruncated: boolean;
+  status: number | null;
+  connection: ConnectionInfo;
+  process: ProcessInfo;
+}
+
+export function buildCallRecord(f: CallFacts, redact: (s: string) => string): CallRecord {
+  const rec: CallRecord = {
+    event: 'imds_call',
+    time: f.at.toISOString(),
+    imds_version: f.classification.imdsVersion,
+    provider: f.classification.provider,
+    request: {
+      method: f.method,
+      path: redact(f.target),
+      http_version: f.httpVersion,
+      token_present: f.tokenPresent,
+      token_request: f.classification.tokenRequest,
+      user_agent: f.userAgent === null ? null : redact(f.userAgent),
+    },
+    response: { status: f.status },
+    connection: f.connection,
+    process: f.process,
+  };
+  if (f.classification.tokenRequest) rec.request.token_ttl_seconds = f.tokenTtlSeconds;
+  if (f.headersTruncated) rec.request.headers_truncated = true;
+  return rec;
+}
+
+export function errorRecord(component: string, message: string, at = new Date()): ErrorRecord {
+  return { event: 'error', time: at.toISOString(), component, message };
+}

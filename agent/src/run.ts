@@ -1,0 +1,70 @@
+/** `imds-tracer run`: start the tracer, stop it on a signal or after --duration, flush, exit 0. */
+import { readFileSync } from 'node:fs';
+import { DEFAULTS, type Backend } from './defaults.js';
+import { canCapture } from './privileges.js';
+import { LogFile } from './output/log-file.js';
+import { RecordWriter } from './output/writer.js';
+import { Tracer } from './tracer.js';
+
+export interface RunOptions {
+  interface: string;
+  logFile: string | false;
+  includeV2: boolean;
+  includeOther: boolean;
+  backend: Backend;
+  duration?: number;
+  ancestors: number;
+  statsInterval: number;
+}
+
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+export async function runTracer(o: RunOptions, say: (line: string) => void): Promise<number> {
+  const status = (() => { try { return readFileSync('/proc/self/status', 'utf8'); } catch { return ''; } })();
+  if (!canCapture(process.getuid?.() ?? 0, status)) {
+    say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
+    return EXIT.usage;
+  }
+  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null });
+  let logFile: LogFile | null = null;
+  if (o.logFile) {
+    logFile = new LogFile({
+      path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
+      onError: (m) => writer0.error('log-file', m),
+      onRecovered: (m) => writer0.error('log-file', m),
+    });
+    try {
+      logFile.open();
+    } catch (err) {
+      say(`imds-tracer: cannot open log file ${o.logFile}: ${(err as Error).message}`);
+      return EXIT.failure;
+    }
+  }
+  const writer = new RecordWriter({ stdout: process.stdout, logFile });
+  const tracer = new Tracer({
+    device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,
+    ancestors: o.ancestors, logFile: o.logFile || null, statsIntervalMs: o.statsInterval * 1000, writer,
+  });
+  try {
+    await tracer.start();
+  } catch (err) {
+    say(`imds-tracer: ${(err as Error).message}`);
+    await tracer.stop().catch(() => undefined);
+    await writer.close();
+    return EXIT.failure;
+  }
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      process.off('SIGTERM', done);
+      process.off('SIGINT', done);
+      clearTimeout(timer);
+      resolve();
+    };
+    process.on('SIGTERM', done);
+    process.on('SIGINT', done);
+    const timer = o.duration ? setTimeout(done, o.duration * 1000) : undefined;
+  });
+  await tracer.stop();
+  await writer.close();
+  return EXIT.ok;
+}

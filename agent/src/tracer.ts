@@ -1,0 +1,185 @@
+/**
+ * The agent: capture → TCP/HTTP → classification → attribution → records. Wiring only; each stage
+ * lives in its own module.
+ */
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import { DEFAULTS, type Backend } from './defaults.js';
+import { decodeFrame } from './wire/packet.js';
+import { FlowTable, type Conn } from './wire/flows.js';
+import { classify } from './classify.js';
+import { Redactor } from './redact.js';
+import { PendingCalls } from './calls.js';
+import { ProcAttributor, type Attributor } from './attribution/proc.js';
+import { unmapV4 } from './attribution/proc-parse.js';
+import { captureFilter } from './capture/filter.js';
+import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
+import { openCapture, type PcapSource } from './capture/pcap.js';
+import type { RecordWriter } from './output/writer.js';
+import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
+import { VERSION } from './paths.js';
+
+export interface TracerOptions {
+  device: string;
+  includeV2: boolean;
+  includeOther: boolean;
+  backend: Backend;
+  ancestors: number;
+  logFile: string | null;
+  statsIntervalMs: number;
+  writer: RecordWriter;
+}
+
+export class Tracer {
+  private capture: PcapSource | null = null;
+  private readonly flows: FlowTable;
+  private readonly calls: PendingCalls;
+  private readonly redactor = new Redactor();
+  private attributor: Attributor | null = null;
+  private attributionKind: Attribution = 'none';
+  private readonly connAttr = new Map<number, Promise<ProcessInfo>>();
+  private ifaces: InterfaceTable = {};
+  private ifacesAt = 0;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly startedAt = Date.now();
+  private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0 };
+
+  constructor(private readonly o: TracerOptions) {
+    this.flows = new FlowTable({
+      isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
+      onOpen: (conn) => this.startAttribution(conn),
+      onRequest: (conn, head, seq) => {
+        const cls = classify(head);
+        if (cls.imdsVersion === 'v1') this.counts.v1++;
+        else if (cls.imdsVersion === 'v2') this.counts.v2++;
+        else this.counts.other++;
+        if (this.wanted(cls.imdsVersion)) this.calls.add(conn, head, seq, cls, new Date());
+      },
+      onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
+      onClose: (conn) => {
+        this.calls.closed(conn);
+        setTimeout(() => this.connAttr.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
+      },
+      onSecret: (v) => this.redactor.addSecret(v),
+    }, DEFAULTS);
+    this.calls = new PendingCalls({
+      responseWaitMs: DEFAULTS.responseWaitMs,
+      attributionWaitMs: DEFAULTS.attributionWaitMs,
+      maxPending: DEFAULTS.maxPendingCalls,
+      redact: (s) => this.redactor.text(s),
+      connection: (conn) => this.connectionInfo(conn),
+      attribution: (conn) => this.attributionFor(conn),
+      emit: (rec) => this.emit(rec),
+    });
+  }
+
+  private wanted(v: 'v1' | 'v2' | null): boolean {
+    return v === 'v1' || (v === 'v2' && this.o.includeV2) || (v === null && this.o.includeOther);
+  }
+
+  async start(): Promise<void> {
+    this.startAttributor();
+    const filter = captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort);
+    this.capture = openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes,
+      (frame, link) => this.onFrame(frame, link));
+    this.timers.push(setInterval(() => this.flows.sweep(Date.now()), 10_000));
+    if (this.o.statsIntervalMs > 0) {
+      this.timers.push(setInterval(() => this.o.writer.write(this.stats()), this.o.statsIntervalMs));
+    }
+    const ready: ReadyRecord = {
+      event: 'ready', time: new Date().toISOString(), version: VERSION, pid: process.pid,
+      interface: this.o.device, link_type: this.capture.linkType, backend: this.attributionKind,
+      include_v2: this.o.includeV2, log_file: this.o.logFile,
+      startup_ms: Math.round(process.uptime() * 1000),
+    };
+    if (this.backendReason) ready.backend_reason = this.backendReason;
+    this.o.writer.write(ready);
+  }
+
+  private backendReason: string | undefined;
+
+  private startAttributor(): void {
+    if (this.o.backend === 'ebpf') {
+      throw new Error('the eBPF backend is not available in this build yet; use --backend proc or auto');
+    }
+    if (this.o.backend === 'auto') this.backendReason = 'eBPF backend not available in this build; using /proc';
+    this.attributor = new ProcAttributor(this.o.ancestors);
+    this.attributionKind = 'proc';
+  }
+
+  private onFrame(frame: Buffer, link: string): void {
+    this.counts.packets++;
+    const seg = decodeFrame(link, frame);
+    if (!seg) {
+      this.counts.undecodable++;
+      return;
+    }
+    this.flows.handle(seg, Date.now(), this.o.device === 'any' ? null : this.o.device);
+  }
+
+  private startAttribution(conn: Conn): void {
+    if (!this.attributor) return;
+    this.connAttr.set(conn.id, this.attributor.lookup(this.tuple(conn)));
+  }
+
+  private tuple(conn: Conn) {
+    return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport };
+  }
+
+  /** The caller found at connect time; looked up again once if it was not found then. */
+  private async attributionFor(conn: Conn): Promise<ProcessInfo> {
+    const first = this.connAttr.get(conn.id);
+    if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
+    const info = first ? await first : { attribution: 'none' as const };
+    if (info.attribution !== 'none' || conn.closed) return info;
+    const again = this.attributor.lookup(this.tuple(conn));
+    this.connAttr.set(conn.id, again);
+    return again;
+  }
+
+  private connectionInfo(conn: Conn): ConnectionInfo {
+    return {
+      src: unmapV4(conn.client), sport: conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
+      interface: conn.iface ?? this.interfaceOf(conn.client),
+      family: isIP(unmapV4(conn.client)) === 6 ? 'ipv6' : 'ipv4',
+    };
+  }
+
+  private interfaceOf(addr: string): string {
+    if (Date.now() - this.ifacesAt > 5000) {
+      this.ifaces = networkInterfaces();
+      this.ifacesAt = Date.now();
+    }
+    return interfaceFor(unmapV4(addr), this.ifaces) ?? 'any';
+  }
+
+  private emit(rec: CallRecord): void {
+    if (rec.process.attribution === 'none') this.counts.unattributed++;
+    this.o.writer.write(rec);
+  }
+
+  stats(): StatsRecord {
+    const f = this.flows.stats;
+    return {
+      event: 'stats', time: new Date().toISOString(),
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      packets: this.counts.packets, packets_undecodable: this.counts.undecodable,
+      flows_open: this.flows.size, flows_evicted: f.flowsEvicted, nat_duplicates: f.natDuplicates,
+      http_malformed: f.malformed, tcp_gaps: f.gaps,
+      calls: { v1: this.counts.v1, v2: this.counts.v2, other: this.counts.other },
+      calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
+      records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
+    };
+  }
+
+  /** Stop capturing, write every call already seen, then the final stats. */
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.capture?.close();
+    this.capture = null;
+    this.flows.closeAll();
+    await this.calls.flush();
+    this.o.writer.write(this.stats());
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * The table of TCP connections to the metadata service, built from captured segments. Pure (no I/O):
+ * it turns segments into HTTP request and response heads per connection, bounded in size.
+ * The same connection seen on two interfaces (container veth and bridge) is one connection (same
+ * 4-tuple; duplicate bytes are dropped by TcpStream). The same connection seen before and after NAT
+ * (MASQUERADE keeps sequence numbers) is recognised by its initial sequence number and reported once,
+ * under its first (pre-NAT) 4-tuple.
+ */
+import type { TcpSegment } from './packet.js';
+import { TcpStream } from './tcp-stream.js';
+import { HttpStream } from './http-stream.js';
+import type { RequestHead, ResponseHead } from './http-head.js';
+
+export interface Conn {
+  id: number;
+  key: string;
+  family: 4 | 6;
+  client: string;
+  cport: number;
+  server: string;
+  sport: number;
+  iface: string | null;
+  openedAt: number;
+  lastSeen: number;
+  synSeen: boolean;
+  clientIsn: number | null;
+  /** Set when this is the post-NAT view of another connection: its messages are not reported. */
+  natViewOf: number | null;
+  /** Methods of requests still waiting for their response, oldest first (pipelining). */
+  awaiting: Array<{ method: string; seq: number }>;
+  requests: number;
+  closed: boolean;
+}
+
+export interface FlowHandlers {
+  isServer(addr: string, port: number): boolean;
+  onOpen(conn: Conn): void;
+  onRequest(conn: Conn, head: RequestHead, seqNo: number, ts: number): void;
+  onResponse(conn: Conn, head: ResponseHead, requestSeq: number | null, ts: number): void;
+  onClose(conn: Conn): void;
+  onSecret(value: string): void;
+}
+
+export interface FlowLimits {
+  maxFlows: number;
+  maxOutOfOrderSegments: number;
+  maxBufferedBytesPerDirection: number;
+  maxHeaderBytes: number;
+  flowIdleMs: number;
+}
+
+export interface FlowStats {
+  flows: number;
+  flowsEvicted: number;
+  natDuplicates: number;
+  duplicateBytes: number;
+  gaps: number;
+  malformed: number;
+}
+
+interface FlowState {
+  conn: Conn;
+  up: TcpStream;
+  down: TcpStream;
+  upHttp: HttpStream;
+  downHttp: HttpStream;
+  fins: number;
+}
+
+const NAT_WINDOW_MS = 5000;
+
+export class FlowTable {
+  private readonly flows = new Map<string, FlowState>();
+  private readonly byIsn = new Map<string, { id: number; at: number }>();
+  private nextId = 1;
+  readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0 };
+
+  constructor(private readonly h: FlowHandlers, private readonly limits: FlowLimits) {}
+
+  handle(seg: TcpSegment, ts: number, iface: string | null): void {
+    const toServer = this.h.isServer(seg.dst, seg.dport);
+    if (!toServer && !this.h.isServer(seg.src, seg.sport)) return;
+    const [client, cport, server, sport] = toServer
+      ? [seg.src, seg.sport, seg.dst, seg.dport] : [seg.dst, seg.dport, seg.src, seg.sport];
+    const key = `${client}|${cport}|${server}|${sport}`;
+    let st = this.flows.get(key);
+    const isSyn = seg.flags.syn && !seg.flags.ack && toServer;
+    if (st && isSyn && st.conn.clientIsn !== null && st.conn.clientIsn !== seg.seq) {
+      this.close(st); // the 4-tuple is reused by a new connection
+      st = undefined;
+    }
+    if (!st) {
+      if (seg.flags.rst || (!toServer && seg.flags.fin)) return; // nothing to learn from a stray end
+      st = this.open(key, seg, toServer, client, cport, server, sport, ts, iface);
+    }
+    const c = st.conn;
+    c.lastSeen = ts;
+    if (toServer) {
+      if (seg.flags.syn) { st.up.onSyn(seg.seq); c.clientIsn ??= seg.seq; }
+      st.up.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
+    } else {
+      if (seg.flags.syn) st.down.onSyn(seg.seq);
+      st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
+    }
+    if (seg.flags.rst) this.close(st);
+    else if (seg.flags.fin && ++st.fins >= 2) this.close(st);
+  }
+
+  private open(key: string, seg: TcpSegment, toServer: boolean, client: string, cport: number,
+    server: string, sport: number, ts: number, iface: string | null): FlowState {
+    if (this.flows.size >= this.limits.maxFlows) this.evictOldest();
+    const conn: Conn = {
+      id: this.nextId++, key, family: seg.family, client, cport, server, sport, iface,
+      openedAt: ts, lastSeen: ts, synSeen: seg.flags.syn && toServer,
+      clientIsn: seg.flags.syn && toServer ? seg.seq : null, natViewOf: null,
+      awaiting: [], requests: 0, closed: false,
+    };
+    if (conn.clientIsn !== null) this.noteIsn(conn, ts);
+    const limits = {
+      maxOutOfOrderSegments: this.limits.maxOutOfOrderSegments,
+      maxBufferedBytes: this.limits.maxBufferedBytesPerDirection,
+    };
+    let upSeq = 0;
+    const upHttp = new HttpStream({
+      kind: 'request', maxHeaderBytes: this.limits.maxHeaderBytes, onSecret: (v) => this.h.onSecret(v),
+      onMessage: (head) => {
+        if (head.kind !== 'request') return;
+        const seqNo = ++upSeq;
+        conn.requests++;
+        conn.awaiting.push({ method: head.method, seq: seqNo });
+        if (conn.awaiting.length > 64) conn.awaiting.shift();
+        if (conn.natViewOf === null) this.h.onRequest(conn, head, seqNo, conn.lastSeen);
+      },
+    });
+    const downHttp = new HttpStream({
+      kind: 'response', maxHeaderBytes: this.limits.maxHeaderBytes,
+      requestMethod: () => conn.awaiting[0]?.method ?? null,
+      onMessage: (head) => {
+        if (head.kind !== 'response') return;
+        const req = head.status >= 100 && head.status < 200 ? conn.awaiting[0] : conn.awaiting.shift();
+        if (conn.natViewOf === null) this.h.onResponse(conn, head, req?.seq ?? null, conn.lastSeen);
+      },
+    });
+    const st: FlowState = {
+      conn, upHttp, downHttp, fins: 0,
+      up: new TcpStream({ onData: (b) => upHttp.push(b), onGap: () => upHttp.gap() }, limits),
+      down: new TcpStream({ onData: (b) => downHttp.push(b), onGap: () => downHttp.gap() }, limits),
+    };
+    this.flows.set(key, st);
+    this.stats.flows++;
+    if (conn.natViewOf === null) this.h.onOpen(conn);
+    return st;
+  }
+
+  /** A SYN with the same ISN to the same server shortly after another one: the post-NAT view. */
+  private noteIsn(conn: Conn, ts: number): void {
+    const k = `${conn.server}|${conn.sport}|${conn.clientIsn}`;
+    const prior = this.byIsn.get(k);
+    if (prior && ts - prior.at < NAT_WINDOW_MS) {
+      conn.natViewOf = prior.id;
+      this.stats.natDuplicates++;
+      return;
+    }
+    this.byIsn.set(k, { id: conn.id, at: ts });
+    if (this.byIsn.size > this.limits.maxFlows * 2) {
+      for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
+    }
+  }
+
+  private close(st: FlowState): void {
+    if (st.conn.closed) return;
+    st.conn.closed = true;
+    this.flows.delete(st.conn.key);
+    this.stats.duplicateBytes += st.up.duplicateBytes + st.down.duplicateBytes;
+    this.stats.gaps += st.up.gaps + st.down.gaps;
+    this.stats.malformed += st.upHttp.malformed + st.downHttp.malformed;
+    if (st.conn.natViewOf === null) this.h.onClose(st.conn);
+  }
+
+  private evictOldest(): void {
+    const first = this.flows.values().next();
+    if (first.done) return;
+    this.stats.flowsEvicted++;
+    this.close(first.value);
+  }
+
+  /** Forget connections idle for longer than flowIdleMs. */
+  sweep(now: number): void {
+    for (const st of this.flows.values()) {
+      if (now - st.conn.lastSeen > this.limits.flowIdleMs) this.close(st);
+    }
+    for (const [k, v] of this.byIsn) if (now - v.at >= NAT_WINDOW_MS) this.byIsn.delete(k);
+  }
+
+  get size(): number {
+    return this.flows.size;
+  }
+
+  closeAll(): void {
+    for (const st of [...this.flows.values()]) this.close(st);
+  }
+}

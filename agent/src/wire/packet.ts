@@ -1,0 +1,155 @@
+/**
+ * Link, IP and TCP decoding of one captured frame. Pure: bytes in, a TCP segment (or null) out.
+ * Never throws on malformed input; anything that is not a well-formed TCP segment yields null.
+ */
+export interface TcpSegment {
+  family: 4 | 6;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: { syn: boolean; ack: boolean; fin: boolean; rst: boolean; psh: boolean };
+  payload: Buffer;
+  /** Linux cooked capture: 4 = sent by this host, 0 = to us, 3 = another host's; null when unknown. */
+  pktType: number | null;
+}
+
+export type LinkType = 'ETHERNET' | 'LINKTYPE_LINUX_SLL' | 'RAW' | 'NULL' | 'LINUX_SLL2';
+
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+const ETH_P_8021Q = 0x8100;
+const IPPROTO_TCP = 6;
+
+export function decodeFrame(link: string, frame: Buffer): TcpSegment | null {
+  try {
+    return decodeUnsafe(link, frame);
+  } catch {
+    return null; // a bounds error on a hostile frame is a malformed frame, nothing more
+  }
+}
+
+function decodeUnsafe(link: string, frame: Buffer): TcpSegment | null {
+  let off = 0;
+  let etherType: number;
+  let pktType: number | null = null;
+  switch (link) {
+    case 'ETHERNET': {
+      if (frame.length < 14) return null;
+      etherType = frame.readUInt16BE(12);
+      off = 14;
+      while (etherType === ETH_P_8021Q && frame.length >= off + 4) {
+        etherType = frame.readUInt16BE(off + 2);
+        off += 4;
+      }
+      break;
+    }
+    case 'LINKTYPE_LINUX_SLL': {
+      if (frame.length < 16) return null;
+      pktType = frame.readUInt16BE(0);
+      etherType = frame.readUInt16BE(14);
+      off = 16;
+      break;
+    }
+    case 'LINUX_SLL2': {
+      if (frame.length < 20) return null;
+      etherType = frame.readUInt16BE(0);
+      pktType = frame[10];
+      off = 20;
+      break;
+    }
+    case 'RAW': {
+      if (frame.length < 1) return null;
+      const v = frame[0] >> 4;
+      etherType = v === 4 ? ETH_P_IP : v === 6 ? ETH_P_IPV6 : 0;
+      break;
+    }
+    case 'NULL': {
+      if (frame.length < 5) return null;
+      const v = frame[4] >> 4;
+      etherType = v === 4 ? ETH_P_IP : v === 6 ? ETH_P_IPV6 : 0;
+      off = 4;
+      break;
+    }
+    default:
+      return null;
+  }
+  if (etherType === ETH_P_IP) return decodeIPv4(frame, off, pktType);
+  if (etherType === ETH_P_IPV6) return decodeIPv6(frame, off, pktType);
+  return null;
+}
+
+function decodeIPv4(b: Buffer, off: number, pktType: number | null): TcpSegment | null {
+  if (b.length < off + 20 || b[off] >> 4 !== 4) return null;
+  const ihl = (b[off] & 0x0f) * 4;
+  if (ihl < 20) return null;
+  const totalLen = b.readUInt16BE(off + 2);
+  const fragField = b.readUInt16BE(off + 6);
+  if ((fragField & 0x1fff) !== 0 || (fragField & 0x2000) !== 0) return null; // fragments: not handled
+  if (b[off + 9] !== IPPROTO_TCP) return null;
+  const end = Math.min(b.length, off + (totalLen >= ihl ? totalLen : b.length - off));
+  const src = `${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
+  const dst = `${b[off + 16]}.${b[off + 17]}.${b[off + 18]}.${b[off + 19]}`;
+  return decodeTcp(b, off + ihl, end, 4, src, dst, pktType);
+}
+
+function decodeIPv6(b: Buffer, off: number, pktType: number | null): TcpSegment | null {
+  if (b.length < off + 40 || b[off] >> 4 !== 6) return null;
+  const payloadLen = b.readUInt16BE(off + 4);
+  let next = b[off + 6];
+  const src = ipv6ToString(b, off + 8);
+  const dst = ipv6ToString(b, off + 24);
+  const end = Math.min(b.length, off + 40 + payloadLen);
+  let p = off + 40;
+  // Skip the usual extension headers (hop-by-hop, routing, destination options).
+  for (let i = 0; i < 8 && (next === 0 || next === 43 || next === 60); i++) {
+    if (end < p + 8) return null;
+    next = b[p];
+    p += (b[p + 1] + 1) * 8;
+  }
+  if (next !== IPPROTO_TCP) return null;
+  return decodeTcp(b, p, end, 6, src, dst, pktType);
+}
+
+function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: string, dst: string,
+  pktType: number | null): TcpSegment | null {
+  if (end < off + 20) return null;
+  const dataOff = (b[off + 12] >> 4) * 4;
+  if (dataOff < 20 || off + dataOff > end) return null;
+  const f = b[off + 13];
+  return {
+    family, src, dst, pktType,
+    sport: b.readUInt16BE(off),
+    dport: b.readUInt16BE(off + 2),
+    seq: b.readUInt32BE(off + 4),
+    ack: b.readUInt32BE(off + 8),
+    flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
+    payload: Buffer.from(b.subarray(off + dataOff, end)), // copy: capture buffers are reused
+  };
+}
+
+/** RFC 5952 text form (lower case, longest zero run compressed), as Node prints addresses. */
+export function ipv6ToString(b: Buffer, off: number): string {
+  const words: number[] = [];
+  for (let i = 0; i < 8; i++) words.push(b.readUInt16BE(off + i * 2));
+  // IPv4-mapped: ::ffff:a.b.c.d
+  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
+    return `::ffff:${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
+  }
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (words[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  const head = hex.slice(0, bestStart).join(':');
+  const tail = hex.slice(bestStart + bestLen).join(':');
+  return `${head}::${tail}`;
+}

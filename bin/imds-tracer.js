@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+// Entry point of the installed command: runs the compiled CLI (npm run build makes dist/).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const cli = new URL('../dist/cli.js', import.meta.url);
+if (!existsSync(fileURLToPath(cli))) {
+  process.stderr.write('imds-tracer: not built yet; run "npm ci && npm run build" in the repository first\n');
+  process.exitCode = 2;
+} else {
+  const { main } = await import(cli.href);
+  process.exitCode = await main(process.argv);
+}

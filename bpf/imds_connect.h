@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * imds_connect.h - records shared by imds_connect.bpf.c (kernel),
+ * imds_connect.c (loader) and agent/src/ebpf/events.ts (decoder).
+ *
+ * The loader writes these records, unchanged, to its stdout. Every record
+ * starts with the same 8-byte header {type, size}; sizes are fixed per type.
+ * All integers are in host byte order (little endian on x86_64 and arm64),
+ * except saddr/daddr, which are raw network-order address bytes.
+ *
+ * The layout is fixed and explicitly padded (no implicit holes); it is pinned
+ * by test/ebpf/events.test.ts, which compiles bpf/layout_dump.c against this
+ * header and compares every offset with the TypeScript constants.
+ * Bump IMDS_LAYOUT_VERSION on any change.
+ *
+ * The includer provides __u8/__u16/__u32/__u64 (vmlinux.h in BPF,
+ * <linux/types.h> in userspace).
+ */
+#ifndef __IMDS_CONNECT_H
+#define __IMDS_CONNECT_H
+
+#define IMDS_LAYOUT_VERSION	1
+
+#define IMDS_COMM_LEN		16
+#define IMDS_ARGV_MAX		1024	/* bytes of NUL-separated argv kept */
+#define IMDS_MAX_ANCESTORS	4	/* parent, grandparent, ... */
+#define IMDS_MAX_TARGETS	8	/* per list: IPv4, IPv6, ports */
+
+#define IMDS_REC_CONNECT	1
+#define IMDS_REC_READY		2
+#define IMDS_REC_STATS		3
+
+/* Address families as stored in 'family' (Linux AF_* values). */
+#define IMDS_AF_INET		2
+#define IMDS_AF_INET6		10
+
+struct imds_ancestor {
+	__u32 pid;			/*  0: tgid in the initial pid namespace */
+	__u32 _pad;			/*  4 */
+	char comm[IMDS_COMM_LEN];	/*  8: group leader's comm */
+};					/* 24 */
+
+/*
+ * One TCP connection to a target address/port, emitted when the socket
+ * leaves SYN_SENT (to ESTABLISHED, or CLOSE on failure). Process details were
+ * captured at the move to SYN_SENT, in the connecting task's context.
+ */
+struct imds_connect_event {
+	__u32 type;			/*   0: IMDS_REC_CONNECT */
+	__u32 size;			/*   4: sizeof(struct imds_connect_event) */
+	__u64 ts_syn_ns;		/*   8: CLOCK_MONOTONIC at SYN_SENT */
+	__u64 ts_emit_ns;		/*  16: CLOCK_MONOTONIC when leaving SYN_SENT */
+	__u64 cgroup_id;		/*  24: cgroup v2 id of the task */
+	__u32 pid;			/*  32: thread id (kernel pid) */
+	__u32 tgid;			/*  36: process id (kernel tgid) */
+	__u32 ppid;			/*  40: real_parent's tgid */
+	__u32 uid;			/*  44 */
+	__u32 gid;			/*  48 */
+	__u32 netns_ino;		/*  52: inode of the socket's network namespace */
+	__u32 new_state;		/*  56: TCP state left SYN_SENT for (1 ESTABLISHED, 7 CLOSE) */
+	__u16 family;			/*  60: IMDS_AF_INET or IMDS_AF_INET6 (v4-mapped is reported as INET) */
+	__u16 sport;			/*  62: host order */
+	__u16 dport;			/*  64: host order */
+	__u16 argv_len;			/*  66: bytes valid in argv[] */
+	__u8 argv_truncated;		/*  68: 1 if the argv area was longer than IMDS_ARGV_MAX */
+	__u8 argv_error;		/*  69: 1 if argv could not be read (page not present, no mm) */
+	__u8 v4_mapped;			/*  70: 1 if an AF_INET6 socket talked to ::ffff:a.b.c.d */
+	__u8 n_ancestors;		/*  71: valid entries in ancestors[] */
+	__u8 saddr[16];			/*  72: IPv4 in the first 4 bytes, network order */
+	__u8 daddr[16];			/*  88 */
+	char comm[IMDS_COMM_LEN];	/* 104: comm of the connecting thread */
+	char parent_comm[IMDS_COMM_LEN];/* 120: comm of the parent process */
+	struct imds_ancestor ancestors[IMDS_MAX_ANCESTORS]; /* 136: [0] = parent */
+	char argv[IMDS_ARGV_MAX];	/* 232: NUL-separated, as in /proc/PID/cmdline */
+};					/* 1256 */
+
+/* Written once by the loader after the program is loaded and attached. */
+struct imds_ready_record {
+	__u32 type;			/*  0: IMDS_REC_READY */
+	__u32 size;			/*  4 */
+	__u32 layout_version;		/*  8: IMDS_LAYOUT_VERSION */
+	__u32 loader_pid;		/* 12 */
+	__u64 open_us;			/* 16: skeleton open, CLOCK_MONOTONIC microseconds */
+	__u64 load_us;			/* 24: load (verifier, CO-RE) */
+	__u64 attach_us;		/* 32 */
+	__u64 mono_ns;			/* 40: CLOCK_MONOTONIC now ... */
+	__u64 realtime_ns;		/* 48: ... and CLOCK_REALTIME at the same moment */
+	__u32 argv_max;			/* 56: IMDS_ARGV_MAX */
+	__u32 ringbuf_bytes;		/* 60 */
+};					/* 64 */
+
+/* Counters, written every second when they changed, and at exit. */
+struct imds_stats_record {
+	__u32 type;			/*  0: IMDS_REC_STATS */
+	__u32 size;			/*  4 */
+	__u64 lost;			/*  8: events dropped: ring buffer full */
+	__u64 emitted;			/* 16: events put into the ring buffer */
+	__u64 untracked;		/* 24: target connections that left SYN_SENT unattributed */
+	__u64 track_failed;		/* 32: SYN_SENT entries that could not be stored */
+	__u64 mono_ns;			/* 40 */
+	__u32 final;			/* 48: 1 in the last record before exit */
+	__u32 _pad;			/* 52 */
+};					/* 56 */
+
+_Static_assert(sizeof(struct imds_ancestor) == 24, "imds_ancestor layout");
+_Static_assert(sizeof(struct imds_connect_event) == 1256, "imds_connect_event layout");
+_Static_assert(sizeof(struct imds_ready_record) == 64, "imds_ready_record layout");
+_Static_assert(sizeof(struct imds_stats_record) == 56, "imds_stats_record layout");
+
+#endif /* __IMDS_CONNECT_H */
