@@ -249,7 +249,12 @@ static __always_inline int on_leave_syn_sent(const struct sock *sk, int newstate
 
 	e->ts_emit_ns = bpf_ktime_get_ns();
 	e->new_state = newstate;
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/*
+	 * inet_sport, not skc_num: on the move to CLOSE tcp_set_state() has
+	 * already released the port (inet_num = 0); inet_sport is kept. It is
+	 * what the tracepoint's own sport field reports too.
+	 */
+	e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	if (e->family == AF_INET) {
 		/* also right for v4-mapped: tcp_v4_connect() set inet_rcv_saddr */
 		s4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);

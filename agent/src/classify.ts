@@ -35,7 +35,8 @@ export function targetPath(target: string): string {
   const abs = /^https?:\/\/[^/?#]*(.*)$/i.exec(target);
   const t = abs ? abs[1] || '/' : target;
   const q = t.search(/[?#]/);
-  return q >= 0 ? t.slice(0, q) : t;
+  // The service tolerates repeated slashes (SDKs joining an endpoint ending in "/" send "//latest").
+  return (q >= 0 ? t.slice(0, q) : t).replace(/\/{2,}/g, '/');
 }
 
 export function classify(req: ClassInput): Classification {

@@ -257,6 +257,8 @@ function lookup(path: string, ctx: TreeContext, version: () => 'v1' | 'v2'): Loo
     if (!isDir(node) || !Object.hasOwn(node, name)) return { kind: 'missing' };
     node = node[name];
   }
+  // The real service lists a version's top level without trailing slashes ("dynamic\nmeta-data").
+  if (node === root) return { kind: 'body', body: Object.keys(root).join('\n') };
   if (isDir(node)) return { kind: 'body', body: listing(node) };
   if (trailingSlash) return { kind: 'missing' };
   return { kind: 'body', body: typeof node === 'function' ? node() : node };

@@ -66,7 +66,7 @@ export interface ImdsHandle {
   proc: ChildProcess;
   pid: number;
   /** The imds_ready line. */
-  ready: { event: 'imds_ready'; listen: { address: string; port: number }[] };
+  ready: { event: 'imds_ready'; listen: { address: string; port: number }[]; hopLimit: number | null };
   /** Request events logged so far (needs logRequests). */
   requests(): Record<string, unknown>[];
   /** Resolves once the server has logged at least `n` requests (needs logRequests). */

@@ -1,0 +1,416 @@
+/**
+ * Pure decoder for the binary records written by the eBPF loader
+ * (bpf/.output/imds_connect). The C definitions live in bpf/imds_connect.h;
+ * the offsets below are pinned against them by test/ebpf/events.test.ts.
+ *
+ * Every record starts with a {type: u32, size: u32} header; sizes are fixed
+ * per type. Integers are little endian (x86_64 and arm64 hosts); addresses
+ * are raw network-order bytes.
+ */
+
+export const LAYOUT_VERSION = 1;
+export const COMM_LEN = 16;
+export const ARGV_MAX = 1024;
+export const MAX_ANCESTORS = 4;
+export const MAX_TARGETS = 8;
+
+export const REC_CONNECT = 1;
+export const REC_READY = 2;
+export const REC_STATS = 3;
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+export const HEADER_SIZE = 8;
+export const ANCESTOR_SIZE = 24;
+export const CONNECT_EVENT_SIZE = 1256;
+export const READY_RECORD_SIZE = 64;
+export const STATS_RECORD_SIZE = 56;
+
+/** [offset, size] in bytes, named as in the C struct. */
+export type FieldLayout = Readonly<Record<string, readonly [number, number]>>;
+
+export const ANCESTOR_FIELDS = {
+  pid: [0, 4],
+  _pad: [4, 4],
+  comm: [8, COMM_LEN],
+} as const satisfies FieldLayout;
+
+export const CONNECT_EVENT_FIELDS = {
+  type: [0, 4],
+  size: [4, 4],
+  ts_syn_ns: [8, 8],
+  ts_emit_ns: [16, 8],
+  cgroup_id: [24, 8],
+  pid: [32, 4],
+  tgid: [36, 4],
+  ppid: [40, 4],
+  uid: [44, 4],
+  gid: [48, 4],
+  netns_ino: [52, 4],
+  new_state: [56, 4],
+  family: [60, 2],
+  sport: [62, 2],
+  dport: [64, 2],
+  argv_len: [66, 2],
+  argv_truncated: [68, 1],
+  argv_error: [69, 1],
+  v4_mapped: [70, 1],
+  n_ancestors: [71, 1],
+  saddr: [72, 16],
+  daddr: [88, 16],
+  comm: [104, COMM_LEN],
+  parent_comm: [120, COMM_LEN],
+  ancestors: [136, ANCESTOR_SIZE * MAX_ANCESTORS],
+  argv: [232, ARGV_MAX],
+} as const satisfies FieldLayout;
+
+export const READY_RECORD_FIELDS = {
+  type: [0, 4],
+  size: [4, 4],
+  layout_version: [8, 4],
+  loader_pid: [12, 4],
+  open_us: [16, 8],
+  load_us: [24, 8],
+  attach_us: [32, 8],
+  mono_ns: [40, 8],
+  realtime_ns: [48, 8],
+  argv_max: [56, 4],
+  ringbuf_bytes: [60, 4],
+} as const satisfies FieldLayout;
+
+export const STATS_RECORD_FIELDS = {
+  type: [0, 4],
+  size: [4, 4],
+  lost: [8, 8],
+  emitted: [16, 8],
+  untracked: [24, 8],
+  track_failed: [32, 8],
+  mono_ns: [40, 8],
+  final: [48, 4],
+  _pad: [52, 4],
+} as const satisfies FieldLayout;
+
+const RECORD_SIZES: Readonly<Record<number, number>> = {
+  [REC_CONNECT]: CONNECT_EVENT_SIZE,
+  [REC_READY]: READY_RECORD_SIZE,
+  [REC_STATS]: STATS_RECORD_SIZE,
+};
+
+/** Linux TCP states (include/net/tcp_states.h). */
+export const TCP_STATE_NAMES: Readonly<Record<number, string>> = {
+  1: 'ESTABLISHED',
+  2: 'SYN_SENT',
+  3: 'SYN_RECV',
+  4: 'FIN_WAIT1',
+  5: 'FIN_WAIT2',
+  6: 'TIME_WAIT',
+  7: 'CLOSE',
+  8: 'CLOSE_WAIT',
+  9: 'LAST_ACK',
+  10: 'LISTEN',
+  11: 'CLOSING',
+  12: 'NEW_SYN_RECV',
+};
+
+export interface Ancestor {
+  /** tgid in the initial pid namespace */
+  pid: number;
+  /** comm of the ancestor's thread-group leader */
+  comm: string;
+}
+
+export interface ConnectEvent {
+  /** thread id (kernel pid) of the connecting thread */
+  pid: number;
+  /** process id (kernel tgid) */
+  tgid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  /** comm of the connecting thread */
+  comm: string;
+  /** comm of the parent process */
+  parentComm: string;
+  /** parent first, then grandparent, ... (at most MAX_ANCESTORS) */
+  ancestors: Ancestor[];
+  /** cgroup v2 id, decimal */
+  cgroupId: string;
+  /** inode number of the socket's network namespace */
+  netnsIno: number;
+  family: 4 | 6;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  /** CLOCK_MONOTONIC ns at the move to SYN_SENT, decimal */
+  tsSynNs: string;
+  /** CLOCK_MONOTONIC ns when the socket left SYN_SENT, decimal */
+  tsEmitNs: string;
+  argv: string[];
+  argvTruncated: boolean;
+  /** argv could not be read in the kernel (no mm, page not present) */
+  argvError: boolean;
+  /** a dual-stack (AF_INET6) socket talked to an IPv4 address */
+  v4Mapped: boolean;
+  /** TCP state the socket moved to from SYN_SENT: 1 ESTABLISHED, 7 CLOSE */
+  newState: number;
+  newStateName: string;
+}
+
+export interface ReadyRecord {
+  layoutVersion: number;
+  loaderPid: number;
+  openMs: number;
+  loadMs: number;
+  attachMs: number;
+  /** CLOCK_MONOTONIC and CLOCK_REALTIME sampled together, ns, decimal */
+  monoNs: string;
+  realtimeNs: string;
+  argvMax: number;
+  ringbufBytes: number;
+}
+
+export interface StatsRecord {
+  /** events dropped in the kernel: ring buffer full */
+  lost: number;
+  /** events put into the ring buffer */
+  emitted: number;
+  /** target connections that left SYN_SENT without saved process details */
+  untracked: number;
+  /** SYN_SENT entries that could not be stored */
+  trackFailed: number;
+  monoNs: string;
+  final: boolean;
+}
+
+export type DecodedRecord =
+  | { kind: 'connect'; event: ConnectEvent }
+  | { kind: 'ready'; ready: ReadyRecord }
+  | { kind: 'stats'; stats: StatsRecord };
+
+export class RecordFramingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RecordFramingError';
+  }
+}
+
+function cString(buf: Buffer, offset: number, size: number): string {
+  const slice = buf.subarray(offset, offset + size);
+  const nul = slice.indexOf(0);
+  return slice.subarray(0, nul === -1 ? slice.length : nul).toString('utf8');
+}
+
+function u64(buf: Buffer, offset: number): bigint {
+  return buf.readBigUInt64LE(offset);
+}
+
+export function formatIPv4(b: Uint8Array, offset = 0): string {
+  return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}`;
+}
+
+/**
+ * RFC 5952 text form, exactly as Node (libuv inet_ntop) prints it:
+ * lower case, longest zero run (>= 2 groups, first on a tie) as "::",
+ * and ::a.b.c.d / ::ffff:a.b.c.d for IPv4-compatible / -mapped addresses.
+ */
+export function formatIPv6(b: Uint8Array, offset = 0): string {
+  const words: number[] = [];
+  for (let i = 0; i < 8; i++) words.push((b[offset + 2 * i] << 8) | b[offset + 2 * i + 1]);
+
+  let bestBase = -1;
+  let bestLen = 0;
+  let curBase = -1;
+  let curLen = 0;
+  for (let i = 0; i <= 8; i++) {
+    if (i < 8 && words[i] === 0) {
+      if (curBase === -1) {
+        curBase = i;
+        curLen = 1;
+      } else {
+        curLen++;
+      }
+    } else if (curBase !== -1) {
+      if (bestBase === -1 || curLen > bestLen) {
+        bestBase = curBase;
+        bestLen = curLen;
+      }
+      curBase = -1;
+    }
+  }
+  if (bestBase !== -1 && bestLen < 2) bestBase = -1;
+
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (bestBase !== -1 && i >= bestBase && i < bestBase + bestLen) {
+      if (i === bestBase) out += ':';
+      continue;
+    }
+    if (i !== 0) out += ':';
+    if (
+      i === 6 &&
+      bestBase === 0 &&
+      (bestLen === 6 || (bestLen === 7 && words[7] !== 0x0001) || (bestLen === 5 && words[5] === 0xffff))
+    ) {
+      out += formatIPv4(b, offset + 12);
+      return out;
+    }
+    out += words[i].toString(16);
+  }
+  if (bestBase !== -1 && bestBase + bestLen === 8) out += ':';
+  return out;
+}
+
+function isV4Mapped(b: Uint8Array, offset: number): boolean {
+  for (let i = 0; i < 10; i++) if (b[offset + i] !== 0) return false;
+  return b[offset + 10] === 0xff && b[offset + 11] === 0xff;
+}
+
+/** Split a /proc/PID/cmdline style NUL-separated area into arguments. */
+export function splitArgv(area: Buffer): string[] {
+  if (area.length === 0) return [];
+  const body = area[area.length - 1] === 0 ? area.subarray(0, area.length - 1) : area;
+  const out: string[] = [];
+  let start = 0;
+  for (;;) {
+    const nul = body.indexOf(0, start);
+    if (nul === -1) {
+      out.push(body.subarray(start).toString('utf8'));
+      return out;
+    }
+    out.push(body.subarray(start, nul).toString('utf8'));
+    start = nul + 1;
+  }
+}
+
+/** Decode one imds_connect_event at `offset` (whole record must be present). */
+export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
+  const F = CONNECT_EVENT_FIELDS;
+  const at = (f: readonly [number, number]): number => offset + f[0];
+
+  const rawFamily = buf.readUInt16LE(at(F.family));
+  let family: 4 | 6 = rawFamily === AF_INET ? 4 : 6;
+  let saddrOff = at(F.saddr);
+  let daddrOff = at(F.daddr);
+  let v4Mapped = buf.readUInt8(at(F.v4_mapped)) !== 0;
+  // The kernel already reports dual-stack IPv4 as family 4; normalise again in
+  // case a record still carries ::ffff:a.b.c.d.
+  if (family === 6 && isV4Mapped(buf, daddrOff)) {
+    family = 4;
+    v4Mapped = true;
+    daddrOff += 12;
+    if (isV4Mapped(buf, saddrOff)) saddrOff += 12;
+  }
+  const fmt = family === 4 ? formatIPv4 : formatIPv6;
+
+  const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
+  const ancestors: Ancestor[] = [];
+  for (let i = 0; i < nAnc; i++) {
+    const a = at(F.ancestors) + i * ANCESTOR_SIZE;
+    ancestors.push({
+      pid: buf.readUInt32LE(a + ANCESTOR_FIELDS.pid[0]),
+      comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
+    });
+  }
+
+  const argvLen = Math.min(buf.readUInt16LE(at(F.argv_len)), ARGV_MAX);
+  const newState = buf.readUInt32LE(at(F.new_state));
+
+  return {
+    pid: buf.readUInt32LE(at(F.pid)),
+    tgid: buf.readUInt32LE(at(F.tgid)),
+    ppid: buf.readUInt32LE(at(F.ppid)),
+    uid: buf.readUInt32LE(at(F.uid)),
+    gid: buf.readUInt32LE(at(F.gid)),
+    comm: cString(buf, at(F.comm), COMM_LEN),
+    parentComm: cString(buf, at(F.parent_comm), COMM_LEN),
+    ancestors,
+    cgroupId: u64(buf, at(F.cgroup_id)).toString(),
+    netnsIno: buf.readUInt32LE(at(F.netns_ino)),
+    family,
+    saddr: fmt(buf, saddrOff),
+    daddr: fmt(buf, daddrOff),
+    sport: buf.readUInt16LE(at(F.sport)),
+    dport: buf.readUInt16LE(at(F.dport)),
+    tsSynNs: u64(buf, at(F.ts_syn_ns)).toString(),
+    tsEmitNs: u64(buf, at(F.ts_emit_ns)).toString(),
+    argv: splitArgv(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
+    argvTruncated: buf.readUInt8(at(F.argv_truncated)) !== 0,
+    argvError: buf.readUInt8(at(F.argv_error)) !== 0,
+    v4Mapped,
+    newState,
+    newStateName: TCP_STATE_NAMES[newState] ?? String(newState),
+  };
+}
+
+export function decodeReadyRecord(buf: Buffer, offset = 0): ReadyRecord {
+  const F = READY_RECORD_FIELDS;
+  const us = (f: readonly [number, number]): number => Number(u64(buf, offset + f[0])) / 1000;
+  return {
+    layoutVersion: buf.readUInt32LE(offset + F.layout_version[0]),
+    loaderPid: buf.readUInt32LE(offset + F.loader_pid[0]),
+    openMs: us(F.open_us),
+    loadMs: us(F.load_us),
+    attachMs: us(F.attach_us),
+    monoNs: u64(buf, offset + F.mono_ns[0]).toString(),
+    realtimeNs: u64(buf, offset + F.realtime_ns[0]).toString(),
+    argvMax: buf.readUInt32LE(offset + F.argv_max[0]),
+    ringbufBytes: buf.readUInt32LE(offset + F.ringbuf_bytes[0]),
+  };
+}
+
+export function decodeStatsRecord(buf: Buffer, offset = 0): StatsRecord {
+  const F = STATS_RECORD_FIELDS;
+  const n = (f: readonly [number, number]): number => Number(u64(buf, offset + f[0]));
+  return {
+    lost: n(F.lost),
+    emitted: n(F.emitted),
+    untracked: n(F.untracked),
+    trackFailed: n(F.track_failed),
+    monoNs: u64(buf, offset + F.mono_ns[0]).toString(),
+    final: buf.readUInt32LE(offset + F.final[0]) !== 0,
+  };
+}
+
+/**
+ * Framing accumulator: feed it stdout chunks as they come, get back every
+ * record completed so far. Records may be split across chunks arbitrarily.
+ * A record with an unknown type or a wrong size cannot be resynchronised
+ * past: push() throws RecordFramingError.
+ */
+export class RecordDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+
+  /** Bytes received but not yet part of a whole record. */
+  get bufferedBytes(): number {
+    return this.pending.length;
+  }
+
+  push(chunk: Buffer): DecodedRecord[] {
+    const buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const out: DecodedRecord[] = [];
+    let off = 0;
+    while (buf.length - off >= HEADER_SIZE) {
+      const type = buf.readUInt32LE(off);
+      const size = buf.readUInt32LE(off + 4);
+      const expected = RECORD_SIZES[type];
+      if (expected === undefined) {
+        throw new RecordFramingError(`unknown record type ${type} at stream offset +${off}`);
+      }
+      if (size !== expected) {
+        throw new RecordFramingError(
+          `record type ${type} has size ${size}, expected ${expected} (loader and decoder layouts differ: rebuild)`,
+        );
+      }
+      if (buf.length - off < size) break;
+      if (type === REC_CONNECT) out.push({ kind: 'connect', event: decodeConnectEvent(buf, off) });
+      else if (type === REC_READY) out.push({ kind: 'ready', ready: decodeReadyRecord(buf, off) });
+      else out.push({ kind: 'stats', stats: decodeStatsRecord(buf, off) });
+      off += size;
+    }
+    // Copy the tail so the (possibly large) chunk it came from can be freed.
+    this.pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
+    return out;
+  }
+}

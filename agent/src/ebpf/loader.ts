@@ -1,0 +1,303 @@
+/**
+ * I/O edge of the kernel side: spawns the eBPF loader binary
+ * (bpf/.output/imds_connect), waits until its program is loaded and attached,
+ * and streams its records as events.
+ *
+ *   const src = await startEbpfSource({});
+ *   src.on('event', (e) => ...);            // ConnectEvent
+ *   src.on('stats', (s) => ...);            // { lost, emitted, ... }
+ *   src.on('exit', (code, reason) => ...);  // always emitted once, also on crash
+ *   await src.stop();
+ *
+ * The loader's stdin is kept as a pipe: if this process dies, the loader sees
+ * EOF and exits by itself.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  MAX_TARGETS,
+  LAYOUT_VERSION,
+  RecordDecoder,
+  type ConnectEvent,
+  type ReadyRecord,
+  type StatsRecord,
+} from './events.js';
+
+export interface EbpfSourceOptions {
+  /** Loader binary; default: <repo root>/bpf/.output/imds_connect */
+  binaryPath?: string;
+  /** IPv4 destinations to trace (default 169.254.169.254); at most 8 */
+  ipv4?: string[];
+  /** IPv6 destinations to trace (default fd00:ec2::254); at most 8 */
+  ipv6?: string[];
+  /** TCP destination ports to trace (default 80); at most 8 */
+  ports?: number[];
+  /** How long to wait for load+attach (default 30000 ms) */
+  readyTimeoutMs?: number;
+}
+
+export type EbpfStats = StatsRecord;
+
+export interface EbpfSource {
+  /** pid of the loader process */
+  readonly pid: number;
+  readonly ready: ReadyRecord;
+  /** time to load (verify) the program, ms (CLOCK_MONOTONIC) */
+  readonly loadMs: number;
+  /** time to attach it, ms */
+  readonly attachMs: number;
+  /** true once the loader has exited */
+  readonly exited: boolean;
+  on(event: 'event', listener: (e: ConnectEvent) => void): this;
+  on(event: 'stats', listener: (s: EbpfStats) => void): this;
+  on(event: 'exit', listener: (code: number | null, reason: string) => void): this;
+  /** a line the loader wrote to stderr after it was ready (libbpf warnings) */
+  on(event: 'warning', listener: (line: string) => void): this;
+  once(event: 'exit', listener: (code: number | null, reason: string) => void): this;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  off(event: string, listener: (...args: any[]) => void): this;
+  /** CLOCK_MONOTONIC ns (ConnectEvent.tsSynNs/tsEmitNs) -> ms since the epoch */
+  monoToEpochMs(monoNs: string | bigint): number;
+  /** SIGTERM the loader and wait for it to exit (SIGKILL after 5 s). */
+  stop(): Promise<void>;
+}
+
+export const EBPF_NOT_BUILT = 'eBPF loader not built: run npm run build';
+
+/** Walk up from this module to the directory holding bpf/ and package.json. */
+export function defaultBinaryPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bpf'))) {
+      return join(dir, 'bpf', '.output', 'imds_connect');
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  // agent/src/ebpf -> repo root, or dist/ebpf -> repo root
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bpf', '.output', 'imds_connect');
+}
+
+function buildArgs(opts: EbpfSourceOptions): string[] {
+  const args: string[] = [];
+  const check = (list: unknown[] | undefined, what: string): void => {
+    if (list !== undefined && list.length > MAX_TARGETS) {
+      throw new Error(`too many ${what} (at most ${MAX_TARGETS})`);
+    }
+    if (list !== undefined && list.length === 0) throw new Error(`empty ${what} list`);
+  };
+  check(opts.ipv4, 'IPv4 addresses');
+  check(opts.ipv6, 'IPv6 addresses');
+  check(opts.ports, 'ports');
+  for (const a of opts.ipv4 ?? []) {
+    if (!isIPv4(a)) throw new Error(`not an IPv4 address: ${a}`);
+    args.push('--ipv4', a);
+  }
+  for (const a of opts.ipv6 ?? []) {
+    if (!isIPv6(a)) throw new Error(`not an IPv6 address: ${a}`);
+    args.push('--ipv6', a);
+  }
+  for (const p of opts.ports ?? []) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`not a TCP port: ${p}`);
+    args.push('--port', String(p));
+  }
+  return args;
+}
+
+/** The reason a loader gave for failing: its "imds-connect: ..." line. */
+function failureReason(stderr: string, code: number | null, signal: NodeJS.Signals | null): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+  const own = lines.filter((l) => l.startsWith('imds-connect:'));
+  if (own.length > 0) return own[own.length - 1];
+  if (lines.length > 0) return `imds-connect: ${lines[lines.length - 1]}`;
+  if (signal) return `imds-connect: killed by ${signal}`;
+  return `imds-connect: exited with code ${code}`;
+}
+
+class EbpfSourceImpl extends EventEmitter implements EbpfSource {
+  private readonly child: ChildProcess;
+  private readonly clockOffsetNs: bigint;
+  private exitPromise: Promise<void>;
+  private stopping = false;
+  exited = false;
+
+  constructor(
+    child: ChildProcess,
+    readonly ready: ReadyRecord,
+    exitPromise: Promise<void>,
+  ) {
+    super();
+    this.child = child;
+    this.exitPromise = exitPromise;
+    this.clockOffsetNs = BigInt(ready.realtimeNs) - BigInt(ready.monoNs);
+  }
+
+  get pid(): number {
+    return this.ready.loaderPid;
+  }
+
+  get loadMs(): number {
+    return this.ready.loadMs;
+  }
+
+  get attachMs(): number {
+    return this.ready.attachMs;
+  }
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  monoToEpochMs(monoNs: string | bigint): number {
+    return Number(BigInt(monoNs) + this.clockOffsetNs) / 1e6;
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    this.stopping = true;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      if (!this.exited) this.child.kill('SIGKILL');
+    }, 5000);
+    try {
+      await this.exitPromise;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSource> {
+  return new Promise<EbpfSource>((resolvePromise, rejectPromise) => {
+    let args: string[];
+    try {
+      args = buildArgs(opts);
+    } catch (err) {
+      rejectPromise(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    const binary = opts.binaryPath ?? defaultBinaryPath();
+    try {
+      accessSync(binary, fsConstants.X_OK);
+    } catch {
+      rejectPromise(new Error(`${EBPF_NOT_BUILT} (missing ${binary})`));
+      return;
+    }
+
+    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const decoder = new RecordDecoder();
+    let source: EbpfSourceImpl | undefined;
+    let settled = false;
+    let stderrText = '';
+    let stderrLine = '';
+    let fatal: string | undefined;
+    let exitResolve: () => void = () => {};
+    const exitPromise = new Promise<void>((r) => {
+      exitResolve = r;
+    });
+
+    const readyTimer = setTimeout(() => {
+      if (settled) return;
+      fatal = `imds-connect: not ready after ${opts.readyTimeoutMs ?? 30000} ms`;
+      child.kill('SIGKILL');
+    }, opts.readyTimeoutMs ?? 30000);
+
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(readyTimer);
+      rejectPromise(err);
+    };
+
+    // Never let a broken pipe to the loader's stdin crash the process.
+    child.stdin?.on('error', () => {});
+
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      if (!source) {
+        stderrText = (stderrText + chunk).slice(-16384);
+        return;
+      }
+      stderrLine += chunk;
+      let nl: number;
+      while ((nl = stderrLine.indexOf('\n')) !== -1) {
+        const line = stderrLine.slice(0, nl).trimEnd();
+        stderrLine = stderrLine.slice(nl + 1);
+        stderrText = (stderrText + line + '\n').slice(-16384);
+        if (line.length > 0) source.emit('warning', line);
+      }
+    });
+
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (fatal) return;
+      let records;
+      try {
+        records = decoder.push(chunk);
+      } catch (err) {
+        fatal = `imds-connect: bad output: ${err instanceof Error ? err.message : String(err)}`;
+        child.kill('SIGKILL');
+        return;
+      }
+      for (const rec of records) {
+        if (rec.kind === 'ready') {
+          if (source) continue;
+          if (rec.ready.layoutVersion !== LAYOUT_VERSION) {
+            fatal = `imds-connect: layout version ${rec.ready.layoutVersion}, expected ${LAYOUT_VERSION}: rebuild (npm run build)`;
+            child.kill('SIGKILL');
+            return;
+          }
+          settled = true;
+          clearTimeout(readyTimer);
+          source = new EbpfSourceImpl(child, rec.ready, exitPromise);
+          resolvePromise(source);
+        } else if (!source) {
+          fatal = `imds-connect: ${rec.kind} record before the ready record`;
+          child.kill('SIGKILL');
+          return;
+        } else if (rec.kind === 'connect') {
+          source.emit('event', rec.event);
+        } else {
+          source.emit('stats', rec.stats);
+        }
+      }
+    });
+
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      // spawn failure (ENOENT, EACCES, ...); 'close' may not follow
+      if (!settled) {
+        fail(
+          new Error(
+            err.code === 'ENOENT' ? `${EBPF_NOT_BUILT} (missing ${binary})` : `imds-connect: spawn failed: ${err.message}`,
+          ),
+        );
+        exitResolve();
+      }
+    });
+
+    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(readyTimer);
+      if (stderrLine.length > 0) stderrText += stderrLine;
+      if (!source) {
+        fail(new Error(fatal ?? failureReason(stderrText, code, signal)));
+        exitResolve();
+        return;
+      }
+      source.exited = true;
+      let reason: string;
+      if (fatal) reason = fatal;
+      else if (source.isStopping && (code === 0 || signal === 'SIGTERM' || signal === 'SIGKILL')) reason = 'stopped';
+      else if (code === 0) reason = 'imds-connect: exited';
+      else reason = failureReason(stderrText, code, signal);
+      source.emit('exit', code, reason);
+      exitResolve();
+    });
+  });
+}

@@ -1,0 +1,92 @@
+/**
+ * The record schema at run time, tied to the TypeScript types: each object spec must name exactly
+ * the keys of its type (a missing or extra key is a compile error). Tests validate SCHEMA.md's
+ * examples and the lab's real records with validate().
+ */
+import type {
+  Ancestor, CallRecord, ConnectionInfo, ContainerInfo, ErrorRecord, ProcessInfo, ReadyRecord, StatsRecord,
+} from './record.js';
+
+export type Spec =
+  | 'string' | 'number' | 'boolean' | 'null'
+  | { enum: readonly (string | number | boolean | null)[] }
+  | { anyOf: Spec[] }
+  | { array: Spec }
+  | { object: Record<string, Spec>; optional?: readonly string[] };
+
+type Shape<T> = { [K in keyof Required<T>]: Spec };
+const obj = <T>(fields: Shape<T>, optional: readonly (keyof T & string)[] = []): Spec => ({ object: fields, optional });
+const nullable = (s: Spec): Spec => ({ anyOf: [s, 'null'] });
+
+const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }) });
+const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string' },
+  ['pod_uid', 'task_id']);
+const processSpec = obj<ProcessInfo>({
+  attribution: { enum: ['ebpf', 'proc', 'none'] }, pid: 'number', comm: 'string', exe: nullable('string'),
+  argv: { array: 'string' }, argv_truncated: 'boolean', uid: 'number', user: nullable('string'), ppid: 'number',
+  ancestors: { array: ancestor }, cgroup: nullable('string'), container: nullable(container),
+  systemd_unit: nullable('string'), reason: 'string',
+}, ['pid', 'comm', 'exe', 'argv', 'argv_truncated', 'uid', 'user', 'ppid', 'ancestors', 'cgroup', 'container',
+  'systemd_unit', 'reason']);
+const connection = obj<ConnectionInfo>({
+  src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
+});
+
+export const SCHEMAS: Record<string, Spec> = {
+  imds_call: obj<CallRecord>({
+    event: { enum: ['imds_call'] }, time: 'string', imds_version: { enum: ['v1', 'v2', null] },
+    provider: { enum: ['aws', 'gce', 'azure', 'oci', 'openstack', 'digitalocean', 'hetzner', 'alibaba', 'unknown'] },
+    request: obj<CallRecord['request']>({
+      method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
+      token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
+    }, ['token_ttl_seconds', 'headers_truncated']),
+    response: obj<CallRecord['response']>({ status: nullable('number') }),
+    connection, process: processSpec,
+  }),
+  ready: obj<ReadyRecord>({
+    event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
+    link_type: 'string', backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
+    include_v2: 'boolean', log_file: nullable('string'), startup_ms: 'number',
+  }, ['backend_reason']),
+  stats: obj<StatsRecord>({
+    event: { enum: ['stats'] }, time: 'string', uptime_s: 'number', packets: 'number', packets_undecodable: 'number',
+    flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
+    tcp_gaps: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
+    calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
+  }),
+  error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
+};
+
+/** Problems of value against spec, as "path: what" strings; empty when it conforms. */
+export function check(value: unknown, spec: Spec, path = '$'): string[] {
+  if (typeof spec === 'string') {
+    const ok = spec === 'null' ? value === null : typeof value === spec;
+    return ok ? [] : [`${path}: expected ${spec}, got ${JSON.stringify(value)}`];
+  }
+  if ('enum' in spec) return spec.enum.includes(value as never) ? [] : [`${path}: ${JSON.stringify(value)} not in ${JSON.stringify(spec.enum)}`];
+  if ('anyOf' in spec) {
+    return spec.anyOf.some((s) => check(value, s, path).length === 0) ? [] : [`${path}: matches no alternative`];
+  }
+  if ('array' in spec) {
+    if (!Array.isArray(value)) return [`${path}: expected array`];
+    return value.flatMap((v, i) => check(v, spec.array, `${path}[${i}]`));
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return [`${path}: expected object`];
+  const rec = value as Record<string, unknown>;
+  const problems: string[] = [];
+  for (const k of Object.keys(rec)) if (!(k in spec.object)) problems.push(`${path}.${k}: not in the schema`);
+  for (const [k, s] of Object.entries(spec.object)) {
+    if (!(k in rec)) {
+      if (!spec.optional?.includes(k)) problems.push(`${path}.${k}: missing`);
+      continue;
+    }
+    problems.push(...check(rec[k], s, `${path}.${k}`));
+  }
+  return problems;
+}
+
+export function validate(rec: unknown): string[] {
+  const event = (rec as { event?: unknown })?.event;
+  const spec = typeof event === 'string' ? SCHEMAS[event] : undefined;
+  return spec ? check(rec, spec) : [`$.event: unknown record kind ${JSON.stringify(event)}`];
+}

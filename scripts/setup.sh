@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up imds-tracer from this checkout on Debian/Ubuntu, as root: system packages, npm packages,
+# build (TypeScript and the eBPF program). Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  libpcap-dev build-essential python3            # npm "cap" (libpcap binding) builds with node-gyp
+  clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev   # the CO-RE eBPF program and its loader
+  iproute2 iptables procps                       # the lab (network namespaces), the demo
+  curl wget python3-botocore                     # real IMDS clients the demo and the tests drive
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages): sudo bash scripts/setup.sh" >&2
+  exit 2
+fi
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "setup.sh: Node.js 20 or newer is needed (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 2
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent build
+echo "setup.sh: ready ($(node -p 'require("./package.json").version'))"

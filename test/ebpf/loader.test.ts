@@ -1,0 +1,431 @@
+/**
+ * End-to-end test of the kernel side: loads the real eBPF program and proves
+ * that connections are attributed to the right process.
+ *
+ * Never touches the real IMDS from the host network namespace: it builds its
+ * own pair of namespaces joined by a veth,
+ *   far  (imdst-b-*): 169.254.169.254/16, 169.254.169.253/16, fd00:ec2::254/64, fd00:ec2::253/64
+ *                     and an HTTP listener on [::]:80 and [::]:8080
+ *   near (imdst-n-*): 169.254.10.2/16, fd00:ec2::2/64, where the clients run
+ * and removes it afterwards. Needs root (skipped otherwise).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConnectEvent, StatsRecord } from '../../agent/src/ebpf/events.js';
+import { ARGV_MAX } from '../../agent/src/ebpf/events.js';
+import { EBPF_NOT_BUILT, startEbpfSource, type EbpfSource } from '../../agent/src/ebpf/loader.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BINARY = join(ROOT, 'bpf', '.output', 'imds_connect');
+
+function which(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function skipReason(): string | undefined {
+  if (process.platform !== 'linux') return 'not Linux';
+  if (process.getuid?.() !== 0) return 'needs root (loads eBPF, creates network namespaces)';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'kernel has no BTF (/sys/kernel/btf/vmlinux)';
+  for (const cmd of ['ip', 'curl']) if (!which(cmd)) return `${cmd} not installed`;
+  return undefined;
+}
+const SKIP = skipReason();
+
+interface RunResult {
+  pid: number;
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[], timeoutMs = 20_000): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ pid: child.pid ?? -1, code, stdout, stderr });
+    });
+  });
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: ${SKIP})` : ''}`, () => {
+  const tag = randomBytes(3).toString('hex');
+  const FAR = `imdst-b-${tag}`;
+  const NEAR = `imdst-n-${tag}`;
+  const VETH_FAR = `vib${tag}`;
+  const VETH_NEAR = `vin${tag}`;
+  const serverPids: number[] = [];
+  let source: EbpfSource | undefined;
+  const events: ConnectEvent[] = [];
+  const stats: StatsRecord[] = [];
+  let nearIno = 0;
+
+  const ip = (...args: string[]): void => {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  };
+  const inNear = (cmd: string, ...args: string[]): Promise<RunResult> => run('ip', ['netns', 'exec', NEAR, cmd, ...args]);
+  const byMarker = (marker: string): ConnectEvent | undefined => events.find((e) => e.argv.some((a) => a.includes(marker)));
+
+  beforeAll(async () => {
+    if (!existsSync(BINARY)) execFileSync('make', ['-C', join(ROOT, 'bpf')], { stdio: 'inherit' });
+
+    ip('netns', 'add', FAR);
+    ip('netns', 'add', NEAR);
+    ip('link', 'add', VETH_NEAR, 'type', 'veth', 'peer', 'name', VETH_FAR);
+    ip('link', 'set', VETH_FAR, 'netns', FAR);
+    ip('link', 'set', VETH_NEAR, 'netns', NEAR);
+    for (const a of ['169.254.169.254/16', '169.254.169.253/16']) ip('-n', FAR, 'addr', 'add', a, 'dev', VETH_FAR);
+    for (const a of ['fd00:ec2::254/64', 'fd00:ec2::253/64']) ip('-n', FAR, 'addr', 'add', a, 'dev', VETH_FAR, 'nodad');
+    ip('-n', NEAR, 'addr', 'add', '169.254.10.2/16', 'dev', VETH_NEAR);
+    ip('-n', NEAR, 'addr', 'add', 'fd00:ec2::2/64', 'dev', VETH_NEAR, 'nodad');
+    for (const [ns, dev] of [
+      [FAR, VETH_FAR],
+      [NEAR, VETH_NEAR],
+    ]) {
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+    nearIno = statSync(`/run/netns/${NEAR}`).ino;
+
+    // Tiny HTTP listener (dual-stack) on the far side, ports 80 and 8080.
+    const server = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        FAR,
+        process.execPath,
+        '-e',
+        `const h=require('http');for(const p of [80,8080]){h.createServer((q,r)=>r.end('ok\\n')).listen(p,'::',()=>console.log('listening',p))}`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    if (server.pid) serverPids.push(server.pid);
+    let out = '';
+    server.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    await waitFor('far-side listener', () => (out.includes('listening 80') && out.includes('listening 8080') ? true : undefined));
+
+    source = await startEbpfSource({
+      ipv4: ['169.254.169.254'],
+      ipv6: ['fd00:ec2::254'],
+      ports: [80, 81],
+    });
+    source.on('event', (e) => events.push(e));
+    source.on('stats', (s) => stats.push(s));
+  });
+
+  afterAll(async () => {
+    try {
+      await source?.stop();
+    } catch {
+      /* already gone */
+    }
+    for (const pid of serverPids) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        /* exited */
+      }
+    }
+    for (const ns of [NEAR, FAR]) {
+      try {
+        const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
+        for (const p of pids) process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* namespace not there */
+      }
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        /* not there */
+      }
+    }
+  });
+
+  it('is loaded and attached, reporting its timings', () => {
+    expect(source).toBeDefined();
+    expect(source!.loadMs).toBeGreaterThan(0);
+    expect(source!.attachMs).toBeGreaterThanOrEqual(0);
+    expect(source!.ready.argvMax).toBe(ARGV_MAX);
+    console.log(`load ${source!.loadMs.toFixed(1)} ms, attach ${source!.attachMs.toFixed(1)} ms`);
+  });
+
+  it('IPv4: names curl (direct exec) with pid, full argv, uid, netns, 4-tuple', async () => {
+    const marker = `m4-${randomBytes(4).toString('hex')}`;
+    const url = `http://169.254.169.254/latest/meta-data/?marker=${marker}`;
+    const base = ['curl', '-s', '-o', '/dev/null', '-w', '%{local_port}', '--max-time', '5', '-H', 'X-Pad: ', url];
+    // Pad one argument so the whole argv area is 1000 bytes: near the 1024 bound.
+    const padLen = 1000 - base.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+    const args = base.slice(1);
+    args[args.indexOf('X-Pad: ')] = 'X-Pad: ' + 'p'.repeat(padLen);
+    const argv = ['curl', ...args];
+    expect(argv.reduce((n, a) => n + a.length + 1, 0)).toBe(1000);
+
+    const r = await inNear('curl', ...args);
+    expect(r.code).toBe(0);
+    const e = await waitFor('IPv4 event', () => byMarker(marker));
+    expect(e.tgid).toBe(r.pid);
+    expect(e.pid).toBe(r.pid);
+    expect(e.ppid).toBe(process.pid);
+    expect(e.ancestors[0]?.pid).toBe(process.pid);
+    expect(e.parentComm).toBe(readFileSync('/proc/self/comm', 'utf8').trim());
+    expect(e.ancestors[0]?.comm).toBe(e.parentComm);
+    expect(e.comm).toBe('curl');
+    expect(e.argv).toEqual(argv);
+    expect(e.argvTruncated).toBe(false);
+    expect(e.uid).toBe(0);
+    expect(e.gid).toBe(0);
+    expect(e.netnsIno).toBe(nearIno);
+    expect(e.netnsIno).not.toBe(statSync('/proc/self/ns/net').ino);
+    expect(e.family).toBe(4);
+    expect(e.v4Mapped).toBe(false);
+    expect(e.daddr).toBe('169.254.169.254');
+    expect(e.saddr).toBe('169.254.10.2');
+    expect(e.dport).toBe(80);
+    expect(e.sport).toBeGreaterThan(0);
+    expect(e.sport).toBe(Number(r.stdout));
+    expect(e.newStateName).toBe('ESTABLISHED');
+    expect(BigInt(e.tsEmitNs) >= BigInt(e.tsSynNs)).toBe(true);
+    expect(BigInt(e.cgroupId) > 0n).toBe(true);
+    const wall = source!.monoToEpochMs(e.tsSynNs);
+    expect(Math.abs(wall - Date.now())).toBeLessThan(60_000);
+  });
+
+  it('IPv6 via sh -c "exec curl": family 6, pid of the exec-ed process', async () => {
+    const marker = `m6-${randomBytes(4).toString('hex')}`;
+    const r = await inNear('sh', '-c', `exec curl -s -o /dev/null -w '%{local_port}' --max-time 5 'http://[fd00:ec2::254]/${marker}'`);
+    expect(r.code).toBe(0);
+    const e = await waitFor('IPv6 event', () => byMarker(marker));
+    expect(e.tgid).toBe(r.pid);
+    expect(e.comm).toBe('curl');
+    expect(e.argv).toEqual(['curl', '-s', '-o', '/dev/null', '-w', '%{local_port}', '--max-time', '5', `http://[fd00:ec2::254]/${marker}`]);
+    expect(e.family).toBe(6);
+    expect(e.daddr).toBe('fd00:ec2::254');
+    expect(e.saddr).toBe('fd00:ec2::2');
+    expect(e.dport).toBe(80);
+    expect(e.sport).toBe(Number(r.stdout));
+    expect(e.netnsIno).toBe(nearIno);
+  });
+
+  it('dual-stack socket to ::ffff:169.254.169.254 is reported as IPv4', async () => {
+    const marker = `mm-${randomBytes(4).toString('hex')}`;
+    const r = await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://[::ffff:169.254.169.254]/${marker}`);
+    expect(r.code).toBe(0);
+    const e = await waitFor('v4-mapped event', () => byMarker(marker));
+    expect(e.tgid).toBe(r.pid);
+    expect(e.family).toBe(4);
+    expect(e.v4Mapped).toBe(true);
+    expect(e.daddr).toBe('169.254.169.254');
+    expect(e.saddr).toBe('169.254.10.2');
+    expect(e.sport).toBeGreaterThan(0);
+  });
+
+  it('node client (non-blocking connect, threads): named as node with its pid', async () => {
+    const marker = `mn-${randomBytes(4).toString('hex')}`;
+    const r = await inNear(
+      process.execPath,
+      '-e',
+      `require('http').get('http://169.254.169.254/${marker}',(res)=>{res.resume();res.on('end',()=>process.exit(0))})`,
+    );
+    expect(r.code).toBe(0);
+    const e = await waitFor('node event', () => byMarker(marker));
+    expect(e.tgid).toBe(r.pid);
+    expect(e.argv[0]).toBe(process.execPath);
+    expect(e.daddr).toBe('169.254.169.254');
+  });
+
+  it('refused connection: one event, state CLOSE, source port set', async () => {
+    const marker = `mr-${randomBytes(4).toString('hex')}`;
+    const r = await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${marker}`);
+    expect(r.code).not.toBe(0);
+    const e = await waitFor('refused event', () => byMarker(marker));
+    expect(e.tgid).toBe(r.pid);
+    expect(e.dport).toBe(81);
+    expect(e.newStateName).toBe('CLOSE');
+    expect(e.sport).toBeGreaterThan(0);
+    expect(events.filter((x) => x.argv.some((a) => a.includes(marker)))).toHaveLength(1);
+  });
+
+  it('argv longer than the bound is truncated and flagged', async () => {
+    const marker = `mt-${randomBytes(4).toString('hex')}`;
+    const args = ['-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker}`, '-H', 'X-Long: ' + 'q'.repeat(1500)];
+    const area = ['curl', ...args].map((a) => a + '\0').join('');
+    const r = await inNear('curl', ...args);
+    expect(r.code).toBe(0);
+    const e = await waitFor('truncated event', () => byMarker(marker));
+    expect(e.argvTruncated).toBe(true);
+    expect(e.argv.join('\0')).toBe(area.slice(0, ARGV_MAX));
+  });
+
+  it('other ports and other addresses produce no event', async () => {
+    const marker = `mx-${randomBytes(4).toString('hex')}`;
+    const negatives = [
+      `http://169.254.169.254:8080/${marker}`,
+      `http://169.254.169.253/${marker}`,
+      `http://[fd00:ec2::253]/${marker}`,
+      `http://[fd00:ec2::254]:8080/${marker}`,
+    ];
+    for (const url of negatives) {
+      const r = await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', url);
+      expect(r.code, url).toBe(0); // they connected: only the filter kept them out
+    }
+    // A positive afterwards proves the pipeline was flowing.
+    const after = `ma-${randomBytes(4).toString('hex')}`;
+    await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${after}`);
+    await waitFor('positive event', () => byMarker(after));
+    await sleep(200);
+    expect(byMarker(marker)).toBeUndefined();
+  });
+
+  it('200 short-lived curl processes, 20 at a time: 200 events, right pid and argv', async () => {
+    const run_ = randomBytes(4).toString('hex');
+    const pids = new Map<string, number>();
+    const t0 = Date.now();
+    for (let batch = 0; batch < 10; batch++) {
+      const results = await Promise.all(
+        Array.from({ length: 20 }, async (_, j) => {
+          const i = batch * 20 + j;
+          const url = `http://169.254.169.254/burst-${run_}/${i}`;
+          const r = await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '10', url);
+          return { url, r };
+        }),
+      );
+      for (const { url, r } of results) {
+        expect(r.code, url).toBe(0);
+        pids.set(url, r.pid);
+      }
+    }
+    const burst = await waitFor(
+      '200 burst events',
+      () => {
+        const got = events.filter((e) => e.argv.some((a) => a.includes(`burst-${run_}/`)));
+        return got.length >= 200 ? got : undefined;
+      },
+      20_000,
+    );
+    expect(burst).toHaveLength(200);
+    for (const e of burst) {
+      const url = e.argv[e.argv.length - 1];
+      expect(e.argv).toEqual(['curl', '-s', '-o', '/dev/null', '--max-time', '10', url]);
+      expect(e.tgid).toBe(pids.get(url));
+      expect(e.sport).toBeGreaterThan(0);
+    }
+    expect(new Set(burst.map((e) => e.argv[e.argv.length - 1])).size).toBe(200);
+    console.log(`200 curls: ${burst.length} events in ${Date.now() - t0} ms`);
+    await sleep(1200); // a stats record comes every second when counters changed
+    const last = stats[stats.length - 1];
+    expect(last).toBeDefined();
+    expect(last.lost).toBe(0);
+  });
+
+  it('the default targets (IMDS addresses, port 80) work without options', async () => {
+    const def = await startEbpfSource();
+    const mine: ConnectEvent[] = [];
+    def.on('event', (e) => mine.push(e));
+    try {
+      const marker = `md-${randomBytes(4).toString('hex')}`;
+      await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker}`);
+      await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://[fd00:ec2::254]/${marker}`);
+      await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254:81/${marker}`);
+      await waitFor('default-target events', () => (mine.filter((e) => e.argv.some((a) => a.includes(marker))).length >= 2 ? true : undefined));
+      await sleep(200);
+      const got = mine.filter((e) => e.argv.some((a) => a.includes(marker)));
+      expect(got.map((e) => `${e.family}:${e.daddr}:${e.dport}`).sort()).toEqual(['4:169.254.169.254:80', '6:fd00:ec2::254:80']);
+    } finally {
+      await def.stop();
+    }
+  });
+
+  it('reports an unexpected loader death through "exit", and stop() after it resolves', async () => {
+    const s = await startEbpfSource();
+    const exited = new Promise<[number | null, string]>((r) => s.once('exit', (code, reason) => r([code, reason])));
+    process.kill(s.pid, 'SIGKILL');
+    const [code, reason] = await exited;
+    expect(code).toBeNull();
+    expect(reason).toMatch(/killed by SIGKILL/);
+    expect(s.exited).toBe(true);
+    await s.stop();
+  });
+
+  it('stop() ends the loader cleanly, with a final stats record', async () => {
+    const s = await startEbpfSource();
+    const finals: StatsRecord[] = [];
+    s.on('stats', (st) => finals.push(st));
+    const exited = new Promise<[number | null, string]>((r) => s.once('exit', (code, reason) => r([code, reason])));
+    await s.stop();
+    const [code, reason] = await exited;
+    expect(code).toBe(0);
+    expect(reason).toBe('stopped');
+    expect(finals.at(-1)?.final).toBe(true);
+  });
+});
+
+describe('eBPF loader failures (no root needed)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'imds-fake-loader-'));
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('missing binary: tells to build', async () => {
+    await expect(startEbpfSource({ binaryPath: join(dir, 'nope') })).rejects.toThrow(EBPF_NOT_BUILT);
+  });
+
+  it('loader failing before ready: rejects with its stderr reason', async () => {
+    const fake = join(dir, 'fake-fail');
+    writeFileSync(
+      fake,
+      '#!/bin/sh\necho "libbpf: some warning" >&2\necho "imds-connect: load failed: Operation not permitted (need root or CAP_BPF+CAP_PERFMON)" >&2\nexit 1\n',
+    );
+    chmodSync(fake, 0o755);
+    await expect(startEbpfSource({ binaryPath: fake })).rejects.toThrow(
+      'imds-connect: load failed: Operation not permitted (need root or CAP_BPF+CAP_PERFMON)',
+    );
+  });
+
+  it('bad options are rejected before spawning', async () => {
+    await expect(startEbpfSource({ binaryPath: '/bin/true', ipv4: ['fd00::1'] })).rejects.toThrow(/IPv4/);
+    await expect(startEbpfSource({ binaryPath: '/bin/true', ports: [0] })).rejects.toThrow(/port/);
+  });
+
+  it('real binary: a bad flag gives one clear stderr line and exit status 2', async () => {
+    if (!existsSync(BINARY)) return;
+    const r = await run(BINARY, ['--port', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe('imds-connect: bad --port: 0');
+    expect(r.stdout).toBe('');
+  });
+});
