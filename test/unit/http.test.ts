@@ -1,0 +1,397 @@
+import { describe, it, expect } from 'vitest';
+import {
+  looksLikeRequestStart, looksLikeResponseStart, parseRequestHead, parseResponseHead,
+  type RequestHead, type ResponseHead,
+} from '../../agent/src/wire/http-head.js';
+import { HttpStream } from '../../agent/src/wire/http-stream.js';
+
+const TOKEN = 'AQAEAFx1Zm9vYmFyLXRva2VuLXZhbHVlLTEyMzQ1Njc4OTA=';
+
+function reqHead(text: string, truncated = false): { head: RequestHead | null; secrets: string[] } {
+  const secrets: string[] = [];
+  const head = parseRequestHead(text, truncated, (v) => secrets.push(v));
+  return { head, secrets };
+}
+
+describe('looksLikeRequestStart / looksLikeResponseStart', () => {
+  it('accepts a method token followed by a space, or a short prefix of one', () => {
+    expect(looksLikeRequestStart(Buffer.from('GET / HTTP/1.1'))).toBe(true);
+    expect(looksLikeRequestStart(Buffer.from('PUT'))).toBe(true);
+    expect(looksLikeRequestStart(Buffer.from('G'))).toBe(true);
+    expect(looksLikeRequestStart(Buffer.from(`${'A'.repeat(32)} /`))).toBe(true);
+  });
+  it('rejects a leading space, control bytes, high bytes and over-long tokens', () => {
+    expect(looksLikeRequestStart(Buffer.from(' GET /'))).toBe(false);
+    expect(looksLikeRequestStart(Buffer.from('GE\tT /'))).toBe(false);
+    expect(looksLikeRequestStart(Buffer.from([0x47, 0xff, 0x20]))).toBe(false);
+    expect(looksLikeRequestStart(Buffer.from('A'.repeat(33)))).toBe(false);
+    expect(looksLikeRequestStart(Buffer.from(`${'A'.repeat(33)} /`))).toBe(false);
+  });
+  it('responses start with HTTP/ (or a prefix of it)', () => {
+    expect(looksLikeResponseStart(Buffer.from('HTTP/1.1 200 OK'))).toBe(true);
+    expect(looksLikeResponseStart(Buffer.from('HTT'))).toBe(true);
+    expect(looksLikeResponseStart(Buffer.from('http/1.1 200 OK'))).toBe(false);
+    expect(looksLikeResponseStart(Buffer.from('GET / HTTP/1.1'))).toBe(false);
+  });
+});
+
+describe('parseRequestHead', () => {
+  it('parses the request line and the interesting headers', () => {
+    const { head } = reqHead([
+      'GET /latest/meta-data/iam/security-credentials/ HTTP/1.1',
+      'Host: 169.254.169.254',
+      'User-Agent: aws-sdk-go/1.44',
+      'Accept: */*',
+      'X-Forwarded-For: 10.0.0.1',
+      'Metadata-Flavor: Google',
+      'Metadata: true',
+    ].join('\r\n'));
+    expect(head).toMatchObject({
+      kind: 'request', method: 'GET', target: '/latest/meta-data/iam/security-credentials/', version: '1.1',
+      tokenPresent: false, tokenTtlSeconds: null, userAgent: 'aws-sdk-go/1.44', host: '169.254.169.254',
+      forwardedFor: true, metadataFlavor: 'Google', metadataHeader: 'true', headerCount: 6,
+      headersTruncated: false, body: { type: 'none' },
+    });
+  });
+
+  it('without those headers the fields are null/false', () => {
+    const { head } = reqHead('GET / HTTP/1.0');
+    expect(head).toMatchObject({
+      version: '1.0', userAgent: null, host: null, forwardedFor: false, metadataFlavor: null,
+      metadataHeader: null, headerCount: 0, tokenPresent: false,
+    });
+  });
+
+  for (const name of ['X-aws-ec2-metadata-token', 'x-aws-ec2-metadata-token', 'X-AWS-EC2-METADATA-TOKEN', 'x-AwS-Ec2-MeTaDaTa-ToKeN']) {
+    it(`token header "${name}": present, value to onSecret, value never on the head`, () => {
+      const { head, secrets } = reqHead(`GET /latest/meta-data/ HTTP/1.1\r\n${name}: ${TOKEN}\r\nHost: x`);
+      expect(head!.tokenPresent).toBe(true);
+      expect(secrets).toEqual([TOKEN]);
+      expect(JSON.stringify(head)).not.toContain(TOKEN);
+      expect(JSON.stringify(head)).not.toContain(TOKEN.slice(0, 12));
+    });
+  }
+
+  it('token header with whitespace around the value and no space after the colon', () => {
+    const { head, secrets } = reqHead(`GET / HTTP/1.1\r\nX-aws-ec2-metadata-token:${TOKEN}   `);
+    expect(head!.tokenPresent).toBe(true);
+    expect(secrets).toEqual([TOKEN]);
+  });
+
+  it('an empty token header still counts as present but gives no secret', () => {
+    const { head, secrets } = reqHead('GET / HTTP/1.1\r\nX-aws-ec2-metadata-token:');
+    expect(head!.tokenPresent).toBe(true);
+    expect(secrets).toEqual([]);
+  });
+
+  it('the TTL header is not the token header', () => {
+    const { head, secrets } = reqHead('PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600');
+    expect(head!.tokenPresent).toBe(false);
+    expect(head!.tokenTtlSeconds).toBe(21600);
+    expect(secrets).toEqual([]);
+  });
+
+  it('a non-numeric TTL is null', () => {
+    expect(reqHead('PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: abc').head!.tokenTtlSeconds).toBeNull();
+    expect(reqHead('PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: -1').head!.tokenTtlSeconds).toBeNull();
+    expect(reqHead('PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 1234567890').head!.tokenTtlSeconds).toBeNull();
+  });
+
+  it('caps long fields at 512 characters', () => {
+    const long = 'a'.repeat(2000);
+    const { head } = reqHead(`GET /${long} HTTP/1.1\r\nUser-Agent: ${long}\r\nHost: ${long}`);
+    expect(head!.target.length).toBe(512);
+    expect(head!.userAgent!.length).toBe(512);
+    expect(head!.host!.length).toBe(512);
+  });
+
+  it('accepts bare LF line endings and skips lines without a name', () => {
+    const { head } = reqHead('GET / HTTP/1.1\nHost: a\n: nameless\nno colon here\nUser-Agent: b');
+    expect(head!.host).toBe('a');
+    expect(head!.userAgent).toBe('b');
+    expect(head!.headerCount).toBe(2);
+  });
+
+  it('body framing: content-length, chunked, zero length', () => {
+    expect(reqHead('POST / HTTP/1.1\r\nContent-Length: 12').head!.body).toEqual({ type: 'length', length: 12 });
+    expect(reqHead('POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked').head!.body).toEqual({ type: 'chunked' });
+    expect(reqHead('POST / HTTP/1.1\r\nContent-Length: 0').head!.body).toEqual({ type: 'none' });
+    expect(reqHead('POST / HTTP/1.1\r\nContent-Length: x').head!.body).toEqual({ type: 'none' });
+    expect(reqHead('GET / HTTP/1.1').head!.body).toEqual({ type: 'none' });
+  });
+
+  it('passes on the truncated flag', () => {
+    expect(reqHead('GET / HTTP/1.1', true).head!.headersTruncated).toBe(true);
+  });
+
+  it('rejects malformed request lines', () => {
+    for (const line of ['GET /', 'GET  / HTTP/1.1', 'GET / HTTP/1.1 extra', 'G(T / HTTP/1.1', 'GET / HTTP/11',
+      'GET / http/1.1', '', `${'A'.repeat(33)} / HTTP/1.1`, 'GET / HTTP/1.1\r']) {
+      expect(reqHead(`${line}\r\nHost: x`).head, JSON.stringify(line)).toBeNull();
+    }
+  });
+});
+
+describe('parseResponseHead', () => {
+  it('parses status, version and framing', () => {
+    expect(parseResponseHead('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: EC2ws', false, 'GET')).toEqual({
+      kind: 'response', status: 200, version: '1.1', headerCount: 2, headersTruncated: false,
+      body: { type: 'length', length: 5 },
+    });
+  });
+
+  it('the reason phrase is optional', () => {
+    expect(parseResponseHead('HTTP/1.1 404\r\nContent-Length: 0', false, null)?.status).toBe(404);
+  });
+
+  it('HEAD responses, 1xx, 204 and 304 have no body whatever their headers say', () => {
+    const h = 'Content-Length: 100';
+    expect(parseResponseHead(`HTTP/1.1 200 OK\r\n${h}`, false, 'HEAD')!.body).toEqual({ type: 'none' });
+    expect(parseResponseHead(`HTTP/1.1 100 Continue\r\n${h}`, false, 'PUT')!.body).toEqual({ type: 'none' });
+    expect(parseResponseHead(`HTTP/1.1 204 No Content\r\n${h}`, false, 'GET')!.body).toEqual({ type: 'none' });
+    expect(parseResponseHead(`HTTP/1.1 304 Not Modified\r\n${h}`, false, 'GET')!.body).toEqual({ type: 'none' });
+    expect(parseResponseHead(`HTTP/1.1 200 OK\r\n${h}`, false, 'GET')!.body).toEqual({ type: 'length', length: 100 });
+  });
+
+  it('chunked wins over content-length; no framing means until close; zero length is none', () => {
+    expect(parseResponseHead('HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked', false, 'GET')!.body)
+      .toEqual({ type: 'chunked' });
+    expect(parseResponseHead('HTTP/1.0 200 OK\r\nServer: x', false, 'GET')!.body).toEqual({ type: 'until-close' });
+    expect(parseResponseHead('HTTP/1.1 200 OK\r\ncontent-length: 0', false, 'GET')!.body).toEqual({ type: 'none' });
+  });
+
+  it('rejects malformed status lines', () => {
+    for (const l of ['HTTP/1.1 20 OK', 'HTTP/1.1 2000 OK', 'HTTP/1.1200 OK', 'HTTP/x 200 OK', 'ICY 200 OK', '']) {
+      expect(parseResponseHead(`${l}\r\nContent-Length: 0`, false, null), l).toBeNull();
+    }
+  });
+});
+
+interface Harness {
+  s: HttpStream;
+  msgs: Array<RequestHead | ResponseHead>;
+  secrets: string[];
+  reqs(): string[];
+  statuses(): number[];
+}
+
+function stream(kind: 'request' | 'response', maxHeaderBytes = 4096, method: () => string | null = () => 'GET'): Harness {
+  const msgs: Array<RequestHead | ResponseHead> = [];
+  const secrets: string[] = [];
+  const s = new HttpStream({ kind, maxHeaderBytes, onMessage: (h) => msgs.push(h), onSecret: (v) => secrets.push(v), requestMethod: method });
+  return {
+    s, msgs, secrets,
+    reqs: () => msgs.map((m) => (m.kind === 'request' ? `${m.method} ${m.target}` : `?${m.status}`)),
+    statuses: () => msgs.map((m) => (m.kind === 'response' ? m.status : -1)),
+  };
+}
+
+const GET = (p: string, extra = ''): string => `GET ${p} HTTP/1.1\r\nHost: 169.254.169.254\r\n${extra}\r\n`;
+
+describe('HttpStream: requests', () => {
+  it('one request in one push', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(GET('/latest/meta-data/')));
+    expect(h.reqs()).toEqual(['GET /latest/meta-data/']);
+  });
+
+  it('one byte at a time', () => {
+    const h = stream('request');
+    for (const c of Buffer.from(GET('/a') + GET('/b'))) h.s.push(Buffer.from([c]));
+    expect(h.reqs()).toEqual(['GET /a', 'GET /b']);
+  });
+
+  it('nothing is emitted before the blank line arrives', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('GET /a HTTP/1.1\r\nHost: x\r\n'));
+    expect(h.msgs).toHaveLength(0);
+    h.s.push(Buffer.from('\r\n'));
+    expect(h.reqs()).toEqual(['GET /a']);
+  });
+
+  it('pipelined requests in a single push, in order', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(GET('/1') + GET('/2') + `PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n` + GET('/3')));
+    expect(h.reqs()).toEqual(['GET /1', 'GET /2', 'PUT /latest/api/token', 'GET /3']);
+    expect((h.msgs[2] as RequestHead).tokenTtlSeconds).toBe(60);
+  });
+
+  it('stray CRLFs between requests are tolerated and not malformed', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`\r\n${GET('/a')}\r\n\r\n\n${GET('/b')}`));
+    expect(h.reqs()).toEqual(['GET /a', 'GET /b']);
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('a content-length body is skipped, even if it looks like a request', () => {
+    const body = GET('/inside-body');
+    const h = stream('request');
+    const msg = `POST /x HTTP/1.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    for (const part of [msg.slice(0, 30), msg.slice(30, 70), msg.slice(70), GET('/after')]) h.s.push(Buffer.from(part));
+    expect(h.reqs()).toEqual(['POST /x', 'GET /after']);
+  });
+
+  it('a chunked request body is skipped, with extensions and trailers', () => {
+    const h = stream('request');
+    const fake = GET('/inside');
+    const body = `${fake.length.toString(16)};ext=1\r\n${fake}\r\n3\r\nabc\r\n0\r\nTrailer: v\r\n\r\n`;
+    const all = `POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n${body}${GET('/after')}`;
+    for (let i = 0; i < all.length; i += 7) h.s.push(Buffer.from(all.slice(i, i + 7)));
+    expect(h.reqs()).toEqual(['POST /c', 'GET /after']);
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('a bad chunk size line is malformed and the stream resynchronises', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nblah blah\r\n\r\n${GET('/next')}`));
+    expect(h.s.malformed).toBeGreaterThanOrEqual(1);
+    expect(h.reqs()).toEqual(['POST /c', 'GET /next']);
+  });
+
+  it('the token value goes to onSecret and never appears in emitted heads', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(GET('/latest/meta-data/', `x-aws-ec2-metadata-token: ${TOKEN}\r\n`)));
+    expect(h.secrets).toEqual([TOKEN]);
+    expect((h.msgs[0] as RequestHead).tokenPresent).toBe(true);
+    expect(JSON.stringify(h.msgs)).not.toContain(TOKEN);
+  });
+
+  it('garbage is counted as malformed and parsing resumes at the next head', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`\x00\x01\x02 binary junk\r\nmore\r\n\r\n${GET('/ok')}`));
+    expect(h.reqs()).toEqual(['GET /ok']);
+    expect(h.s.malformed).toBe(1);
+  });
+
+  it('a head whose start line does not parse is malformed, the next one still parses', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`GET /no-version\r\nHost: x\r\n\r\n${GET('/ok')}`));
+    expect(h.reqs()).toEqual(['GET /ok']);
+    expect(h.s.malformed).toBe(1);
+  });
+
+  it('an oversized head is reported truncated, then skipped to its end', () => {
+    const h = stream('request', 256);
+    const big = `GET /big HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n${'X-Pad: ' + 'p'.repeat(100) + '\r\n'}${'X-Pad2: ' + 'q'.repeat(400) + '\r\n'}\r\n`;
+    for (let i = 0; i < big.length; i += 50) h.s.push(Buffer.from(big.slice(i, i + 50)));
+    h.s.push(Buffer.from(GET('/next')));
+    expect(h.reqs()).toEqual(['GET /big', 'GET /next']);
+    const first = h.msgs[0] as RequestHead;
+    expect(first.headersTruncated).toBe(true);
+    expect(first.userAgent).toBe('ua');
+    expect(h.s.truncatedHeads).toBe(1);
+    expect((h.msgs[1] as RequestHead).headersTruncated).toBe(false);
+  });
+
+  it('a token line cut by truncation is dropped, never passed on partially', () => {
+    const h = stream('request', 128);
+    const head = `GET /t HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(60)}\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n`;
+    for (let i = 0; i < head.length; i += 16) h.s.push(Buffer.from(head.slice(i, i + 16)));
+    expect(h.reqs()).toEqual(['GET /t']);
+    for (const s of h.secrets) expect(TOKEN.startsWith(s) && s !== TOKEN).toBe(false);
+  });
+
+  it('does not hold more than maxHeaderBytes while waiting for a head end', () => {
+    const h = stream('request', 100);
+    for (let i = 0; i < 50; i++) {
+      h.s.push(Buffer.from(i === 0 ? 'GET /' : 'aaaaaaaaaaaaaaaaaaaa'));
+      expect((h.s as unknown as { buf: Buffer }).buf.length).toBeLessThanOrEqual(120);
+    }
+  });
+
+  it('gap(): a partial head is forgotten and the next request parses; no malformed count', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('GET /lost HTTP/1.1\r\nHo'));
+    h.s.gap();
+    h.s.push(Buffer.from(GET('/after-gap')));
+    expect(h.reqs()).toEqual(['GET /after-gap']);
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('gap() then the tail of a head: skipped up to the blank line, next request parses', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('GET /lost HTTP/1.1\r\n'));
+    h.s.gap();
+    h.s.push(Buffer.from(`\x00tail-of-lost-head\r\nAccept: */*\r\n\r\n${GET('/after')}`));
+    expect(h.reqs()).toEqual(['GET /after']);
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('gap() during a body ends the body: the next request parses', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('POST /p HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc'));
+    h.s.gap();
+    h.s.push(Buffer.from(GET('/next')));
+    expect(h.reqs()).toEqual(['POST /p', 'GET /next']);
+  });
+
+  it('never throws on binary noise and keeps working afterwards', () => {
+    const h = stream('request', 64);
+    let x = 12345;
+    for (let i = 0; i < 200; i++) {
+      const b = Buffer.alloc(37);
+      for (let j = 0; j < b.length; j++) { x = (x * 1103515245 + 12345) & 0x7fffffff; b[j] = x & 0xff; }
+      h.s.push(b);
+    }
+    h.s.gap();
+    h.s.push(Buffer.from(GET('/alive')));
+    expect(h.reqs().at(-1)).toBe('GET /alive');
+  });
+});
+
+describe('HttpStream: responses', () => {
+  const R = (status: number, body: string, extra = ''): string =>
+    `HTTP/1.1 ${status} X\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`;
+
+  it('keep-alive responses with bodies; the body is not parsed', () => {
+    const h = stream('response');
+    h.s.push(Buffer.from(R(200, 'HTTP/1.1 500 fake\r\n\r\n') + R(404, 'nope')));
+    expect(h.statuses()).toEqual([200, 404]);
+  });
+
+  it('chunked response bodies are skipped', () => {
+    const h = stream('response');
+    const all = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHTTP/\r\nA\r\n1.1 500 xx\r\n0\r\n\r\n' + R(201, 'x');
+    for (let i = 0; i < all.length; i += 3) h.s.push(Buffer.from(all.slice(i, i + 3)));
+    expect(h.statuses()).toEqual([200, 201]);
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('a HEAD response has no body even with a content-length', () => {
+    let method = 'HEAD';
+    const h = stream('response', 4096, () => method);
+    h.s.push(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n'));
+    method = 'GET';
+    h.s.push(Buffer.from(R(200, 'body')));
+    expect(h.statuses()).toEqual([200, 200]);
+  });
+
+  it('1xx interim responses are followed by the final response', () => {
+    const h = stream('response');
+    h.s.push(Buffer.from(`HTTP/1.1 100 Continue\r\n\r\n${R(200, 'ok')}`));
+    expect(h.statuses()).toEqual([100, 200]);
+  });
+
+  it('a response without framing runs until close: later bytes are ignored', () => {
+    const h = stream('response');
+    h.s.push(Buffer.from('HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody...'));
+    h.s.push(Buffer.from(R(500, 'not a response, body of the previous one')));
+    expect(h.statuses()).toEqual([200]);
+    expect((h.s as unknown as { buf: Buffer }).buf.length).toBe(0);
+  });
+
+  it('a request-looking stream on the response side is malformed', () => {
+    const h = stream('response');
+    h.s.push(Buffer.from(GET('/x')));
+    expect(h.msgs).toHaveLength(0);
+    expect(h.s.malformed).toBe(1);
+  });
+
+  it('gap() mid-body: resynchronises on the next response', () => {
+    const h = stream('response');
+    h.s.push(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{"Code" : "Success", '));
+    h.s.gap();
+    h.s.push(Buffer.from(R(404, '')));
+    expect(h.statuses()).toEqual([200, 404]);
+  });
+});
