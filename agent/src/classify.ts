@@ -33,7 +33,8 @@ const OTHER_CLOUDS: Array<[RegExp, Provider]> = [
 /** The path part of a request target: origin-form as is, absolute-form reduced to its path. */
 export function targetPath(target: string): string {
   const abs = /^https?:\/\/[^/?#]*(.*)$/i.exec(target);
-  const t = abs ? abs[1] || '/' : target;
+  // Absolute-form with an empty path ("http://host" or "http://host?x") means "/".
+  const t = abs ? (abs[1].startsWith('/') ? abs[1] : `/${abs[1]}`) : target;
   const q = t.search(/[?#]/);
   // The service tolerates repeated slashes (SDKs joining an endpoint ending in "/" send "//latest").
   return (q >= 0 ? t.slice(0, q) : t).replace(/\/{2,}/g, '/');

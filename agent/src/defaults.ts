@@ -26,6 +26,10 @@ export const DEFAULTS = {
   flowIdleMs: 120_000,
   /** How long a kernel connect event and a wire flow may be apart and still be joined. */
   joinWindowMs: 10_000,
+  /** How long a new connection waits for its kernel event before /proc is asked instead. */
+  joinWaitMs: 2000,
+  /** Kernel connect events kept for joining (each eviction is counted). */
+  maxPendingJoins: 10_000,
   statsIntervalMs: 60_000,
 } as const;
 

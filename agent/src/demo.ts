@@ -77,7 +77,9 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
     out();
     const found = calls.filter((r) => r.imds_version === 'v1').length;
     out(`${found} IMDSv1 calls found (${v1} made), ${calls.length - found} IMDSv2 calls shown because of --include-v2.`);
-    out('Short-lived callers show "none" with the /proc backend: they were gone before /proc could be read.');
+    if (tracer.records[0].backend !== 'ebpf') {
+      out(`Short-lived callers show "none" with the /proc backend: they were gone before /proc could be read (${tracer.records[0].backend_reason ?? ''}).`);
+    }
     out(`JSON lines: ${log}`);
     return found === v1 ? 0 : 1;
   } catch (err) {

@@ -80,6 +80,8 @@ export interface ReadyRecord {
   log_file: string | null;
   /** Start of the process to this record, in milliseconds. */
   startup_ms: number;
+  /** With the eBPF backend: time to load (verify) and attach the program. */
+  ebpf?: { load_ms: number; attach_ms: number };
 }
 
 export interface StatsRecord {
@@ -98,6 +100,17 @@ export interface StatsRecord {
   calls_dropped: number;
   records_written: number;
   write_errors: number;
+  /** The agent's own IMDS calls, never reported as someone else's. */
+  calls_self: number;
+  /** With the eBPF backend. */
+  kernel?: {
+    loaded: boolean;
+    events: number;
+    events_lost: number;
+    joined: number;
+    proc_fallbacks: number;
+    loader_restarts: number;
+  };
 }
 
 export interface ErrorRecord {

@@ -11,6 +11,13 @@ export const REDACTED = '[REDACTED]';
 // The header name, not followed by "-ttl-seconds", then ":" or "=", then the value.
 const HEADER_RE = /(x-aws-ec2-metadata-token(?!-ttl)\s*[:=]\s*)("?)([^\s"';&|]+)/gi;
 const MIN_SECRET = 8;
+// An argument that is the header name alone (optionally with its separator): the value is the next one.
+const BARE_HEADER_RE = /x-aws-ec2-metadata-token(?!-ttl)\s*[:=]?\s*$/i;
+
+/** Each argument through redact; an argument following a bare token header is removed whole. */
+export function redactArgv(args: string[], redact: (s: string) => string): string[] {
+  return args.map((a, i) => (i > 0 && BARE_HEADER_RE.test(args[i - 1]) ? REDACTED : redact(a)));
+}
 
 export class Redactor {
   private readonly seen = new Set<string>();
@@ -38,14 +45,14 @@ export class Redactor {
 
   /** argv with token values removed, including a value given as the argument after a bare header. */
   argv(args: string[]): string[] {
-    return args.map((a) => this.text(a));
+    return redactArgv(args, (a) => this.text(a));
   }
 }
 
 /** A process description with every argv (its own and its ancestors') passed through redact. */
 export function redactProcess(p: ProcessInfo, redact: (s: string) => string): ProcessInfo {
   const out: ProcessInfo = { ...p };
-  if (p.argv) out.argv = p.argv.map(redact);
-  if (p.ancestors) out.ancestors = p.ancestors.map((a) => ({ ...a, argv: a.argv ? a.argv.map(redact) : null }));
+  if (p.argv) out.argv = redactArgv(p.argv, redact);
+  if (p.ancestors) out.ancestors = p.ancestors.map((a) => ({ ...a, argv: a.argv ? redactArgv(a.argv, redact) : null }));
   return out;
 }

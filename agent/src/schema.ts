@@ -47,13 +47,19 @@ export const SCHEMAS: Record<string, Spec> = {
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
     include_v2: 'boolean', log_file: nullable('string'), startup_ms: 'number',
-  }, ['backend_reason']),
+    ebpf: obj<NonNullable<ReadyRecord['ebpf']>>({ load_ms: 'number', attach_ms: 'number' }),
+  }, ['backend_reason', 'ebpf']),
   stats: obj<StatsRecord>({
     event: { enum: ['stats'] }, time: 'string', uptime_s: 'number', packets: 'number', packets_undecodable: 'number',
     flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
     tcp_gaps: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
     calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
-  }),
+    calls_self: 'number',
+    kernel: obj<NonNullable<StatsRecord['kernel']>>({
+      loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
+      loader_restarts: 'number',
+    }),
+  }, ['kernel']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
 };
 

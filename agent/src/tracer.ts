@@ -11,6 +11,7 @@ import { classify } from './classify.js';
 import { Redactor } from './redact.js';
 import { PendingCalls } from './calls.js';
 import { ProcAttributor, type Attributor } from './attribution/proc.js';
+import { EbpfAttributor } from './attribution/ebpf.js';
 import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
 import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
@@ -43,7 +44,7 @@ export class Tracer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Date.now();
   private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
-  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0 };
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0 };
 
   constructor(private readonly o: TracerOptions) {
     this.flows = new FlowTable({
@@ -79,7 +80,7 @@ export class Tracer {
   }
 
   async start(): Promise<void> {
-    this.startAttributor();
+    await this.startAttributor();
     const filter = captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort);
     this.capture = openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes,
       (frame, link) => this.onFrame(frame, link));
@@ -94,17 +95,35 @@ export class Tracer {
       startup_ms: Math.round(process.uptime() * 1000),
     };
     if (this.backendReason) ready.backend_reason = this.backendReason;
+    if (this.ebpf) ready.ebpf = { load_ms: round2(this.ebpf.loadMs), attach_ms: round2(this.ebpf.attachMs) };
     this.o.writer.write(ready);
   }
 
   private backendReason: string | undefined;
+  private ebpf: EbpfAttributor | null = null;
 
-  private startAttributor(): void {
-    if (this.o.backend === 'ebpf') {
-      throw new Error('the eBPF backend is not available in this build yet; use --backend proc or auto');
+  /** eBPF when asked or possible; /proc otherwise, saying why. */
+  private async startAttributor(): Promise<void> {
+    const proc = new ProcAttributor(this.o.ancestors);
+    if (this.o.backend !== 'proc') {
+      try {
+        this.ebpf = await EbpfAttributor.start({
+          ancestors: this.o.ancestors, joinWindowMs: DEFAULTS.joinWindowMs, joinWaitMs: DEFAULTS.joinWaitMs,
+          maxEvents: DEFAULTS.maxPendingJoins, fallback: proc,
+          targets: { ipv4: [...DEFAULTS.imdsIPv4], ipv6: [...DEFAULTS.imdsIPv6], ports: [DEFAULTS.imdsPort] },
+          onError: (m) => this.o.writer.error('ebpf', m),
+          onInfo: (m) => this.o.writer.error('ebpf', m),
+        });
+        this.attributor = this.ebpf;
+        this.attributionKind = 'ebpf';
+        return;
+      } catch (err) {
+        const why = (err as Error).message;
+        if (this.o.backend === 'ebpf') throw new Error(`the eBPF backend cannot start: ${why}`);
+        this.backendReason = `eBPF unavailable (${why}); attributing through /proc`;
+      }
     }
-    if (this.o.backend === 'auto') this.backendReason = 'eBPF backend not available in this build; using /proc';
-    this.attributor = new ProcAttributor(this.o.ancestors);
+    this.attributor = proc;
     this.attributionKind = 'proc';
   }
 
@@ -120,7 +139,7 @@ export class Tracer {
 
   private startAttribution(conn: Conn): void {
     if (!this.attributor) return;
-    this.connAttr.set(conn.id, this.attributor.lookup(this.tuple(conn)));
+    this.connAttr.set(conn.id, this.attributor.lookup(this.tuple(conn), conn.openedAt));
   }
 
   private tuple(conn: Conn) {
@@ -133,7 +152,7 @@ export class Tracer {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first : { attribution: 'none' as const };
     if (info.attribution !== 'none' || conn.closed) return info;
-    const again = this.attributor.lookup(this.tuple(conn));
+    const again = this.attributor.lookup(this.tuple(conn), conn.openedAt);
     this.connAttr.set(conn.id, again);
     return again;
   }
@@ -155,13 +174,17 @@ export class Tracer {
   }
 
   private emit(rec: CallRecord): void {
+    if (rec.process.pid === process.pid) {
+      this.counts.self++; // the agent's own IMDS calls are not someone else's
+      return;
+    }
     if (rec.process.attribution === 'none') this.counts.unattributed++;
     this.o.writer.write(rec);
   }
 
   stats(): StatsRecord {
     const f = this.flows.stats;
-    return {
+    const st: StatsRecord = {
       event: 'stats', time: new Date().toISOString(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       packets: this.counts.packets, packets_undecodable: this.counts.undecodable,
@@ -170,7 +193,14 @@ export class Tracer {
       calls: { v1: this.counts.v1, v2: this.counts.v2, other: this.counts.other },
       calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
+      calls_self: this.counts.self,
     };
+    if (this.ebpf) {
+      const c = this.ebpf.counters;
+      st.kernel = { loaded: this.ebpf.loaded, events: c.events, events_lost: c.lost, joined: c.joined,
+        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts };
+    }
+    return st;
   }
 
   /** Stop capturing, write every call already seen, then the final stats. */
@@ -180,6 +210,11 @@ export class Tracer {
     this.capture = null;
     this.flows.closeAll();
     await this.calls.flush();
+    await this.ebpf?.stop();
     this.o.writer.write(this.stats());
   }
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
 }

@@ -32,8 +32,8 @@ function injectFrames(lab: Lab, frames: object[]): void {
 describe.skipIf(!support.ok)(`tracing real clients in a lab${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
   let lab: Lab;
   let imds: ImdsHandle;
-  let all: TracerProcess; // --include-v2 --include-other, stdout only
-  let v1only: TracerProcess; // defaults, with a log file
+  let all: TracerProcess; // --include-v2 --include-other, stdout only, eBPF attribution (auto)
+  let v1only: TracerProcess; // defaults, with a log file, /proc attribution
   const logDir = join(mkdtempSync(join(tmpdir(), 'imdst-log-')), 'nested');
   const logFile = join(logDir, 'calls.jsonl');
   const injected: Rec[] = []; // requests the stand-in never sees (hand-made frames)
@@ -42,7 +42,7 @@ describe.skipIf(!support.ok)(`tracing real clients in a lab${support.ok ? '' : `
     lab = await createLab();
     imds = await lab.startImds({ logRequests: true, canary: CANARY });
     all = await startTracer(lab, ['--no-log-file', '--include-v2', '--include-other', '--stats-interval', '3600']);
-    v1only = await startTracer(lab, ['--log-file', logFile, '--stats-interval', '3600']);
+    v1only = await startTracer(lab, ['--log-file', logFile, '--stats-interval', '3600', '--backend', 'proc']);
   });
 
   afterAll(async () => {
@@ -154,7 +154,7 @@ print(s.getsockname()[1])
     expect(recs.map((r) => [r.request.path, r.imds_version, r.response.status, r.request.user_agent])).toEqual([
       ['/latest/meta-data/reordered', 'v1', 200, 'inject'], ['/latest/meta-data/v2-split', 'v2', null, null],
     ]);
-    expect(recs[0].process).toMatchObject({ attribution: 'none' });
+    expect(recs[0].process).toMatchObject({ attribution: 'none' }); // no process ever made this connection
   });
 
   it("other clouds' metadata probes are labelled and never counted as IMDSv1", async () => {
@@ -168,16 +168,25 @@ print(s.getsockname()[1])
     expect(recs.map((r) => [r.provider, r.imds_version])).toEqual([['gce', null], ['azure', null], ['oci', null]]);
   });
 
+  it('the tracers attribute with the backends asked for', () => {
+    expect(all.records[0]).toMatchObject({ event: 'ready', backend: 'ebpf' });
+    expect(all.records[0].ebpf.load_ms).toBeGreaterThan(0);
+    expect(v1only.records[0]).toMatchObject({ event: 'ready', backend: 'proc' });
+  });
+
   for (const [runtime, ipv6] of [['node', false], ['python', true]] as const) {
-    it(`a long-lived ${runtime} caller over ${ipv6 ? 'IPv6' : 'IPv4'} is attributed to its pid with argv`, async () => {
+    it(`a long-lived ${runtime} caller over ${ipv6 ? 'IPv6' : 'IPv4'} is attributed to its pid with argv (eBPF and /proc)`, async () => {
       const caller = startLongLivedCaller(lab, { runtime, version: 'v1', ipv6, path: '/latest/meta-data/iam/info' });
       try {
         const called = await caller.called;
-        const [rec] = await all.count((r) => r.event === 'imds_call' && r.connection.sport === called.localPort, 1, 10_000);
-        expect(rec.process).toMatchObject({ attribution: 'proc', pid: caller.pid, uid: 0, user: 'root' });
-        expect(rec.process.argv.slice(1)).toEqual(caller.argv.slice(1));
-        expect(rec.process.comm).toBe(runtime === 'node' ? 'node' : 'python3');
-        expect(rec.process.ancestors.length).toBeGreaterThan(0);
+        for (const [t, how] of [[all, 'ebpf'], [v1only, 'proc']] as const) {
+          const [rec] = await t.count((r) => r.event === 'imds_call' && r.connection.sport === called.localPort, 1, 10_000);
+          expect(rec.process).toMatchObject({ attribution: how, pid: caller.pid, uid: 0, user: 'root' });
+          expect(rec.process.argv.slice(1)).toEqual(caller.argv.slice(1));
+          expect(rec.process.comm).toBe(runtime === 'node' ? 'node' : 'python3');
+          expect(rec.process.ancestors.length).toBeGreaterThan(0);
+          expect(rec.process.ancestors[0].argv).not.toBeNull();
+        }
       } finally {
         await caller.stop();
       }
@@ -200,7 +209,7 @@ sys.stdin.read()`;
     try {
       const port = await new Promise<number>((resolve) => proc.stdout!.once('data', (b: Buffer) => resolve(Number(b.toString().trim()))));
       const [rec] = await all.count((r) => r.event === 'imds_call' && r.connection.sport === port, 1, 10_000);
-      expect(rec.process.attribution).toBe('proc');
+      expect(rec.process.attribution).toBe('ebpf');
       expect(rec.process.argv.slice(-2)).toEqual(['X-aws-ec2-metadata-token: [REDACTED]', '[REDACTED]']);
     } finally {
       proc.stdin!.end();

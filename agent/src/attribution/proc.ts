@@ -17,7 +17,8 @@ export interface Tuple {
 }
 
 export interface Attributor {
-  lookup(t: Tuple): Promise<ProcessInfo>;
+  /** The process behind a connection first seen at atMs (default: now). */
+  lookup(t: Tuple, atMs?: number): Promise<ProcessInfo>;
 }
 
 const tupleKey = (t: Tuple): string => `${unmapV4(t.client)}|${t.cport}|${unmapV4(t.server)}|${t.sport}`;

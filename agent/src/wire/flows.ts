@@ -64,7 +64,8 @@ interface FlowState {
   down: TcpStream;
   upHttp: HttpStream;
   downHttp: HttpStream;
-  fins: number;
+  finUp: boolean;
+  finDown: boolean;
 }
 
 const NAT_WINDOW_MS = 5000;
@@ -85,12 +86,16 @@ export class FlowTable {
     const key = `${client}|${cport}|${server}|${sport}`;
     let st = this.flows.get(key);
     const isSyn = seg.flags.syn && !seg.flags.ack && toServer;
-    if (st && isSyn && st.conn.clientIsn !== null && st.conn.clientIsn !== seg.seq) {
-      this.close(st); // the 4-tuple is reused by a new connection
+    // A client SYN whose ISN differs from the one we know (or that follows a connection picked up
+    // mid-stream, whose ISN we never saw): the 4-tuple is reused by a new connection.
+    if (st && isSyn && st.conn.clientIsn !== seg.seq) {
+      this.close(st);
       st = undefined;
     }
     if (!st) {
-      if (seg.flags.rst || (!toServer && seg.flags.fin)) return; // nothing to learn from a stray end
+      // Nothing to learn from a stray end, nor from an empty segment (the last ACK after both FINs).
+      if (seg.flags.rst || (!toServer && seg.flags.fin)) return;
+      if (!seg.flags.syn && seg.payload.length === 0) return;
       st = this.open(key, seg, toServer, client, cport, server, sport, ts, iface);
     }
     const c = st.conn;
@@ -103,7 +108,12 @@ export class FlowTable {
       st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
     }
     if (seg.flags.rst) this.close(st);
-    else if (seg.flags.fin && ++st.fins >= 2) this.close(st);
+    else if (seg.flags.fin) {
+      // One FIN per direction: a retransmitted FIN, or the same FIN seen on two interfaces, is not the
+      // other side's.
+      if (toServer) st.finUp = true; else st.finDown = true;
+      if (st.finUp && st.finDown) this.close(st);
+    }
   }
 
   private open(key: string, seg: TcpSegment, toServer: boolean, client: string, cport: number,
@@ -142,7 +152,7 @@ export class FlowTable {
       },
     });
     const st: FlowState = {
-      conn, upHttp, downHttp, fins: 0,
+      conn, upHttp, downHttp, finUp: false, finDown: false,
       up: new TcpStream({ onData: (b) => upHttp.push(b), onGap: () => upHttp.gap() }, limits),
       down: new TcpStream({ onData: (b) => downHttp.push(b), onGap: () => downHttp.gap() }, limits),
     };

@@ -1,0 +1,168 @@
+/**
+ * eBPF attribution: the kernel program names the caller of every connection to the IMDS at connect
+ * time; events are joined to wire connections by 4-tuple within a window (an event that arrives a
+ * little after the packets still joins). A connection with no event (it began before the agent, or
+ * the loader is down) is looked up through /proc instead, and says so. If the loader dies it is
+ * restarted with backoff, and the gap is reported.
+ */
+import { readlinkSync } from 'node:fs';
+import { startEbpfSource, type EbpfSource } from '../ebpf/loader.js';
+import type { ConnectEvent } from '../ebpf/events.js';
+import type { ProcessInfo } from '../record.js';
+import { CgroupPaths } from './cgroup-paths.js';
+import { processFromEvent } from './ebpf-process.js';
+import { JoinTable, joinKey } from './join.js';
+import type { Attributor, Tuple } from './proc.js';
+import { UserNames } from './proc-process.js';
+
+export interface EbpfAttributorOptions {
+  ancestors: number;
+  joinWindowMs: number;
+  /** How long a connection waits for its kernel event before /proc is asked. */
+  joinWaitMs: number;
+  maxEvents: number;
+  targets: { ipv4: string[]; ipv6: string[]; ports: number[] };
+  fallback: Attributor;
+  onError(message: string): void;
+  onInfo(message: string): void;
+}
+
+export interface EbpfCounters {
+  events: number;
+  lost: number;
+  joined: number;
+  fallbacks: number;
+  restarts: number;
+}
+
+function ownNetns(): number | null {
+  const m = /\[(\d+)\]/.exec((() => { try { return readlinkSync('/proc/self/ns/net'); } catch { return ''; } })());
+  return m ? Number(m[1]) : null;
+}
+
+export class EbpfAttributor implements Attributor {
+  private source: EbpfSource | null = null;
+  private readonly table: JoinTable<ConnectEvent>;
+  private readonly enriched = new WeakMap<ConnectEvent, Promise<ProcessInfo>>();
+  private readonly waiters = new Map<string, Array<() => void>>();
+  private readonly users = new UserNames();
+  private readonly cgroups = new CgroupPaths();
+  private sweepTimer: NodeJS.Timeout;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private backoffMs = 1000;
+  private stopped = false;
+  private lostBase = 0;
+  readonly counters: EbpfCounters = { events: 0, lost: 0, joined: 0, fallbacks: 0, restarts: 0 };
+  loadMs = 0;
+  attachMs = 0;
+
+  private constructor(private readonly o: EbpfAttributorOptions) {
+    this.table = new JoinTable(o.joinWindowMs, o.maxEvents, ownNetns());
+    this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs);
+    this.sweepTimer.unref();
+  }
+
+  /** Load and attach the program; rejects with the reason when it cannot. */
+  static async start(o: EbpfAttributorOptions): Promise<EbpfAttributor> {
+    const a = new EbpfAttributor(o);
+    try {
+      await a.attach();
+    } catch (err) {
+      clearInterval(a.sweepTimer);
+      throw err;
+    }
+    return a;
+  }
+
+  private async attach(): Promise<void> {
+    const src = await startEbpfSource({ ...this.o.targets });
+    this.source = src;
+    this.loadMs = src.loadMs;
+    this.attachMs = src.attachMs;
+    this.lostBase = this.counters.lost;
+    src.on('event', (e) => this.onEvent(e, src));
+    src.on('stats', (s) => { this.counters.lost = this.lostBase + s.lost; });
+    src.on('warning', (line) => this.o.onInfo(`eBPF loader: ${line}`));
+    src.once('exit', (_code, reason) => this.onExit(src, reason));
+  }
+
+  private onEvent(e: ConnectEvent, src: EbpfSource): void {
+    this.counters.events++;
+    const at = src.monoToEpochMs(e.tsSynNs);
+    this.table.add(e, at);
+    // Read /proc now, while the caller may still be alive.
+    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups));
+    const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
+    const w = this.waiters.get(k);
+    if (w) for (const f of [...w]) f();
+  }
+
+  private onExit(src: EbpfSource, reason: string): void {
+    if (this.source === src) this.source = null;
+    if (this.stopped) return;
+    this.o.onError(`eBPF loader exited (${reason}); attributing through /proc until it is restarted`);
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    this.restartTimer = setTimeout(async () => {
+      this.restartTimer = null;
+      if (this.stopped) return;
+      try {
+        await this.attach();
+        this.counters.restarts++;
+        this.backoffMs = 1000;
+        this.o.onInfo('eBPF loader restarted; kernel attribution resumed');
+      } catch (err) {
+        this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
+        this.o.onError(`eBPF loader restart failed: ${(err as Error).message}; next try in ${this.backoffMs / 1000} s`);
+        this.scheduleRestart();
+      }
+    }, this.backoffMs);
+    this.restartTimer.unref();
+  }
+
+  async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
+    let e = this.table.find(t, atMs);
+    if (!e && this.source) {
+      await this.waitForEvent(t);
+      e = this.table.find(t, atMs);
+    }
+    if (!e) {
+      this.counters.fallbacks++;
+      const p = await this.o.fallback.lookup(t);
+      return p.attribution === 'none'
+        ? { ...p, reason: `no kernel connect event (connection older than the agent, or the loader was down); ${p.reason}` }
+        : p;
+    }
+    this.counters.joined++;
+    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups);
+  }
+
+  private waitForEvent(t: Tuple): Promise<void> {
+    const k = joinKey(t.client, t.cport, t.server, t.sport);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        const list = this.waiters.get(k);
+        const rest = list?.filter((f) => f !== done) ?? [];
+        if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        resolve();
+      };
+      const timer = setTimeout(done, this.o.joinWaitMs);
+      const list = this.waiters.get(k);
+      if (list) list.push(done); else this.waiters.set(k, [done]);
+    });
+  }
+
+  get loaded(): boolean {
+    return this.source !== null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweepTimer);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    await this.source?.stop();
+  }
+}
