@@ -7,7 +7,9 @@ import type { Classification } from './classify.js';
 import type { RequestHead } from './wire/http-head.js';
 import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
-import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo } from './record.js';
+import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
+
+const V1_REASON_WINDOW_MS = 60_000;
 
 export interface PendingCallsOptions {
   responseWaitMs: number;
@@ -20,6 +22,8 @@ export interface PendingCallsOptions {
 }
 
 interface Pending {
+  /** Only tracked (token requests are, to explain a later IMDSv1 fallback), not written. */
+  write: boolean;
   conn: Conn;
   key: string;
   head: RequestHead;
@@ -34,18 +38,21 @@ export class PendingCalls {
   private readonly pending = new Map<string, Pending>();
   private readonly byConn = new Map<number, Set<string>>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** The latest token request of each caller (pid), to explain its IMDSv1 calls. */
+  private readonly tokenPuts = new Map<number, Pending>();
   forced = 0;
 
   constructor(private readonly o: PendingCallsOptions) {}
 
-  add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date): void {
+  add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
     if (this.pending.size >= this.o.maxPending) {
       const oldest = this.pending.values().next().value as Pending;
       this.forced++;
       this.finalise(oldest);
     }
-    const p: Pending = { key: `${conn.id}:${seq}`, conn, head, cls, at, status: null, timer: null, done: false };
     const key = `${conn.id}:${seq}`;
+    const p: Pending = { write, key, conn, head, cls, at, status: null, timer: null, done: false };
+    if (cls.tokenRequest) void this.o.attribution(conn).then((proc) => this.noteTokenPut(proc, p));
     this.pending.set(key, p);
     const keys = this.byConn.get(conn.id);
     if (keys) keys.add(key); else this.byConn.set(conn.id, new Set([key]));
@@ -58,6 +65,26 @@ export class PendingCalls {
     if (!p || p.done) return;
     p.status = status;
     this.finalise(p);
+  }
+
+  private noteTokenPut(proc: ProcessInfo, p: Pending): void {
+    if (proc.pid === undefined) return;
+    this.tokenPuts.delete(proc.pid);
+    this.tokenPuts.set(proc.pid, p);
+    if (this.tokenPuts.size > this.o.maxPending) this.tokenPuts.delete(this.tokenPuts.keys().next().value as number);
+  }
+
+  /**
+   * Why a caller used IMDSv1: its token request shortly before went unanswered (a PUT response hop
+   * limit too low for a container) or was refused (403/404/405), and SDKs then fall back to IMDSv1.
+   */
+  private v1Reason(p: Pending, proc: ProcessInfo): V1Reason | undefined {
+    if (p.cls.imdsVersion !== 'v1' || proc.pid === undefined) return undefined;
+    const put = this.tokenPuts.get(proc.pid);
+    if (!put || put.at > p.at || p.at.getTime() - put.at.getTime() > V1_REASON_WINDOW_MS) return undefined;
+    if (put.status === null) return 'token_put_unanswered';
+    if (put.status === 403 || put.status === 404 || put.status === 405) return 'token_put_refused';
+    return undefined;
   }
 
   /** The connection ended: its requests will get no response. */
@@ -76,14 +103,18 @@ export class PendingCalls {
     const keys = this.byConn.get(p.conn.id);
     keys?.delete(p.key);
     if (keys && keys.size === 0) this.byConn.delete(p.conn.id);
+    if (!p.write) return;
     const job = this.attribute(p).then((proc) => {
       const h = p.head;
-      this.o.emit(buildCallRecord({
+      const rec = buildCallRecord({
         at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
         tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
         headersTruncated: h.headersTruncated, status: p.status, connection: this.o.connection(p.conn),
         process: redactProcess(proc, this.o.redact),
-      }, this.o.redact));
+      }, this.o.redact);
+      const why = this.v1Reason(p, proc);
+      if (why) rec.v1_reason = why;
+      this.o.emit(rec);
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));

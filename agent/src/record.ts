@@ -65,7 +65,11 @@ export interface CallRecord {
   response: { status: number | null };
   connection: ConnectionInfo;
   process: ProcessInfo;
+  /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
+  v1_reason?: V1Reason;
 }
+
+export type V1Reason = 'token_put_unanswered' | 'token_put_refused';
 
 export interface ReadyRecord {
   event: 'ready';
@@ -120,7 +124,15 @@ export interface ErrorRecord {
   message: string;
 }
 
-export type OutputRecord = CallRecord | ReadyRecord | StatsRecord | ErrorRecord;
+/** Something worth knowing that is not a failure (a component recovered, a fallback was taken). */
+export interface NoticeRecord {
+  event: 'notice';
+  time: string;
+  component: string;
+  message: string;
+}
+
+export type OutputRecord = CallRecord | ReadyRecord | StatsRecord | ErrorRecord | NoticeRecord;
 
 export interface CallFacts {
   at: Date;
@@ -162,4 +174,8 @@ export function buildCallRecord(f: CallFacts, redact: (s: string) => string): Ca
 
 export function errorRecord(component: string, message: string, at = new Date()): ErrorRecord {
   return { event: 'error', time: at.toISOString(), component, message };
+}
+
+export function noticeRecord(component: string, message: string, at = new Date()): NoticeRecord {
+  return { event: 'notice', time: at.toISOString(), component, message };
 }

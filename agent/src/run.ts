@@ -31,7 +31,7 @@ export async function runTracer(o: RunOptions, say: (line: string) => void): Pro
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
       onError: (m) => writer0.error('log-file', m),
-      onRecovered: (m) => writer0.error('log-file', m),
+      onRecovered: (m) => writer0.notice('log-file', m),
     });
     try {
       logFile.open();

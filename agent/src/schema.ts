@@ -4,7 +4,7 @@
  * examples and the lab's real records with validate().
  */
 import type {
-  Ancestor, CallRecord, ConnectionInfo, ContainerInfo, ErrorRecord, ProcessInfo, ReadyRecord, StatsRecord,
+  Ancestor, CallRecord, ConnectionInfo, ContainerInfo, ErrorRecord, NoticeRecord, ProcessInfo, ReadyRecord, StatsRecord,
 } from './record.js';
 
 export type Spec =
@@ -42,7 +42,8 @@ export const SCHEMAS: Record<string, Spec> = {
     }, ['token_ttl_seconds', 'headers_truncated']),
     response: obj<CallRecord['response']>({ status: nullable('number') }),
     connection, process: processSpec,
-  }),
+    v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
+  }, ['v1_reason']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
@@ -61,6 +62,7 @@ export const SCHEMAS: Record<string, Spec> = {
     }),
   }, ['kernel']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
+  notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };
 
 /** Problems of value against spec, as "path: what" strings; empty when it conforms. */

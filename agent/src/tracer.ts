@@ -55,7 +55,8 @@ export class Tracer {
         if (cls.imdsVersion === 'v1') this.counts.v1++;
         else if (cls.imdsVersion === 'v2') this.counts.v2++;
         else this.counts.other++;
-        if (this.wanted(cls.imdsVersion)) this.calls.add(conn, head, seq, cls, new Date());
+        const write = this.wanted(cls.imdsVersion);
+        if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(), write);
       },
       onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
       onClose: (conn) => {
@@ -111,8 +112,9 @@ export class Tracer {
           ancestors: this.o.ancestors, joinWindowMs: DEFAULTS.joinWindowMs, joinWaitMs: DEFAULTS.joinWaitMs,
           maxEvents: DEFAULTS.maxPendingJoins, fallback: proc,
           targets: { ipv4: [...DEFAULTS.imdsIPv4], ipv6: [...DEFAULTS.imdsIPv6], ports: [DEFAULTS.imdsPort] },
+          loaderPath: process.env.IMDS_TRACER_EBPF_LOADER || undefined,
           onError: (m) => this.o.writer.error('ebpf', m),
-          onInfo: (m) => this.o.writer.error('ebpf', m),
+          onInfo: (m) => this.o.writer.notice('ebpf', m),
         });
         this.attributor = this.ebpf;
         this.attributionKind = 'ebpf';

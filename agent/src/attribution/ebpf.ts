@@ -22,6 +22,8 @@ export interface EbpfAttributorOptions {
   joinWaitMs: number;
   maxEvents: number;
   targets: { ipv4: string[]; ipv6: string[]; ports: number[] };
+  /** The loader binary (default: bpf/.output/imds_connect of this installation). */
+  loaderPath?: string;
   fallback: Attributor;
   onError(message: string): void;
   onInfo(message: string): void;
@@ -75,7 +77,7 @@ export class EbpfAttributor implements Attributor {
   }
 
   private async attach(): Promise<void> {
-    const src = await startEbpfSource({ ...this.o.targets });
+    const src = await startEbpfSource({ ...this.o.targets, binaryPath: this.o.loaderPath });
     this.source = src;
     this.loadMs = src.loadMs;
     this.attachMs = src.attachMs;

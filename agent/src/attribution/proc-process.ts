@@ -5,16 +5,24 @@ import { parseCgroup, parseCmdline, parsePasswd, parseStatus } from './proc-pars
 
 export class UserNames {
   private names = new Map<number, string>();
+  private loading: Promise<void> | null = null;
   private loadedAt = 0;
 
+  /** The user name of uid from /etc/passwd (re-read at most every 5 s when a uid is unknown). */
   async name(uid: number): Promise<string | null> {
-    if (!this.names.has(uid) && Date.now() - this.loadedAt > 5000) {
-      this.loadedAt = Date.now();
-      try {
-        this.names = parsePasswd(await readFile('/etc/passwd', 'utf8'));
-      } catch { /* no passwd: names stay unknown */ }
+    if (!this.names.has(uid) && (this.loading || Date.now() - this.loadedAt > 5000)) {
+      this.loading ??= this.load();
+      await this.loading;
     }
     return this.names.get(uid) ?? null;
+  }
+
+  private async load(): Promise<void> {
+    try {
+      this.names = parsePasswd(await readFile('/etc/passwd', 'utf8'));
+    } catch { /* no passwd: names stay unknown */ }
+    this.loadedAt = Date.now();
+    this.loading = null;
   }
 }
 

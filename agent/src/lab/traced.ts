@@ -21,9 +21,10 @@ export interface TracerProcess {
   exited: Promise<number | null>;
 }
 
-export async function startTracer(lab: Lab, args: string[], readyTimeoutMs = 20_000): Promise<TracerProcess> {
+export async function startTracer(lab: Lab, args: string[], readyTimeoutMs = 20_000,
+  env: NodeJS.ProcessEnv = process.env): Promise<TracerProcess> {
   const proc = lab.spawn(lab.instanceNs, process.execPath, [join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    { stdio: ['ignore', 'pipe', 'pipe'], env });
   const records: TracedRecord[] = [];
   let err = '';
   let buf = '';

@@ -1,6 +1,6 @@
 /** Where records go: one JSON line each, on stdout and in the log file. */
 import type { Writable } from 'node:stream';
-import { errorRecord, type OutputRecord } from '../record.js';
+import { errorRecord, noticeRecord, type OutputRecord } from '../record.js';
 import { LogFile } from './log-file.js';
 
 export interface WriterOptions {
@@ -23,6 +23,11 @@ export class RecordWriter {
   /** Problems go to stdout only: the log file may be what is failing. */
   error(component: string, message: string): void {
     this.o.stdout?.write(`${JSON.stringify(errorRecord(component, message))}\n`);
+  }
+
+  /** Notices go where records go: they tell a reader of the log what happened to the tracing. */
+  notice(component: string, message: string): void {
+    this.write(noticeRecord(component, message));
   }
 
   get writeErrors(): number {

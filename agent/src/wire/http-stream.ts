@@ -150,7 +150,8 @@ export class HttpStream {
   private stepChunkSize(): boolean {
     const nl = this.buf.indexOf('\r\n');
     if (nl < 0) {
-      if (this.buf.length > MAX_CHUNK_LINE) { this.malformed++; this.gap(); }
+      // A chunk-size line is bounded like a head: never hold more than maxHeaderBytes of it.
+      if (this.buf.length > Math.min(MAX_CHUNK_LINE, this.opts.maxHeaderBytes)) { this.malformed++; this.gap(); }
       return false;
     }
     const line = this.buf.subarray(0, nl).toString('latin1');
