@@ -301,6 +301,19 @@ describe('HttpStream: requests', () => {
     }
   });
 
+  it('a chunk-size line is bounded by maxHeaderBytes too', () => {
+    const h = stream('request', 64);
+    h.s.push(Buffer.from('POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n'));
+    for (let i = 0; i < 200; i++) {
+      h.s.push(Buffer.from('a'));
+      expect((h.s as unknown as { buf: Buffer }).buf.length).toBeLessThanOrEqual(65);
+    }
+    expect(h.s.malformed).toBeGreaterThanOrEqual(1);
+    // the junk is skipped up to the next blank line, then parsing resumes
+    h.s.push(Buffer.from(`\r\n\r\n${GET('/next')}`));
+    expect(h.reqs()).toEqual(['POST /c', 'GET /next']);
+  });
+
   it('gap(): a partial head is forgotten and the next request parses; no malformed count', () => {
     const h = stream('request');
     h.s.push(Buffer.from('GET /lost HTTP/1.1\r\nHo'));
