@@ -19,14 +19,22 @@ export class CgroupPaths {
   private cache = new Map<string, string>();
   private root: string | null | undefined;
   private lastWalk = 0;
+  private walking: Promise<void> | null = null;
 
   constructor(private readonly maxDirs = 20_000) {}
 
-  async path(id: string): Promise<string | null> {
+  /**
+   * The path of cgroup id, which existed at existedAtMs. The tree is walked again on a miss only if
+   * the last walk began before that time (a cgroup made since then), so a burst of misses costs one walk.
+   */
+  async path(id: string, existedAtMs = Date.now()): Promise<string | null> {
     const hit = this.cache.get(id);
     if (hit !== undefined) return hit;
-    if (Date.now() - this.lastWalk < 1000) return null; // a miss right after a walk: don't walk again
-    await this.walk();
+    if (this.walking) await this.walking;
+    if (!this.cache.has(id) && this.lastWalk <= existedAtMs) {
+      this.walking = this.walk().finally(() => { this.walking = null; });
+      await this.walking;
+    }
     return this.cache.get(id) ?? null;
   }
 

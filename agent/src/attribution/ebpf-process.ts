@@ -16,7 +16,7 @@ async function cmdline(pid: number): Promise<string[] | null> {
 }
 
 export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
-  cgroups: CgroupPaths): Promise<ProcessInfo> {
+  cgroups: CgroupPaths, atMs = Date.now()): Promise<ProcessInfo> {
   const pid = e.tgid;
   const [exe, cg, liveArgv] = await Promise.all([
     readlink(`/proc/${pid}/exe`).catch(() => null),
@@ -33,7 +33,7 @@ export async function processFromEvent(e: ConnectEvent, depth: number, users: Us
     ancestors.push(...await readAncestors(ppid, depth - ancestors.length));
   }
   let cgroup = cg ? parseCgroup(cg).path : null;
-  if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId)) ?? cgroup;
+  if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
   const info: ProcessInfo = {
     attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv ?? e.argv, uid: e.uid,
     user: await users.name(e.uid), ppid: e.ppid, ancestors, cgroup,

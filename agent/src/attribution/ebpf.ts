@@ -93,7 +93,7 @@ export class EbpfAttributor implements Attributor {
     const at = src.monoToEpochMs(e.tsSynNs);
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups));
+    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at));
     const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
     const w = this.waiters.get(k);
     if (w) for (const f of [...w]) f();
