@@ -16,6 +16,7 @@ import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
 import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
 import { openCapture, type PcapSource } from './capture/pcap.js';
+import { SupervisedCapture } from './capture/supervised.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
@@ -83,8 +84,15 @@ export class Tracer {
   async start(): Promise<void> {
     await this.startAttributor();
     const filter = captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort);
-    this.capture = openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes,
-      (frame, link) => this.onFrame(frame, link));
+    const onFrame = (frame: Buffer, link: string): void => this.onFrame(frame, link);
+    // `any` survives interfaces coming and going; a named interface's handle does not, so it is
+    // captured through a supervised worker process that is restarted until the interface is back.
+    this.capture = this.o.device === 'any'
+      ? openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes, onFrame)
+      : await SupervisedCapture.open({
+        device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, onFrame,
+        onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
+      });
     this.timers.push(setInterval(() => this.flows.sweep(Date.now()), 10_000));
     if (this.o.statsIntervalMs > 0) {
       this.timers.push(setInterval(() => this.o.writer.write(this.stats()), this.o.statsIntervalMs));
