@@ -11,7 +11,7 @@ export const DEFAULTS = {
   imdsIPv6: ['fd00:ec2::254'],
   imdsPort: 80,
   /** libpcap kernel buffer. */
-  pcapBufferBytes: 16 * 1024 * 1024,
+  pcapBufferBytes: 8 * 1024 * 1024,
   /** How long a request waits for its response before its record is written anyway. */
   responseWaitMs: 1500,
   /** How long a request waits for attribution to finish before its record is written anyway. */
@@ -20,8 +20,13 @@ export const DEFAULTS = {
   maxFlows: 10_000,
   maxBufferedBytesPerDirection: 64 * 1024,
   maxOutOfOrderSegments: 64,
-  maxHeaderBytes: 32 * 1024,
+  /** A request head larger than this is parsed in part (flagged headers_truncated). */
+  maxHeaderBytes: 16 * 1024,
+  /** All flows together hold at most this many bytes (heads in progress, out-of-order segments). */
+  maxBufferedBytesTotal: 32 * 1024 * 1024,
   maxPendingCalls: 10_000,
+  /** Attribution lookups started at SYN time at once; beyond it a flow is looked up at its first request. */
+  maxEarlyLookups: 256,
   /** An idle TCP flow is forgotten after this long. */
   flowIdleMs: 120_000,
   /** How long a kernel connect event and a wire flow may be apart and still be joined. */
@@ -31,6 +36,36 @@ export const DEFAULTS = {
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
   statsIntervalMs: 60_000,
+  // --- logs, report, resources, CloudWatch (issue 4) ---
+  /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */
+  logMaxBytes: 10 * 1024 * 1024,
+  /** Rotated files kept: calls.jsonl.1 (newest) … calls.jsonl.N (oldest) (`--log-files`). */
+  logFiles: 5,
+  /** `imds-tracer report`: distinct paths listed per caller before "+N more". */
+  reportMaxPaths: 5,
+  /** How often the agent's own CPU time and RSS are sampled for the stats record. */
+  resourceSampleMs: 5000,
+  cloudwatch: {
+    /** A batch is sent at least this often (sooner when it is full). */
+    flushIntervalMs: 5000,
+    /** PutLogEvents limits. */
+    maxBatchEvents: 10_000,
+    maxBatchBytes: 1_048_576,
+    eventOverheadBytes: 26,
+    maxEventBytes: 256 * 1024 - 26,
+    maxBatchSpanMs: 24 * 3600 * 1000,
+    /** Events older than this are rejected by the service: dropped (and counted) before sending. */
+    maxEventAgeMs: 14 * 24 * 3600 * 1000 - 3600 * 1000,
+    /** Lines kept while CloudWatch cannot be reached; the oldest are dropped (and counted) beyond it. */
+    maxQueueBytes: 50 * 1024 * 1024,
+    retryBaseMs: 500,
+    retryMaxMs: 30_000,
+    requestTimeoutMs: 15_000,
+    /** At exit, how long the agent waits for the last batches to be accepted. */
+    exitFlushMs: 5000,
+    /** IMDSv2 look-up of the instance id (the default log stream name). */
+    imdsTimeoutMs: 1000,
+  },
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';

@@ -78,6 +78,8 @@ export interface ReadyRecord {
   pid: number;
   interface: string;
   link_type: string;
+  /** How packets are captured: the native libpcap helper, or the `cap` binding (in process, or in a worker). */
+  capture: 'helper' | 'cap' | 'cap-worker';
   backend: Attribution;
   backend_reason?: string;
   include_v2: boolean;
@@ -99,6 +101,8 @@ export interface StatsRecord {
   nat_duplicates: number;
   http_malformed: number;
   tcp_gaps: number;
+  /** Bytes the flow table holds right now (bounded: see SCHEMA.md). */
+  buffered_bytes: number;
   calls: { v1: number; v2: number; other: number };
   calls_unattributed: number;
   calls_dropped: number;
@@ -106,6 +110,8 @@ export interface StatsRecord {
   write_errors: number;
   /** The agent's own IMDS calls, never reported as someone else's. */
   calls_self: number;
+  /** libpcap's counters (native helper only; since the capture process started). */
+  pcap?: { received: number; dropped: number; if_dropped: number };
   /** With the eBPF backend. */
   kernel?: {
     loaded: boolean;
@@ -114,7 +120,17 @@ export interface StatsRecord {
     joined: number;
     proc_fallbacks: number;
     loader_restarts: number;
+    events_evicted: number;
   };
+  // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
+  /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
+  cpu_percent?: number;
+  /** The agent's resident memory, bytes. */
+  rss_bytes?: number;
+  /** Size-based rotations of the log file since start (with a log file). */
+  log_rotations?: number;
+  /** With --cloudwatch-log-group. */
+  cloudwatch?: { sent: number; failed_batches: number; retries: number; queued: number; dropped: number };
 }
 
 export interface ErrorRecord {

@@ -46,21 +46,26 @@ export const SCHEMAS: Record<string, Spec> = {
   }, ['v1_reason']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
-    link_type: 'string', backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
+    link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
     include_v2: 'boolean', log_file: nullable('string'), startup_ms: 'number',
     ebpf: obj<NonNullable<ReadyRecord['ebpf']>>({ load_ms: 'number', attach_ms: 'number' }),
   }, ['backend_reason', 'ebpf']),
   stats: obj<StatsRecord>({
     event: { enum: ['stats'] }, time: 'string', uptime_s: 'number', packets: 'number', packets_undecodable: 'number',
     flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
-    tcp_gaps: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
+    tcp_gaps: 'number', buffered_bytes: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
     calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
     calls_self: 'number',
+    pcap: obj<NonNullable<StatsRecord['pcap']>>({ received: 'number', dropped: 'number', if_dropped: 'number' }),
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
-      loader_restarts: 'number',
+      loader_restarts: 'number', events_evicted: 'number',
     }),
-  }, ['kernel']),
+    cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
+    cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
+      sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
+    }),
+  }, ['kernel', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -5,7 +5,7 @@
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { DEFAULTS, type Backend } from './defaults.js';
-import { decodeFrame } from './wire/packet.js';
+import { decodeFrame, linkIfindex } from './wire/packet.js';
 import { FlowTable, type Conn } from './wire/flows.js';
 import { classify } from './classify.js';
 import { Redactor } from './redact.js';
@@ -16,7 +16,9 @@ import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
 import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
 import { openCapture, type PcapSource } from './capture/pcap.js';
-import { SupervisedCapture } from './capture/supervised.js';
+import { nativeHelper, SupervisedCapture } from './capture/supervised.js';
+import { InterfaceNames } from './capture/ifnames.js';
+import type { CaptureStats } from './capture/framing.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
@@ -30,6 +32,8 @@ export interface TracerOptions {
   logFile: string | null;
   statsIntervalMs: number;
   writer: RecordWriter;
+  /** More stats fields from outside the tracer (own CPU/RSS, log rotation, CloudWatch). */
+  statsExtra?: () => Partial<StatsRecord>;
 }
 
 export class Tracer {
@@ -51,13 +55,13 @@ export class Tracer {
     this.flows = new FlowTable({
       isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
       onOpen: (conn) => this.startAttribution(conn),
-      onRequest: (conn, head, seq) => {
+      onRequest: (conn, head, seq, ts) => {
         const cls = classify(head);
         if (cls.imdsVersion === 'v1') this.counts.v1++;
         else if (cls.imdsVersion === 'v2') this.counts.v2++;
         else this.counts.other++;
         const write = this.wanted(cls.imdsVersion);
-        if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(), write);
+        if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(ts), write);
       },
       onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
       onClose: (conn) => {
@@ -84,22 +88,15 @@ export class Tracer {
   async start(): Promise<void> {
     await this.startAttributor();
     const filter = captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort);
-    const onFrame = (frame: Buffer, link: string): void => this.onFrame(frame, link);
-    // `any` survives interfaces coming and going; a named interface's handle does not, so it is
-    // captured through a supervised worker process that is restarted until the interface is back.
-    this.capture = this.o.device === 'any'
-      ? openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes, onFrame)
-      : await SupervisedCapture.open({
-        device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, onFrame,
-        onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
-      });
+    this.capture = await this.openCapture(filter);
     this.timers.push(setInterval(() => this.flows.sweep(Date.now()), 10_000));
     if (this.o.statsIntervalMs > 0) {
       this.timers.push(setInterval(() => this.o.writer.write(this.stats()), this.o.statsIntervalMs));
     }
     const ready: ReadyRecord = {
       event: 'ready', time: new Date().toISOString(), version: VERSION, pid: process.pid,
-      interface: this.o.device, link_type: this.capture.linkType, backend: this.attributionKind,
+      interface: this.o.device, link_type: this.capture.linkType, capture: this.captureKind,
+      backend: this.attributionKind,
       include_v2: this.o.includeV2, log_file: this.o.logFile,
       startup_ms: Math.round(process.uptime() * 1000),
     };
@@ -109,6 +106,10 @@ export class Tracer {
   }
 
   private backendReason: string | undefined;
+  private captureKind: 'helper' | 'cap' | 'cap-worker' = 'cap';
+  private pcapStats: CaptureStats | null = null;
+  private readonly ifnames = new InterfaceNames();
+  private earlyLookups = 0;
   private ebpf: EbpfAttributor | null = null;
 
   /** eBPF when asked or possible; /proc otherwise, saying why. */
@@ -137,19 +138,45 @@ export class Tracer {
     this.attributionKind = 'proc';
   }
 
-  private onFrame(frame: Buffer, link: string): void {
+  /**
+   * The native helper (native/imds_capture) when built: bursts absorbed, drops counted, interfaces
+   * named, and a lost interface only restarts it. Otherwise the `cap` binding: in process for `any`,
+   * through a supervised worker for a named interface (the binding aborts when its interface goes).
+   */
+  private async openCapture(filter: string): Promise<PcapSource> {
+    const helper = nativeHelper();
+    const onFrame = (frame: Buffer, link: string, tsUs?: number): void => this.onFrame(frame, link, tsUs);
+    if (!helper && this.o.device === 'any') {
+      this.captureKind = 'cap';
+      return openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes, onFrame);
+    }
+    this.captureKind = helper ? 'helper' : 'cap-worker';
+    return SupervisedCapture.open({
+      device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, helper, onFrame,
+      onStats: (st) => { this.pcapStats = st; },
+      onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
+    });
+  }
+
+  private onFrame(frame: Buffer, link: string, tsUs?: number): void {
     this.counts.packets++;
     const seg = decodeFrame(link, frame);
     if (!seg) {
       this.counts.undecodable++;
       return;
     }
-    this.flows.handle(seg, Date.now(), this.o.device === 'any' ? null : this.o.device);
+    const ifindex = linkIfindex(link, frame);
+    const iface = this.o.device !== 'any' ? this.o.device : ifindex === null ? null : this.ifnames.name(ifindex);
+    this.flows.handle(seg, tsUs === undefined ? Date.now() : tsUs / 1000, iface);
   }
 
+  /** Look the caller up at connect time, while it surely lives; bounded, so a SYN flood cannot pile up lookups. */
   private startAttribution(conn: Conn): void {
-    if (!this.attributor) return;
-    this.connAttr.set(conn.id, this.attributor.lookup(this.tuple(conn), conn.openedAt));
+    if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return;
+    this.earlyLookups++;
+    const p = this.attributor.lookup(this.tuple(conn), conn.openedAt);
+    void p.finally(() => { this.earlyLookups--; });
+    this.connAttr.set(conn.id, p);
   }
 
   private tuple(conn: Conn) {
@@ -160,8 +187,8 @@ export class Tracer {
   private async attributionFor(conn: Conn): Promise<ProcessInfo> {
     const first = this.connAttr.get(conn.id);
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
-    const info = first ? await first : { attribution: 'none' as const };
-    if (info.attribution !== 'none' || conn.closed) return info;
+    const info = first ? await first : null;
+    if (info && (info.attribution !== 'none' || conn.closed)) return info;
     const again = this.attributor.lookup(this.tuple(conn), conn.openedAt);
     this.connAttr.set(conn.id, again);
     return again;
@@ -199,17 +226,22 @@ export class Tracer {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       packets: this.counts.packets, packets_undecodable: this.counts.undecodable,
       flows_open: this.flows.size, flows_evicted: f.flowsEvicted, nat_duplicates: f.natDuplicates,
-      http_malformed: f.malformed, tcp_gaps: f.gaps,
+      http_malformed: f.malformed, tcp_gaps: f.gaps, buffered_bytes: f.bufferedBytes,
       calls: { v1: this.counts.v1, v2: this.counts.v2, other: this.counts.other },
       calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
       calls_self: this.counts.self,
     };
+    if (this.pcapStats) st.pcap = {
+      received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,
+      if_dropped: this.pcapStats.ifDropped,
+    };
     if (this.ebpf) {
       const c = this.ebpf.counters;
       st.kernel = { loaded: this.ebpf.loaded, events: c.events, events_lost: c.lost, joined: c.joined,
-        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts };
+        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted };
     }
+    Object.assign(st, this.o.statsExtra?.());
     return st;
   }
 

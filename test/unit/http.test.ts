@@ -410,3 +410,16 @@ describe('HttpStream: responses', () => {
     expect(h.statuses()).toEqual([200, 404]);
   });
 });
+
+describe('HttpStream: an oversized head', () => {
+  it('is reported once, in part, with its request line intact (64 KB header line)', async () => {
+    const { HttpStream } = await import('../../agent/src/wire/http-stream.js');
+    const got: any[] = [];
+    const s = new HttpStream({ kind: 'request', maxHeaderBytes: 16 * 1024, onMessage: (h) => got.push(h) });
+    const req = Buffer.from(`GET /latest/meta-data/big-head HTTP/1.1\r\nX-Pad: ${'a'.repeat(65536)}\r\n\r\nGET /next HTTP/1.1\r\n\r\n`);
+    for (let i = 0; i < req.length; i += 1448) s.push(req.subarray(i, i + 1448));
+    expect(got.map((h) => [h.target, h.headersTruncated])).toEqual([
+      ['/latest/meta-data/big-head', true], ['/next', false],
+    ]);
+  });
+});

@@ -157,6 +157,11 @@ export class EbpfAttributor implements Attributor {
     });
   }
 
+  /** Kernel events forgotten unjoined because the join table was full. */
+  get joinsEvicted(): number {
+    return this.table.evicted;
+  }
+
   get loaded(): boolean {
     return this.source !== null;
   }

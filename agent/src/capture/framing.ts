@@ -1,9 +1,12 @@
 /**
- * Frames between the capture worker and the agent: [u8 type][u32 length BE][payload]. Type 1 is the
- * link type (ASCII) once capture is open, type 2 a captured frame. Pure.
+ * Records from a capture process (native/imds_capture, or worker.ts) to the agent:
+ * [u8 type][u32 length BE][payload]. Type 1 OPEN: the link type name; type 2 PACKET: [u64 BE capture
+ * time in µs since the epoch][frame]; type 3 STATS: [u32 received][u32 dropped][u32 if-dropped]
+ * [u32 dropped by the helper's full output queue]. Pure.
  */
 export const FRAME_OPEN = 1;
 export const FRAME_PACKET = 2;
+export const FRAME_STATS = 3;
 const HEADER = 5;
 /** Larger than any frame the snap length allows: a longer record means the stream is corrupt. */
 export const MAX_RECORD = 262_144;
@@ -27,7 +30,7 @@ export class RecordReader {
     while (this.buf.length - off >= HEADER) {
       const type = this.buf[off];
       const len = this.buf.readUInt32BE(off + 1);
-      if ((type !== FRAME_OPEN && type !== FRAME_PACKET) || len > MAX_RECORD) {
+      if (type < FRAME_OPEN || type > FRAME_STATS || len > MAX_RECORD || (type === FRAME_PACKET && len < 8)) {
         throw new Error(`capture worker stream corrupt (type ${type}, length ${len})`);
       }
       if (this.buf.length - off < HEADER + len) break;
@@ -37,4 +40,31 @@ export class RecordReader {
     this.buf = this.buf.subarray(off);
     return out;
   }
+}
+
+/** A PACKET payload: capture time (µs since the epoch) and the frame. */
+export function packetPayload(tsUs: bigint, frame: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(8 + frame.length);
+  out.writeBigUInt64BE(tsUs, 0);
+  frame.copy(out, 8);
+  return out;
+}
+
+export function splitPacket(payload: Buffer): { tsUs: number; frame: Buffer } {
+  return { tsUs: Number(payload.readBigUInt64BE(0)), frame: payload.subarray(8) };
+}
+
+export interface CaptureStats {
+  received: number;
+  dropped: number;
+  ifDropped: number;
+  /** Dropped by the helper itself when its output queue (64 MiB) was full. */
+  queueDropped: number;
+}
+
+export function parseStats(payload: Buffer): CaptureStats {
+  return {
+    received: payload.readUInt32BE(0), dropped: payload.readUInt32BE(4), ifDropped: payload.readUInt32BE(8),
+    queueDropped: payload.length >= 16 ? payload.readUInt32BE(12) : 0,
+  };
 }

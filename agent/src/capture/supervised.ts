@@ -1,18 +1,34 @@
 /**
- * Capture on a named interface through a supervised worker process: when the interface is removed
- * the worker dies, and it is started again with backoff until the interface is back. The gap is
- * reported (an `error` record when capture stops, a `notice` when it resumes).
+ * Capture through a supervised process — native/imds_capture (libpcap with TPACKET_V3 blocks, drop
+ * counts, interface names on `any`), or where that is not built, worker.ts (the `cap` binding).
+ * When the process dies (its interface was removed) it is started again with backoff until the
+ * interface is back; the gap is reported (an `error` record when capture stops, a `notice` when it
+ * resumes).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FRAME_OPEN, FRAME_PACKET, RecordReader } from './framing.js';
+import { ROOT } from '../paths.js';
+import {
+  FRAME_OPEN, FRAME_PACKET, FRAME_STATS, parseStats, RecordReader, splitPacket, type CaptureStats,
+} from './framing.js';
 import type { PcapSource } from './pcap.js';
+
+/** The native capture helper of this installation, if built. */
+export function nativeHelper(): string | null {
+  const p = process.env.IMDS_TRACER_CAPTURE_HELPER ?? join(ROOT, 'native', '.output', 'imds_capture');
+  return existsSync(p) ? p : null;
+}
 
 export interface SupervisedOptions {
   device: string;
   filter: string;
   bufferBytes: number;
-  onFrame(frame: Buffer, linkType: string): void;
+  /** The program to run: the native helper, or null for the `cap` worker. */
+  helper: string | null;
+  onFrame(frame: Buffer, linkType: string, tsUs: number): void;
+  onStats?(s: CaptureStats): void;
   onError(message: string): void;
   onNotice(message: string): void;
   maxBackoffMs?: number;
@@ -39,8 +55,10 @@ export class SupervisedCapture implements PcapSource {
 
   private start(first: boolean): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [WORKER, this.o.device, this.o.filter, String(this.o.bufferBytes)],
-        { stdio: ['pipe', 'pipe', 'pipe'] });
+      const args = [this.o.device, this.o.filter, String(this.o.bufferBytes)];
+      const child = this.o.helper
+        ? spawn(this.o.helper, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+        : spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
       this.child = child;
       const reader = new RecordReader();
       let stderr = '';
@@ -56,14 +74,22 @@ export class SupervisedCapture implements PcapSource {
           return;
         }
         for (const r of records) {
-          if (r.type === FRAME_PACKET) this.o.onFrame(r.payload, this.linkType);
-          else if (r.type === FRAME_OPEN) {
+          if (r.type === FRAME_PACKET) {
+            const { tsUs, frame } = splitPacket(r.payload);
+            this.o.onFrame(frame, this.linkType, tsUs);
+          } else if (r.type === FRAME_STATS) {
+            this.o.onStats?.(parseStats(r.payload));
+          } else if (r.type === FRAME_OPEN) {
             open = true;
             this.linkType = r.payload.toString('latin1');
             this.backoffMs = 500;
             resolve();
           }
         }
+      });
+      child.once('error', (err) => {
+        stderr += `${err.message}\n`;
+        if (first && !open) reject(new Error(`cannot start the capture helper: ${err.message}`));
       });
       child.once('exit', (code, signal) => {
         if (this.child === child) this.child = null;

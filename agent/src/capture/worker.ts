@@ -1,18 +1,19 @@
 /**
- * Capture worker: opens one named interface with libpcap and streams its frames to stdout (see
- * framing.ts). It runs as a child process because libpcap's handle (through the `cap` binding)
- * aborts the whole process when its interface disappears; the agent restarts the worker instead.
+ * Capture worker through the `cap` binding, used where native/imds_capture is not built: opens one
+ * named interface and streams its frames to stdout (see framing.ts). It runs as a child process
+ * because the binding aborts the whole process when its interface disappears; the agent restarts
+ * the worker instead.
  * Exits 3 when the device cannot be opened (the message on stderr), and when stdin closes.
  */
 import { pathToFileURL } from 'node:url';
 import { openCapture } from './pcap.js';
-import { encodeRecord, FRAME_OPEN, FRAME_PACKET } from './framing.js';
+import { encodeRecord, FRAME_OPEN, FRAME_PACKET, packetPayload } from './framing.js';
 
 export function runWorker(device: string, filter: string, bufferBytes: number): void {
   let source;
   try {
     source = openCapture(device, filter, bufferBytes, (frame) => {
-      process.stdout.write(encodeRecord(FRAME_PACKET, frame));
+      process.stdout.write(encodeRecord(FRAME_PACKET, packetPayload(BigInt(Date.now()) * 1000n, frame)));
     });
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n`);

@@ -47,6 +47,8 @@ export interface FlowLimits {
   maxBufferedBytesPerDirection: number;
   maxHeaderBytes: number;
   flowIdleMs: number;
+  /** All flows together hold at most this many bytes; beyond it the oldest flows are evicted. */
+  maxBufferedBytesTotal: number;
 }
 
 export interface FlowStats {
@@ -56,6 +58,7 @@ export interface FlowStats {
   duplicateBytes: number;
   gaps: number;
   malformed: number;
+  bufferedBytes: number;
 }
 
 interface FlowState {
@@ -66,6 +69,8 @@ interface FlowState {
   downHttp: HttpStream;
   finUp: boolean;
   finDown: boolean;
+  /** Bytes this flow held after its last segment (counted in the table's total). */
+  bytes: number;
 }
 
 const NAT_WINDOW_MS = 5000;
@@ -74,7 +79,7 @@ export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
   private readonly byIsn = new Map<string, { id: number; at: number }>();
   private nextId = 1;
-  readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0 };
+  readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0 };
 
   constructor(private readonly h: FlowHandlers, private readonly limits: FlowLimits) {}
 
@@ -107,6 +112,7 @@ export class FlowTable {
       if (seg.flags.syn) st.down.onSyn(seg.seq);
       st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
     }
+    this.account(st);
     if (seg.flags.rst) this.close(st);
     else if (seg.flags.fin) {
       // One FIN per direction: a retransmitted FIN, or the same FIN seen on two interfaces, is not the
@@ -152,7 +158,7 @@ export class FlowTable {
       },
     });
     const st: FlowState = {
-      conn, upHttp, downHttp, finUp: false, finDown: false,
+      conn, upHttp, downHttp, finUp: false, finDown: false, bytes: 0,
       up: new TcpStream({ onData: (b) => upHttp.push(b), onGap: () => upHttp.gap() }, limits),
       down: new TcpStream({ onData: (b) => downHttp.push(b), onGap: () => downHttp.gap() }, limits),
     };
@@ -160,6 +166,14 @@ export class FlowTable {
     this.stats.flows++;
     if (conn.natViewOf === null) this.h.onOpen(conn);
     return st;
+  }
+
+  /** Keep the table's total of buffered bytes; evict the oldest flows when it is over budget. */
+  private account(st: FlowState): void {
+    const now = st.up.buffered + st.down.buffered + st.upHttp.buffered + st.downHttp.buffered;
+    this.stats.bufferedBytes += now - st.bytes;
+    st.bytes = now;
+    while (this.stats.bufferedBytes > this.limits.maxBufferedBytesTotal && this.flows.size > 0) this.evictOldest();
   }
 
   /** A SYN with the same ISN to the same server shortly after another one: the post-NAT view. */
@@ -181,6 +195,8 @@ export class FlowTable {
     if (st.conn.closed) return;
     st.conn.closed = true;
     this.flows.delete(st.conn.key);
+    this.stats.bufferedBytes -= st.bytes;
+    st.bytes = 0;
     this.stats.duplicateBytes += st.up.duplicateBytes + st.down.duplicateBytes;
     this.stats.gaps += st.up.gaps + st.down.gaps;
     this.stats.malformed += st.upHttp.malformed + st.downHttp.malformed;

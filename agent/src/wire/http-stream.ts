@@ -40,6 +40,11 @@ export class HttpStream {
 
   constructor(private readonly opts: HttpStreamOptions) {}
 
+  /** Bytes held (an incomplete message head). */
+  get buffered(): number {
+    return this.buf.length;
+  }
+
   push(data: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, data]) : data;
     for (let guard = 0; this.buf.length > 0 && guard < 100_000; guard++) {
@@ -93,7 +98,8 @@ export class HttpStream {
       this.truncatedHeads++;
       const text = this.buf.subarray(0, this.opts.maxHeaderBytes).toString('latin1');
       this.buf = this.buf.subarray(this.opts.maxHeaderBytes);
-      this.emit(text.slice(0, text.lastIndexOf('\r\n') + 1 || text.length), true);
+      const cut = text.lastIndexOf('\r\n'); // parse whole lines only
+      this.emit(cut > 0 ? text.slice(0, cut) : text, true);
       this.state = { s: 'skip-head' };
       return true;
     }

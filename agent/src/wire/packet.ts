@@ -153,3 +153,8 @@ export function ipv6ToString(b: Buffer, off: number): string {
   const tail = hex.slice(bestStart + bestLen).join(':');
   return `${head}::${tail}`;
 }
+
+/** The interface index a Linux cooked v2 (`any`) frame was captured on; null for other link types. */
+export function linkIfindex(link: string, frame: Buffer): number | null {
+  return link === 'LINUX_SLL2' && frame.length >= 20 ? frame.readUInt32BE(4) : null;
+}

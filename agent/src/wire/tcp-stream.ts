@@ -29,6 +29,11 @@ export class TcpStream {
 
   constructor(private readonly sink: StreamSink, private readonly limits: StreamLimits) {}
 
+  /** Bytes held out of order, waiting for a gap to fill. */
+  get buffered(): number {
+    return this.pendingBytes;
+  }
+
   /** The SYN (or SYN-ACK) fixes the initial sequence number: data starts at isn + 1. */
   onSyn(isn: number): void {
     if (this.next === null) this.next = (isn + 1) >>> 0;
