@@ -216,8 +216,16 @@ int main(int argc, char **argv)
 		}
 		if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
 			char c;
-			if (read(STDIN_FILENO, &c, 1) <= 0)
-				break; /* the agent is gone */
+			if (read(STDIN_FILENO, &c, 1) <= 0) {
+				/* The agent is stopping: hand over what the kernel still holds (blocks retire
+				 * within the 10 ms timeout), then exit. */
+				for (int i = 0; i < 5; i++) {
+					poll(fds, 1, 10);
+					if (pcap_dispatch(p, -1, on_packet, NULL) == PCAP_ERROR)
+						break;
+				}
+				break;
+			}
 		}
 		int got = pcap_dispatch(p, -1, on_packet, NULL);
 		if (got == PCAP_ERROR) {

@@ -248,7 +248,7 @@ export class Tracer {
   /** Stop capturing, write every call already seen, then the final stats. */
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    this.capture?.close();
+    await this.capture?.close();
     this.capture = null;
     this.flows.closeAll();
     await this.calls.flush();

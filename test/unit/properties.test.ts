@@ -15,7 +15,8 @@ import {
   type ExtHeader, type Link, type Piece,
 } from './frames.js';
 
-const RUNS = 2000;
+/** Cases per property: 2,000 in the normal test run; the fuzz run (npm run fuzz) sets IMDS_TRACER_FUZZ_CASES. */
+const RUNS = Number(process.env.IMDS_TRACER_FUZZ_CASES) || 2000;
 const LINKS: Link[] = ['ETHERNET', 'LINKTYPE_LINUX_SLL', 'LINUX_SLL2', 'RAW', 'NULL'];
 
 // ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ const require = createRequire(import.meta.url);
 
 export interface PcapSource {
   linkType: string;
-  close(): void;
+  close(): void | Promise<void>;
 }
 
 interface CapModule {

@@ -117,10 +117,16 @@ export class SupervisedCapture implements PcapSource {
     this.backoffMs = Math.min(this.backoffMs * 2, this.o.maxBackoffMs ?? 30_000);
   }
 
-  close(): void {
+  /** Stop: the capture process hands over what the kernel still holds, then exits (bounded wait). */
+  async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    this.child?.stdin?.end();
-    this.child?.kill('SIGTERM');
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve())); // after its stdout is read
+    child.stdin?.end();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
   }
 }

@@ -1,0 +1,90 @@
+/**
+ * Issue 6: how the agent ends. SIGTERM during a burst writes every request already seen; users,
+ * flags and privileges that are wrong get one clear sentence and a documented exit status.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLab, labSupported, IMDS_V4, type ImdsHandle, type Lab } from '../../agent/src/lab/netns.js';
+import { startTracer } from '../../agent/src/lab/traced.js';
+import { ROOT } from '../../agent/src/paths.js';
+
+const support = labSupported();
+const CLI = join(ROOT, 'dist', 'cli.js');
+
+describe('exit statuses and messages', () => {
+  const run = (args: string[], opts: { asNobody?: boolean } = {}) => {
+    const cmd = opts.asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args]
+      : [process.execPath, CLI, ...args];
+    return spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', timeout: 20_000 });
+  };
+
+  it.each([
+    [['run', '--duration', 'soon'], /--duration must be a positive whole number/],
+    [['run', '--backend', 'magic'], /Allowed choices are auto, ebpf, proc/],
+    [['run', '--no-such-flag'], /unknown option '--no-such-flag'/],
+    [['fly'], /unknown command 'fly'|too many arguments/],
+  ])('bad usage %j: exit 2, one clear message', (args, message) => {
+    const r = run(args as string[]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout).toBe('');
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('not root and no CAP_NET_RAW: exit 2, one sentence', () => {
+    const r = run(['run', '--no-log-file'], { asNobody: true });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('a log file that cannot be opened: exit 1, one sentence', () => {
+    const r = run(['run', '--log-file', '/proc/version/calls.jsonl', '--backend', 'proc']);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^imds-tracer: cannot open log file \/proc\/version\/calls\.jsonl: /);
+  });
+
+  it('--version and --help exit 0', () => {
+    expect(run(['--version']).status).toBe(0);
+    const help = run(['run', '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/--include-v2/);
+  });
+});
+
+describe.skipIf(!support.ok)(`SIGTERM during a burst${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
+  let lab: Lab;
+  let imds: ImdsHandle;
+  beforeAll(async () => {
+    lab = await createLab();
+    imds = await lab.startImds({ logRequests: true });
+  });
+  afterAll(async () => { await lab?.destroy(); });
+
+  it('writes every request already seen to the log file before exiting 0', async () => {
+    const log = join(mkdtempSync(join(tmpdir(), 'imdst-term-')), 'calls.jsonl');
+    const tracer = await startTracer(lab, ['--log-file', log, '--stats-interval', '3600']);
+    const script = `
+import socket, sys
+conns = []
+for i in range(200):
+    c = socket.create_connection((sys.argv[1], 80))
+    c.sendall(b"GET /latest/meta-data/burst-%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % i)
+    conns.append(c)
+for c in conns: c.recv(65536)
+print("answered", flush=True)
+sys.stdin.read()`;
+    const client = lab.spawn(lab.instanceNs, 'python3', ['-c', script, IMDS_V4], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise((resolve) => client.stdout!.once('data', resolve));
+    await imds.waitForRequests(200, 10_000);
+    const code = await tracer.stop(); // at once: records may still be waiting for attribution or in the pipe
+    client.stdin!.end();
+    expect(code).toBe(0);
+    const recs = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const paths = new Set(recs.filter((r) => r.event === 'imds_call').map((r) => r.request.path));
+    expect(paths.size).toBe(200);
+    expect(recs.at(-1).event).toBe('stats');
+  });
+});
