@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { DEFAULTS } from './defaults.js';
 import { VERSION } from './paths.js';
 import { EXIT, runTracer, type RunOptions } from './run.js';
+import type { ExtrasOptions } from './output/extras.js';
 
 function positiveInt(name: string) {
   return (v: string): number => {
@@ -34,10 +35,29 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--duration <seconds>', 'stop after this many seconds', positiveInt('--duration'))
     .option('--ancestors <n>', 'parent processes to include', positiveInt('--ancestors'), DEFAULTS.ancestors)
     .option('--stats-interval <seconds>', 'seconds between stats records', positiveInt('--stats-interval'), DEFAULTS.statsIntervalMs / 1000)
-    .action(async (opts: RunOptions) => {
+    // issue 4: log rotation, CloudWatch Logs shipping
+    .option('--log-max-bytes <n>', 'rotate the log file before it would pass this size', positiveInt('--log-max-bytes'), DEFAULTS.logMaxBytes)
+    .option('--log-files <n>', 'rotated log files kept (calls.jsonl.1 … .N)', positiveInt('--log-files'), DEFAULTS.logFiles)
+    .option('--cloudwatch-log-group <name>', 'also ship records to this CloudWatch Logs group')
+    .option('--cloudwatch-log-stream <name>', 'log stream (default: the instance id, else the hostname)')
+    .option('--cloudwatch-region <region>', 'region of the log group (default: AWS_REGION, else the instance\'s)')
+    .option('--cloudwatch-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
+    .action(async (opts: RunOptions & ExtrasOptions) => {
       status = await runTracer(opts, say);
     });
   void run;
+
+  program.command('report')
+    .description('list the distinct IMDSv1 callers found in JSON lines files (default: the log file and its rotated siblings)')
+    .argument('[files...]', 'JSON lines files to read')
+    .option('--json', 'print a JSON array of caller groups', false)
+    .option('--include-v2', 'also list IMDSv2 callers', false)
+    .option('--max-paths <n>', 'paths listed per caller before "+N more"', positiveInt('--max-paths'), DEFAULTS.reportMaxPaths)
+    .option('--log-file <path>', 'with no files named: read this file and its rotated siblings', DEFAULTS.logFile)
+    .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string }) => {
+      const { runReport } = await import('./report/cli.js');
+      status = await runReport(files, opts, say);
+    });
 
   program.command('demo')
     .description('build a throw-away lab (network namespaces, an IMDS stand-in), trace real clients, print what was found')
@@ -45,6 +65,15 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .action(async (opts: { keepLog?: string }) => {
       const { runDemo } = await import('./demo.js');
       status = await runDemo(opts, say);
+    });
+
+  program.command('doctor')
+    .description('check that tracing can work here (privileges, libpcap, eBPF, log directory); exit 1 if not')
+    .option('--log-file <path>', 'JSON lines file whose directory is checked', DEFAULTS.logFile)
+    .option('--json', 'print the results as one JSON object', false)
+    .action(async (opts: { logFile: string; json: boolean }) => {
+      const { runDoctor } = await import('./doctor.js');
+      status = await runDoctor(opts);
     });
 
   try {

@@ -4,6 +4,7 @@ import { DEFAULTS, type Backend } from './defaults.js';
 import { canCapture } from './privileges.js';
 import { LogFile } from './output/log-file.js';
 import { RecordWriter } from './output/writer.js';
+import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './output/extras.js';
 import { Tracer } from './tracer.js';
 
 export interface RunOptions {
@@ -15,11 +16,15 @@ export interface RunOptions {
   duration?: number;
   ancestors: number;
   statsInterval: number;
+  /** Rotation of the log file (issue 4). */
+  logMaxBytes?: number;
+  logFiles?: number;
 }
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
-export async function runTracer(o: RunOptions, say: (line: string) => void): Promise<number> {
+export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: string) => void,
+  deps: ExtrasDeps = {}): Promise<number> {
   const status = (() => { try { return readFileSync('/proc/self/status', 'utf8'); } catch { return ''; } })();
   if (!canCapture(process.getuid?.() ?? 0, status)) {
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
@@ -30,6 +35,7 @@ export async function runTracer(o: RunOptions, say: (line: string) => void): Pro
   if (o.logFile) {
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
+      maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
       onError: (m) => writer0.error('log-file', m),
       onRecovered: (m) => writer0.notice('log-file', m),
     });
@@ -40,19 +46,35 @@ export async function runTracer(o: RunOptions, say: (line: string) => void): Pro
       return EXIT.failure;
     }
   }
-  const writer = new RecordWriter({ stdout: process.stdout, logFile });
+  // issue 4: CloudWatch shipping, own CPU/RSS, extra stats fields; SIGHUP reopens the log file.
+  let extras: RunExtras;
+  try {
+    extras = await RunExtras.create(o, logFile, deps);
+  } catch (err) {
+    say(`imds-tracer: ${(err as Error).message}`);
+    logFile?.close();
+    return EXIT.failure;
+  }
+  const onHup = (): void => logFile?.reopen();
+  process.on('SIGHUP', onHup);
+  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks });
+  extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,
     ancestors: o.ancestors, logFile: o.logFile || null, statsIntervalMs: o.statsInterval * 1000, writer,
+    statsExtra: () => extras.statsExtra(),
   });
   try {
     await tracer.start();
   } catch (err) {
     say(`imds-tracer: ${(err as Error).message}`);
     await tracer.stop().catch(() => undefined);
+    await extras.close();
+    process.off('SIGHUP', onHup);
     await writer.close();
     return EXIT.failure;
   }
+  extras.announce(writer);
   await new Promise<void>((resolve) => {
     const done = (): void => {
       process.off('SIGTERM', done);
@@ -64,7 +86,10 @@ export async function runTracer(o: RunOptions, say: (line: string) => void): Pro
     process.on('SIGINT', done);
     const timer = o.duration ? setTimeout(done, o.duration * 1000) : undefined;
   });
+  await extras.sample();
   await tracer.stop();
+  await extras.close();
+  process.off('SIGHUP', onHup);
   await writer.close();
   return EXIT.ok;
 }

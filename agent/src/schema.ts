@@ -65,7 +65,7 @@ export const SCHEMAS: Record<string, Spec> = {
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
-  }, ['kernel', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
+  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -3,9 +3,13 @@
  * on disk in the order it was made. When writing fails (directory deleted or unwritable, disk full)
  * the lines are kept (bounded), the failure is reported once, and writing resumes — reopening the
  * file — when it can. Directory 0700, file 0600.
+ *
+ * With maxBytes, the file is rotated (rotation.ts) between lines, before a line would take it past
+ * that size; reopen() (SIGHUP) closes and reopens the path, for an external logrotate.
  */
-import { closeSync, fchmodSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { planChunks, rotateFiles } from './rotation.js';
 
 export interface LogFileOptions {
   path: string;
@@ -14,6 +18,10 @@ export interface LogFileOptions {
   /** Lines kept while the file cannot be written; the oldest are dropped (and counted) beyond it. */
   maxPendingBytes?: number;
   retryMs?: number;
+  /** Rotate before a line would take the file past this size; no rotation when absent. */
+  maxBytes?: number;
+  /** Rotated files kept (`path.1` … `path.N`); default 5. */
+  files?: number;
   onError(message: string): void;
   onRecovered?(message: string): void;
 }
@@ -26,6 +34,8 @@ export class LogFile {
   private failing = false;
   dropped = 0;
   errors = 0;
+  rotations = 0;
+  private rotationFailing = false;
 
   constructor(private readonly o: LogFileOptions) {}
 
@@ -51,21 +61,75 @@ export class LogFile {
   flush(): boolean {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (this.pending.length === 0) return true;
+    let done = 0; // lines wholly written
     try {
       if (this.fd === null) this.open();
-      const data = Buffer.from(this.pending.join(''));
-      let off = 0;
-      while (off < data.length) off += writeSync(this.fd as number, data, off);
-      this.pending = [];
-      this.pendingBytes = 0;
+      if (!this.o.maxBytes) {
+        this.writeAll(Buffer.from(this.pending.join('')));
+        done = this.pending.length;
+      } else {
+        const bufs = this.pending.map((l) => Buffer.from(l));
+        const runs = planChunks(bufs.map((b) => b.length), fstatSync(this.fd as number).size, this.o.maxBytes);
+        runs.forEach((run, k) => {
+          if (k > 0) this.rotate();
+          if (run.length > 0) this.writeAll(Buffer.concat(run.map((i) => bufs[i])));
+          done += run.length;
+        });
+      }
+      this.forget(done);
       if (this.failing) {
         this.failing = false;
         this.o.onRecovered?.(`log file ${this.o.path} writable again`);
       }
       return true;
     } catch (err) {
+      this.forget(done);
       this.fail(err as NodeJS.ErrnoException);
       return false;
+    }
+  }
+
+  private writeAll(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) off += writeSync(this.fd as number, data, off);
+  }
+
+  private forget(lines: number): void {
+    for (const l of this.pending.slice(0, lines)) this.pendingBytes -= l.length;
+    this.pending = this.pending.slice(lines);
+    if (this.pending.length === 0) this.pendingBytes = 0;
+  }
+
+  /** Close the full file, shift the rotated ones, open a fresh one (0600). A failed rename is reported
+   * once and writing goes on in the same file (nothing is lost); the next rotation tries again. */
+  private rotate(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+    try {
+      rotateFiles(this.o.path, this.o.files ?? 5);
+      this.rotations++;
+      this.rotationFailing = false;
+    } catch (err) {
+      if (!this.rotationFailing) {
+        this.o.onError(`cannot rotate log file ${this.o.path}: ${(err as Error).message}; writing on past the size limit`);
+      }
+      this.rotationFailing = true;
+    }
+    this.open();
+  }
+
+  /** Write what is pending, then close and reopen the path (SIGHUP, after an external logrotate). */
+  reopen(): void {
+    this.flush();
+    if (this.failing) return; // the retry reopens the file by itself
+    if (this.fd !== null) {
+      try { closeSync(this.fd); } catch { /* reopening anyway */ }
+      this.fd = null;
+    }
+    try {
+      this.open();
+    } catch (err) {
+      this.fail(err as NodeJS.ErrnoException);
     }
   }
 

@@ -3,9 +3,15 @@ import type { Writable } from 'node:stream';
 import { errorRecord, noticeRecord, type OutputRecord } from '../record.js';
 import { LogFile } from './log-file.js';
 
+/** Another place records go (CloudWatch Logs): given each line written to the log file. */
+export interface LineSink {
+  write(line: string, rec: OutputRecord): void;
+}
+
 export interface WriterOptions {
   stdout: Writable | null;
   logFile: LogFile | null;
+  sinks?: LineSink[];
 }
 
 export class RecordWriter {
@@ -17,6 +23,7 @@ export class RecordWriter {
     const line = `${JSON.stringify(rec)}\n`;
     this.o.stdout?.write(line);
     this.o.logFile?.write(line);
+    for (const s of this.o.sinks ?? []) s.write(line, rec);
     this.written++;
   }
 

@@ -1,0 +1,69 @@
+/** `imds-tracer report [files…]`: read JSON lines, print the distinct IMDSv1 callers (table or JSON). */
+import { DEFAULTS } from '../defaults.js';
+import { renderTable } from '../format/table.js';
+import { Aggregator, formatPaths, formatStatuses, NOT_IDENTIFIED, type ReportGroup } from './aggregate.js';
+import { defaultFiles, readJsonLines, type ReadCounts } from './files.js';
+
+export interface ReportOptions {
+  json: boolean;
+  includeV2: boolean;
+  maxPaths: number;
+  /** With no files named: this file and its rotated siblings (default: the agent's log file). */
+  logFile?: string;
+}
+
+export async function runReport(files: string[], o: ReportOptions, say: (line: string) => void,
+  out: (text: string) => void = (t) => { process.stdout.write(t); }): Promise<number> {
+  const logFile = o.logFile ?? DEFAULTS.logFile;
+  const paths = files.length > 0 ? files : defaultFiles(logFile);
+  if (paths.length === 0) {
+    say(`imds-tracer report: no log file at ${logFile} (nor rotated ones); name the files to read`);
+    return 1;
+  }
+  const agg = new Aggregator({ includeV2: o.includeV2, maxPaths: o.maxPaths });
+  const counts: ReadCounts = { lines: 0, unparsable: 0 };
+  for (const p of paths) {
+    try {
+      await readJsonLines(p, (r) => agg.add(r), counts);
+    } catch (err) {
+      say(`imds-tracer report: cannot read ${p}: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  const groups = agg.result();
+  if (counts.unparsable > 0) say(`imds-tracer report: skipped ${counts.unparsable} unparsable line${counts.unparsable === 1 ? '' : 's'}`);
+  if (o.json) {
+    out(`${JSON.stringify(groups, null, 2)}\n`);
+    return 0;
+  }
+  const kind = o.includeV2 ? 'IMDS' : 'IMDSv1';
+  const summary = `${agg.calls} ${kind} call${agg.calls === 1 ? '' : 's'} from ${groups.length} distinct caller${groups.length === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}`;
+  out(groups.length === 0 ? `No ${kind} calls found (${paths.length} file${paths.length === 1 ? '' : 's'} read).\n`
+    : `${renderReport(groups, o.includeV2)}\n\n${summary}\n`);
+  return 0;
+}
+
+/** The table: one row per caller, most calls first. Pure. */
+export function renderReport(groups: readonly ReportGroup[], withVersion: boolean): string {
+  const headers = ['CALLS', ...(withVersion ? ['IMDS'] : []), 'EXECUTABLE', 'COMMAND', 'USER', 'WHERE', 'STATUSES',
+    'FIRST SEEN', 'LAST SEEN', 'PATHS'];
+  const rows = groups.map((g) => [
+    String(g.count),
+    ...(withVersion ? [g.imds_version] : []),
+    g.exe ?? (g.attribution === 'none' ? NOT_IDENTIFIED : '?'),
+    g.attribution === 'none' ? `User-Agent: ${g.user_agent ?? '(none)'}` : (g.command ?? '?'),
+    g.user ?? '-',
+    g.container ? `container ${g.container}` : g.systemd_unit ? `unit ${g.systemd_unit}` : '-',
+    formatStatuses(g.statuses),
+    shortTime(g.first_seen),
+    shortTime(g.last_seen),
+  ]);
+  // PATHS goes last and is never clipped (the other columns are, at 60 characters).
+  const table = renderTable(headers, rows.map((r) => [...r, '']), 60).split('\n');
+  const at = table[0].length - 'PATHS'.length;
+  return table.map((l, i) => (i === 0 ? l : `${l.padEnd(at)}${formatPaths(groups[i - 1])}`)).join('\n');
+}
+
+function shortTime(iso: string): string {
+  return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
