@@ -38,6 +38,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
       maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
       onError: (m) => writer0.error('log-file', m),
       onRecovered: (m) => writer0.notice('log-file', m),
+      onNotice: (m) => writer0.notice('log-file', m),
     });
     try {
       logFile.open();

@@ -86,12 +86,12 @@ describe('LogFile rotation', () => {
     f.write(rec(1));
     f.flush();
     renameSync(path, `${path}.1`);
-    f.write(rec(2)); // pending while rotated away: still goes to the old file, as logrotate expects
+    f.write(rec(2)); // pending while rotated away: the agent notices the path moved and starts the new file
     f.reopen();
     f.write(rec(3));
     f.close();
-    expect(readFileSync(`${path}.1`, 'utf8')).toBe(rec(1) + rec(2));
-    expect(readFileSync(path, 'utf8')).toBe(rec(3));
+    expect(readFileSync(`${path}.1`, 'utf8')).toBe(rec(1));
+    expect(readFileSync(path, 'utf8')).toBe(rec(2) + rec(3));
     expect(mode(path)).toBe(0o600);
   });
 
@@ -144,5 +144,26 @@ describe.skipIf(process.getuid?.() !== 0 || !existsSync(join(ROOT, 'dist/cli.js'
       expect(mode(join(dir, 'logs', f))).toBe(0o600);
     }
     expect(mode(join(dir, 'logs'))).toBe(0o700);
+  });
+});
+
+describe('LogFile faults', () => {
+  let dir2: string;
+  beforeEach(() => { dir2 = mkdtempSync(join(tmpdir(), 'imdst-logfault-')); });
+  afterEach(() => rmSync(dir2, { recursive: true, force: true }));
+
+  it('its directory deleted: made again, later lines land in a readable file, a notice says so', () => {
+    const path = join(dir2, 'logs', 'calls.jsonl');
+    const notices: string[] = [];
+    const f = new LogFile({ path, dirMode: 0o700, fileMode: 0o600, onError: () => undefined, onNotice: (m) => notices.push(m) });
+    f.open();
+    f.write('{"n":1}\n');
+    f.flush();
+    rmSync(join(dir2, 'logs'), { recursive: true });
+    f.write('{"n":2}\n');
+    f.close();
+    expect(readFileSync(path, 'utf8')).toBe('{"n":2}\n');
+    expect(statSync(join(dir2, 'logs')).mode & 0o777).toBe(0o700);
+    expect(notices).toEqual([`log file ${path} was removed or replaced; writing to a new one`]);
   });
 });

@@ -25,6 +25,11 @@ export async function startTracer(lab: Lab, args: string[], readyTimeoutMs = 20_
   env: NodeJS.ProcessEnv = process.env): Promise<TracerProcess> {
   const proc = lab.spawn(lab.instanceNs, process.execPath, [join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env });
+  return attachTracer(proc, readyTimeoutMs);
+}
+
+/** Follow a tracer started some other way (e.g. inside a private mount namespace). */
+export async function attachTracer(proc: ChildProcess, readyTimeoutMs = 20_000): Promise<TracerProcess> {
   const records: TracedRecord[] = [];
   let err = '';
   let buf = '';

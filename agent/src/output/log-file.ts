@@ -7,7 +7,7 @@
  * With maxBytes, the file is rotated (rotation.ts) between lines, before a line would take it past
  * that size; reopen() (SIGHUP) closes and reopens the path, for an external logrotate.
  */
-import { closeSync, fchmodSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { planChunks, rotateFiles } from './rotation.js';
 
@@ -24,6 +24,8 @@ export interface LogFileOptions {
   files?: number;
   onError(message: string): void;
   onRecovered?(message: string): void;
+  /** Something worth knowing that is not a failure (the file was removed and is made again). */
+  onNotice?(message: string): void;
 }
 
 export class LogFile {
@@ -63,6 +65,7 @@ export class LogFile {
     if (this.pending.length === 0) return true;
     let done = 0; // lines wholly written
     try {
+      this.followPath();
       if (this.fd === null) this.open();
       if (!this.o.maxBytes) {
         this.writeAll(Buffer.from(this.pending.join('')));
@@ -89,9 +92,36 @@ export class LogFile {
     }
   }
 
+  /**
+   * Whole lines or nothing: if a write fails part-way (disk full), the file is cut back to where it
+   * was, so the retry does not leave half a line before the whole one.
+   */
   private writeAll(data: Buffer): void {
+    const fd = this.fd as number;
+    const start = fstatSync(fd).size;
     let off = 0;
-    while (off < data.length) off += writeSync(this.fd as number, data, off);
+    try {
+      while (off < data.length) off += writeSync(fd, data, off);
+    } catch (err) {
+      if (off > 0) { try { ftruncateSync(fd, start); } catch { /* nothing more to do */ } }
+      throw err;
+    }
+  }
+
+  /**
+   * If the file (or its directory) was removed or replaced behind the agent's back, writing to the
+   * open descriptor would go nowhere anyone can read: reopen the path (making the directory again).
+   */
+  private followPath(): void {
+    if (this.fd === null) return;
+    let same = false;
+    try {
+      same = statSync(this.o.path).ino === fstatSync(this.fd).ino;
+    } catch { /* removed */ }
+    if (same) return;
+    try { closeSync(this.fd); } catch { /* reopening anyway */ }
+    this.fd = null;
+    this.o.onNotice?.(`log file ${this.o.path} was removed or replaced; writing to a new one`);
   }
 
   private forget(lines: number): void {
