@@ -7,13 +7,14 @@ import * as B from './lib.mjs';
 
 const f = B.flags(30);
 const rate = Number(f.get('--rate') ?? 500);
+const backend = f.get('--backend') ?? 'auto';
 
 B.main(async () => {
   const l = await B.lab();
   const dir = B.tmp();
   const imds = await l.startImds({});
   const arrival = new Map(); const recTime = new Map();
-  const agent = await B.startAgent(l, ['--log-file', join(dir, 'calls.jsonl'), '--stats-interval', '3600'], {
+  const agent = await B.startAgent(l, ['--log-file', join(dir, 'calls.jsonl'), '--stats-interval', '3600', '--backend', backend], {
     onRecord: (rec, at) => {
       if (rec.event !== 'imds_call') return;
       const m = /[?&]lat=(\d+)$/.exec(rec.request.path);
@@ -22,7 +23,7 @@ B.main(async () => {
   });
   const pcap = join(dir, 'wire.pcap');
   const td = await B.startTcpdump(l, l.instanceNs, pcap, l.instanceIf);
-  const r = await l.exec(l.instanceNs, process.execPath, [join(B.BENCH_DIR, 'latclient.mjs'), JSON.stringify({ rate, seconds: f.seconds })],
+  const r = await l.exec(l.instanceNs, process.execPath, [join(B.BENCH_DIR, 'latclient.mjs'), JSON.stringify({ rate, seconds: f.seconds, sockets: Number(f.get('--sockets') ?? 4) })],
     { timeoutMs: (f.seconds + 60) * 1000 });
   if (r.exitCode !== 0) throw new Error(`latclient failed: ${r.stderr}`);
   const { sent, errors } = JSON.parse(r.stdout.trim().split('\n').pop());
@@ -31,21 +32,42 @@ B.main(async () => {
   await agent.stop();
   await imds.stop();
 
-  const wire = new Map();
-  const marker = Buffer.from('?lat=');
+  // Frames of the veth (Ethernet, IPv4): request packets carry ?lat=N; the response is the next
+  // "HTTP/" packet from port 80 to the same client port (keep-alive: one request at a time per socket).
+  const wire = new Map(); const wireResp = new Map();
+  const outstanding = new Map(); // client port -> [N…]
   for (const fr of B.readPcap(pcap)) {
-    const i = fr.data.indexOf(marker);
-    if (i < 0) continue;
-    const m = /^\?lat=(\d+) /.exec(fr.data.subarray(i, i + 20).toString('latin1'));
-    if (m && !wire.has(Number(m[1]))) wire.set(Number(m[1]), fr.tsMs);
+    const b = fr.data;
+    if (b.length < 54 || b.readUInt16BE(12) !== 0x0800) continue;
+    const ihl = (b[14] & 0x0f) * 4; const tcp = 14 + ihl;
+    const sport = b.readUInt16BE(tcp); const dport = b.readUInt16BE(tcp + 2);
+    const payload = b.subarray(tcp + (b[tcp + 12] >> 4) * 4);
+    if (!payload.length) continue;
+    if (dport === 80) {
+      const m = /^[A-Z]+ \S*\?lat=(\d+) /.exec(payload.subarray(0, 80).toString('latin1'));
+      if (m && !wire.has(Number(m[1]))) {
+        wire.set(Number(m[1]), fr.tsMs);
+        if (!outstanding.has(sport)) outstanding.set(sport, []);
+        outstanding.get(sport).push(Number(m[1]));
+      }
+    } else if (sport === 80 && payload.subarray(0, 5).toString('latin1') === 'HTTP/') {
+      const q = outstanding.get(dport);
+      const n = q?.shift();
+      if (n !== undefined) wireResp.set(n, fr.tsMs);
+    }
   }
-  const d = { wireRec: [], sendRec: [], wireTime: [], sendWire: [] };
+  const d = { wireRec: [], sendRec: [], wireTime: [], sendWire: [], respRec: [], reqResp: [] };
   for (let i = 0; i < sent.length; i++) {
-    const a = arrival.get(i); const w = wire.get(i);
+    const a = arrival.get(i); const w = wire.get(i); const wr = wireResp.get(i);
     if (a !== undefined && w !== undefined) { d.wireRec.push(a - w); d.wireTime.push(recTime.get(i) - w); }
+    if (a !== undefined && wr !== undefined) d.respRec.push(a - wr);
+    if (w !== undefined && wr !== undefined) d.reqResp.push(wr - w);
     if (a !== undefined) d.sendRec.push(a - sent[i]);
     if (w !== undefined) d.sendWire.push(w - sent[i]);
   }
+  const hist = {};
+  for (const x of d.wireRec) { const k = x < 1 ? '<1' : x < 2 ? '1-2' : x < 5 ? '2-5' : x < 10 ? '5-10' : x < 20 ? '10-20' : x < 50 ? '20-50' : '>=50'; hist[k] = (hist[k] ?? 0) + 1; }
+  console.log(`wire→record histogram (ms): ${JSON.stringify(hist)}; backend ${agent.ready.backend}`);
   const row = (name, xs) => {
     const s = [...xs].sort((x, y) => x - y);
     return [name, s.length, B.fmt(B.percentile(s, 50), 2), B.fmt(B.percentile(s, 99), 2), B.fmt(s.at(-1), 2)];
@@ -58,9 +80,11 @@ B.main(async () => {
     B.table(['interval (ms)', 'n', 'p50', 'p99', 'max'], [
       row('**wire → record read from stdout**', d.wireRec),
       row('client send → record read', d.sendRec),
-      row('wire → record `time` field', d.wireTime),
+      row('wire request → wire response (the stand-in)', d.reqResp),
+      row('wire response → record read (the agent alone)', d.respRec),
+      row('wire → record `time` field (ms resolution: ≤ 0 means within the same ms)', d.wireTime),
       row('client send → wire', d.sendWire),
     ]),
   ].join('\n');
-  B.record(`Latency (${rate} req/s)`, body);
+  B.record(`Latency (${rate} req/s, ${agent.ready.backend} backend)`, body + `\n\nwire → record read, histogram (ms → requests): \`${JSON.stringify(hist)}\``);
 }, 600);
