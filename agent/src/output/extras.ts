@@ -6,7 +6,7 @@
 import { hostname } from 'node:os';
 import { DEFAULTS } from '../defaults.js';
 import type { StatsRecord } from '../record.js';
-import type { CloudWatchShipper } from './cloudwatch.js';
+import { DeferredShipper } from './cloudwatch-deferred.js';
 import { imdsIdentity, resolveTarget, type InstanceIdentity } from './cloudwatch-target.js';
 import type { LogFile } from './log-file.js';
 import { ResourceSampler } from './resources.js';
@@ -26,38 +26,55 @@ export interface ExtrasDeps {
 }
 
 export class RunExtras {
-  private notes: string[] = [];
+  private notes: Array<{ kind: 'error' | 'notice'; m: string }> = [];
   readonly sinks: LineSink[] = [];
 
-  private constructor(private readonly logFile: LogFile | null, readonly shipper: CloudWatchShipper | null,
+  private constructor(private readonly logFile: LogFile | null, public shipper: DeferredShipper | null,
     private readonly resources: ResourceSampler) {}
 
-  /** Throws with a sentence saying what is wrong (e.g. no region for CloudWatch Logs). */
+  /** Never waits for CloudWatch: its target is resolved in the background (see cloudwatch-deferred.ts). */
   static async create(o: ExtrasOptions, logFile: LogFile | null, deps: ExtrasDeps = {}): Promise<RunExtras> {
-    let shipper: CloudWatchShipper | null = null;
-    let notes: string[] = [];
+    let shipper: DeferredShipper | null = null;
     let writer: RecordWriter | null = null;
+    const self = new RunExtras(logFile, null, new ResourceSampler());
     if (o.cloudwatchLogGroup) {
       const env = deps.env ?? process.env;
-      const t = await resolveTarget({
-        logGroup: o.cloudwatchLogGroup, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion,
-        endpoint: o.cloudwatchEndpoint,
-      }, { env, identity: deps.identity ?? (() => imdsIdentity(env)), hostname });
-      const { CloudWatchShipper } = await import('./cloudwatch.js'); // the SDK is loaded only when shipping
-      shipper = new CloudWatchShipper({
-        logGroup: t.logGroup, logStream: t.logStream, region: t.region, endpoint: t.endpoint,
-        onError: (m) => writer?.error('cloudwatch', m),
-        onNotice: (m) => writer?.notice('cloudwatch', m),
+      const group = o.cloudwatchLogGroup;
+      shipper = new DeferredShipper({
+        maxQueueBytes: DEFAULTS.cloudwatch.maxQueueBytes, retryBaseMs: 2000, retryMaxMs: 60_000,
+        onError: (m) => self.say('error', m, writer),
+        onNotice: (m) => self.say('notice', m, writer),
+        connect: async () => {
+          const t = await resolveTarget({
+            logGroup: group, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion, endpoint: o.cloudwatchEndpoint,
+          }, { env, identity: deps.identity ?? (() => imdsIdentity(env)), hostname });
+          const { CloudWatchShipper } = await import('./cloudwatch.js'); // the SDK is loaded only when shipping
+          const s = new CloudWatchShipper({
+            logGroup: t.logGroup, logStream: t.logStream, region: t.region, endpoint: t.endpoint,
+            onError: (m) => writer?.error('cloudwatch', m),
+            onNotice: (m) => writer?.notice('cloudwatch', m),
+          });
+          for (const n of [`shipping records to CloudWatch Logs: group ${t.logGroup}, stream ${t.logStream}, region ${t.region}${t.endpoint ? `, endpoint ${t.endpoint}` : ''}`, ...t.notes]) {
+            self.say('notice', n, writer);
+          }
+          return s;
+        },
       });
-      notes = [`shipping records to CloudWatch Logs: group ${t.logGroup}, stream ${t.logStream}, region ${t.region}${t.endpoint ? `, endpoint ${t.endpoint}` : ''}`, ...t.notes];
+      self.shipper = shipper;
+      self.sinks.push(shipper);
     }
-    const self = new RunExtras(logFile, shipper, new ResourceSampler());
-    if (shipper) self.sinks.push(shipper);
-    self.notes = notes;
     self.setWriter = (w) => { writer = w; };
     self.resources.start(DEFAULTS.resourceSampleMs);
     return self;
   }
+
+  /** Messages before the tracer is ready wait for announce(), so they follow the ready record. */
+  private say(kind: 'error' | 'notice', m: string, writer: RecordWriter | null): void {
+    if (writer && this.announced) writer[kind]('cloudwatch', m);
+    else this.notes.push({ kind, m });
+  }
+
+  private announced = false;
 
   private setWriter: (w: RecordWriter) => void = () => undefined;
 
@@ -68,7 +85,8 @@ export class RunExtras {
 
   /** Write the notices held until the tracer is ready (where records go, CloudWatch fallbacks). */
   announce(writer: RecordWriter): void {
-    for (const n of this.notes.splice(0)) writer.notice('cloudwatch', n);
+    this.announced = true;
+    for (const n of this.notes.splice(0)) writer[n.kind]('cloudwatch', n.m);
   }
 
   statsExtra(): Partial<StatsRecord> {
