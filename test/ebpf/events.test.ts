@@ -362,6 +362,9 @@ describe('formatIPv6 matches Node', () => {
     expect(formatIPv6(Uint8Array.from(mapped([1, 2, 3, 4])))).toBe('::ffff:1.2.3.4');
   });
 
+  // One formatter serves the wire and the kernel side (the join compares their text). It follows
+  // RFC 5952, like Node, except for the deprecated IPv4-compatible ::/96 range, which Node still
+  // prints dotted (::0.1.255.255) and RFC 5952 does not: those are left out of the comparison.
   it('property: same text as net.SocketAddress for random (zero-heavy) addresses', () => {
     const word = fc.oneof(fc.constant(0), fc.constant(0), fc.constant(0xffff), fc.integer({ min: 0, max: 0xffff }));
     fc.assert(
@@ -371,7 +374,8 @@ describe('formatIPv6 matches Node', () => {
           b[2 * i] = w >> 8;
           b[2 * i + 1] = w & 0xff;
         });
-        expect(formatIPv6(b)).toBe(node(b));
+        const v4compatible = ws.slice(0, 6).every((w) => w === 0) && (ws[6] !== 0 || ws[7] > 1);
+        if (!v4compatible) expect(formatIPv6(b)).toBe(node(b));
       }),
       { numRuns: 2000 },
     );

@@ -1,5 +1,6 @@
 /** Pure parsers for the /proc and /etc files that /proc attribution reads. */
 import type { ContainerInfo } from '../record.js';
+import { ipv6ToString } from '../wire/packet.js';
 
 export interface NetTcpEntry {
   local: string;
@@ -44,23 +45,7 @@ function le32(h: string): number[] {
 }
 
 export function ipv6FromBytes(b: number[]): string {
-  const buf = Buffer.from(b);
-  const words = Array.from({ length: 8 }, (_, i) => buf.readUInt16BE(i * 2));
-  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  let best = -1;
-  let len = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > len && j - i >= 2) { best = i; len = j - i; }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + len).join(':')}`;
+  return ipv6ToString(Buffer.from(b), 0);
 }
 
 /** IPv4-mapped IPv6 ("::ffff:1.2.3.4") as plain IPv4, everything else unchanged. */

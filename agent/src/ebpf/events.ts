@@ -7,6 +7,7 @@
  * per type. Integers are little endian (x86_64 and arm64 hosts); addresses
  * are raw network-order bytes.
  */
+import { ipv6ToString } from '../wire/packet.js';
 
 export const LAYOUT_VERSION = 1;
 export const COMM_LEN = 16;
@@ -216,50 +217,7 @@ export function formatIPv4(b: Uint8Array, offset = 0): string {
  * and ::a.b.c.d / ::ffff:a.b.c.d for IPv4-compatible / -mapped addresses.
  */
 export function formatIPv6(b: Uint8Array, offset = 0): string {
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push((b[offset + 2 * i] << 8) | b[offset + 2 * i + 1]);
-
-  let bestBase = -1;
-  let bestLen = 0;
-  let curBase = -1;
-  let curLen = 0;
-  for (let i = 0; i <= 8; i++) {
-    if (i < 8 && words[i] === 0) {
-      if (curBase === -1) {
-        curBase = i;
-        curLen = 1;
-      } else {
-        curLen++;
-      }
-    } else if (curBase !== -1) {
-      if (bestBase === -1 || curLen > bestLen) {
-        bestBase = curBase;
-        bestLen = curLen;
-      }
-      curBase = -1;
-    }
-  }
-  if (bestBase !== -1 && bestLen < 2) bestBase = -1;
-
-  let out = '';
-  for (let i = 0; i < 8; i++) {
-    if (bestBase !== -1 && i >= bestBase && i < bestBase + bestLen) {
-      if (i === bestBase) out += ':';
-      continue;
-    }
-    if (i !== 0) out += ':';
-    if (
-      i === 6 &&
-      bestBase === 0 &&
-      (bestLen === 6 || (bestLen === 7 && words[7] !== 0x0001) || (bestLen === 5 && words[5] === 0xffff))
-    ) {
-      out += formatIPv4(b, offset + 12);
-      return out;
-    }
-    out += words[i].toString(16);
-  }
-  if (bestBase !== -1 && bestBase + bestLen === 8) out += ':';
-  return out;
+  return ipv6ToString(Buffer.from(b.buffer, b.byteOffset, b.byteLength), offset);
 }
 
 function isV4Mapped(b: Uint8Array, offset: number): boolean {
