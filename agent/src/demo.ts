@@ -73,7 +73,7 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
     for (const p of lingering) p.stdin?.end();
     await tracer.stop();
     out();
-    out(renderTable(['VERSION', 'STATUS', 'REQUEST', 'CALLER', 'FOUND BY'], [...calls].sort((a, b) => a.time.localeCompare(b.time)).map(row)));
+    out(renderTable(['VERSION', 'STATUS', 'REQUEST', 'CALLER', 'FOUND BY', 'COMMAND LINE'], [...calls].sort((a, b) => a.time.localeCompare(b.time)).map(row)));
     out();
     const found = calls.filter((r) => r.imds_version === 'v1').length;
     out(`${found} IMDSv1 calls found (${v1} made), ${calls.length - found} IMDSv2 calls shown because of --include-v2.`);
@@ -92,7 +92,8 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
 
 function row(r: TracedRecord): string[] {
   const p = r.process ?? {};
-  const caller = p.attribution === 'none' ? '(not found)' : `${p.comm} [${p.pid}] ${shellJoin(p.argv ?? [])}`;
+  const caller = p.attribution === 'none' ? '(not found)' : `${p.comm} [${p.pid}]`;
+  const command = p.attribution === 'none' ? '' : shellJoin(p.argv ?? []).replace(/\n/g, '\\n');
   return [r.imds_version ?? r.provider, String(r.response?.status ?? '-'),
-    `${r.request.method} ${r.request.path}`, caller, p.attribution];
+    `${r.request.method} ${r.request.path}`, caller, p.attribution, command];
 }

@@ -22,8 +22,8 @@ describe.skipIf(!support.ok)(`imds-tracer demo${support.ok ? '' : ` (skipped: ${
     const demo = spawnSync(process.execPath, [CLI, 'demo', '--keep-log', log], { encoding: 'utf8', timeout: 60_000 });
     expect(demo.status, demo.stderr).toBe(0);
     expect(demo.stdout).toMatch(/4 IMDSv1 calls found \(4 made\)/);
-    expect(demo.stdout).toMatch(/^v1\s+200\s+GET \/latest\/meta-data\/instance-id\s+curl \[\d+\] curl -s http/m);
-    expect(demo.stdout).toMatch(/^v1\s+200\s+GET \/latest\/meta-data\/iam\/security-credentials\/\s+python3 \[\d+\] .*(ebpf|proc)$/m);
+    expect(demo.stdout).toMatch(/^v1\s+200\s+GET \/latest\/meta-data\/instance-id\s+curl \[\d+\]\s+(ebpf|proc)\s+curl -s http/m);
+    expect(demo.stdout).toMatch(/^v1\s+200\s+GET \/latest\/meta-data\/iam\/security-credentials\/\s+python3 \[\d+\]\s+(ebpf|proc)\s+.*python3 -c/m);
     expect(await listNamespaces()).toEqual(before);
 
     const report = spawnSync(process.execPath, [CLI, 'report', '--json', log], { encoding: 'utf8' });

@@ -1,5 +1,5 @@
 /** A plain-text table with aligned columns. Pure. */
-export function renderTable(headers: string[], rows: string[][], maxWidth = 60): string {
+export function renderTable(headers: string[], rows: string[][], maxWidth = 70): string {
   const clip = (s: string): string => (s.length > maxWidth ? `${s.slice(0, maxWidth - 1)}…` : s);
   const all = [headers, ...rows].map((r) => r.map(clip));
   const widths = headers.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
