@@ -34,5 +34,5 @@ await new Promise((resolve) => {
   tick();
 });
 agent.destroy();
-process.stdout.write(`${JSON.stringify({ sent: sent.map((x) => Math.round(x * 1000) / 1000), errors })}\n`);
-process.exit(0);
+// A pipe may take the line in several writes: exit once it is flushed.
+process.stdout.write(`${JSON.stringify({ sent: sent.map((x) => Math.round(x * 1000) / 1000), errors })}\n`, () => process.exit(0));

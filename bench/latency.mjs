@@ -14,7 +14,7 @@ B.main(async () => {
   const dir = B.tmp();
   const imds = await l.startImds({});
   const arrival = new Map(); const recTime = new Map();
-  const agent = await B.startAgent(l, ['--log-file', join(dir, 'calls.jsonl'), '--stats-interval', '3600', '--backend', backend], {
+  const agent = await B.startAgent(l, [...(f.has('--no-log-file') ? ['--no-log-file'] : ['--log-file', join(dir, 'calls.jsonl')]), '--stats-interval', '3600', '--backend', backend], {
     onRecord: (rec, at) => {
       if (rec.event !== 'imds_call') return;
       const m = /[?&]lat=(\d+)$/.exec(rec.request.path);
@@ -74,8 +74,9 @@ B.main(async () => {
   };
   const body = [
     `IMDSv1 GETs at ${rate} req/s for ${f.seconds} s on 4 keep-alive connections (a Node client in the instance namespace, ${sent.length} requests, ${errors} client errors; ${arrival.size} records with their marker, ${wire.size} requests found in the pcap). `
-    + 'Wire time = the pcap timestamp of the request\'s packet from `tcpdump -i <veth>` (kernel timestamp, µs) in the same namespace; arrival = when the harness read the record from the tracer\'s stdout pipe (same clock, epoch). The record\'s `time` field is set when the request is parsed (ms resolution), so its row shows parse latency only. '
-    + 'A record is written once the response is seen (or 1.5 s without one), so wire→record includes the stand-in\'s answer time.',
+    + 'Wire time = the pcap timestamp of the request\'s packet from `tcpdump -i <veth>` (kernel timestamp, µs) in the same namespace, the peer capturing the same traffic; arrival = when the harness read the record from the tracer\'s stdout pipe (same clock, epoch ms with µs resolution). '
+    + 'A record is written once the response is seen (or after 1.5 s without one), so wire → record includes the stand-in\'s answer; "wire response → record read" is the agent\'s own share. '
+    + `The record's \`time\` field is the agent's own capture timestamp when it captures through its native helper (capture: \`${agent.ready.capture ?? 'n/a'}\`), else the time the request was parsed; it has ms resolution, so ≤ 0 means "the same millisecond as tcpdump's timestamp".`,
     '',
     B.table(['interval (ms)', 'n', 'p50', 'p99', 'max'], [
       row('**wire → record read from stdout**', d.wireRec),

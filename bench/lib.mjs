@@ -107,6 +107,7 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
  * The tracer (dist/cli.js run …) in the instance namespace. Records are counted as they arrive;
  * onRecord(rec, arrivalMs) sees every one. Resolves once the ready record is in.
  */
+let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
   const t0 = nowMs();
   const child = l.spawn(l.instanceNs, process.execPath, [join(DIST, 'cli.js'), 'run', ...args],
@@ -142,7 +143,7 @@ export async function startAgent(l, args, { onRecord, keep = false, readyTimeout
         if (rec.imds_version === 'v1') a.counts.v1++;
         else if (rec.imds_version === 'v2') a.counts.v2++;
         else a.counts.other++;
-      } else if (ev === 'ready') { a.ready = rec; a.readyAtMs = at; readyResolve(rec); }
+      } else if (ev === 'ready') { a.ready = rec; a.readyAtMs = at; lastReady = rec; readyResolve(rec); }
       else if (ev === 'stats') { a.counts.stats++; a.lastStats = rec; }
       else if (ev === 'error') { a.counts.error++; a.errors.push(line.slice(0, 400)); }
       else if (ev === 'notice') { a.counts.notice++; a.errors.push(line.slice(0, 400)); }
@@ -191,7 +192,9 @@ export function treeSample(pid) {
   for (const p of processTree(pid)) {
     const s = procSample(p);
     ticks += s.ticks; rss += s.rss;
-    per[p] = s;
+    let comm = '?';
+    try { comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { /* gone */ }
+    per[p] = { ...s, comm };
   }
   return { ticks, rss, t: nowMs(), per };
 }
@@ -213,7 +216,13 @@ export function cpuMeter(pid, intervalMs = 500) {
       const s = treeSample(pid);
       if (s.rss > 0) last = s;
       const secs = (last.t - first.t) / 1000;
+      const byComm = {};
+      for (const [p, v] of Object.entries(last.per)) {
+        const d = (v.ticks - (first.per[p]?.ticks ?? 0)) / CLK_TCK / secs * 100;
+        byComm[v.comm] = (byComm[v.comm] ?? 0) + d;
+      }
       return {
+        byComm, split: Object.entries(byComm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', '),
         cpuPct: secs > 0 ? ((last.ticks - first.ticks) / CLK_TCK / secs) * 100 : NaN,
         seconds: secs, rssMaxMB: maxRss / 2 ** 20, rssLastMB: last.rss / 2 ** 20, rootRssMaxMB: maxRootRss / 2 ** 20,
       };
@@ -298,7 +307,8 @@ export function machineLine(m = machine()) {
 
 /** Print a section and append it to bench/RESULTS.md (unless --no-record). */
 export function record(title, body, opts = {}) {
-  const text = `\n### ${title}\n\n_${machineLine()}_\n\n${body.trim()}\n`;
+  const agent = lastReady ? ` · agent: capture \`${lastReady.capture ?? 'n/a'}\`, link ${lastReady.link_type}` : '';
+  const text = `\n### ${title}\n\n_${machineLine()}${agent}_\n\n${body.trim()}\n`;
   console.log(text);
   if (!opts.noRecord && !process.argv.includes('--no-record')) appendFileSync(RESULTS, text);
 }

@@ -67,7 +67,7 @@ B.main(async () => {
       `${agent.counts.v1} / ${agent.counts.v2}`,
       `${Math.max(0, missV1)} / ${Math.max(0, missV2)}`,
       `${fileLines} (${st.log_rotations ?? '?'})`,
-      B.fmt(cpuA.cpuPct), `${B.fmt(cpuA.rootRssMaxMB, 0)} / ${B.fmt(cpuA.rssMaxMB, 0)}`, B.fmt(cpuT.cpuPct), B.fmt(cpuI.cpuPct),
+      `${B.fmt(cpuA.cpuPct)} (${cpuA.split})`, `${B.fmt(cpuA.rootRssMaxMB, 0)} / ${B.fmt(cpuA.rssMaxMB, 0)}`, B.fmt(cpuT.cpuPct), B.fmt(cpuI.cpuPct),
       tdStats ? tdStats[3] : '?',
     ]);
     details.push({ rate, code, load: res, agentCounts: agent.counts, stats: st, errors: agent.errors.slice(0, 5), tcpdump: tdStats?.[0] });
@@ -83,9 +83,9 @@ B.main(async () => {
     + `"records" = imds_call records on the tracer's stdout; "in log files" = the same records counted in its log file and the rotated siblings the default rotation keeps (10 MB × 5 + current: at the highest rate the oldest are rotated away by design). `
     + `The stand-in alone (no tracer, not logging) answers **${baseRate.toFixed(0)} req/s** (autocannon on the other vCPU, stand-in at ${smr.cpuPct.toFixed(0)} % of a core) — it and the load generator share 2 vCPUs with the tracer, so "max" is what the lab sustains with the tracer running.`,
     '',
-    B.table(['target req/s', 'achieved req/s', 'answered v1 / v2', 'stand-in count', 'records v1 / v2', 'missing v1 / v2', 'in log files (rotations)', 'agent CPU %', 'agent RSS MB max (node / with loader)', 'tcpdump CPU %', 'stand-in CPU %', 'tcpdump drops'], rows),
+    B.table(['target req/s', 'achieved req/s', 'answered v1 / v2', 'stand-in count', 'records v1 / v2', 'missing v1 / v2', 'in log files (rotations)', 'agent CPU % (per process)', 'agent RSS MB max (node / with loader)', 'tcpdump CPU %', 'stand-in CPU %', 'tcpdump drops'], rows),
     '',
-    'CPU % is of one core (100 % = one vCPU), summed over the agent and its eBPF loader child; RSS is the tree\'s maximum.',
+    'CPU % is of one core (100 % = one vCPU), summed over the agent\'s process tree: node, the eBPF loader (imds_connect) and the capture helper (imds_capture, when built); RSS likewise (node alone / whole tree).',
     '',
     '<details><summary>final stats records</summary>',
     '',
