@@ -23,6 +23,16 @@ export class CgroupPaths {
 
   constructor(private readonly maxDirs = 20_000) {}
 
+  /** The path of cgroup id if already known (no I/O). */
+  cached(id: string): string | null {
+    return this.cache.get(id) ?? null;
+  }
+
+  /** Learnt elsewhere (from /proc/<pid>/cgroup of a live caller with this cgroup id). */
+  remember(id: string, path: string): void {
+    if (this.cache.size < this.maxDirs) this.cache.set(id, path);
+  }
+
   /**
    * The path of cgroup id, which existed at existedAtMs. The tree is walked again on a miss only if
    * the last walk began before that time (a cgroup made since then), so a burst of misses costs one walk.

@@ -3,37 +3,76 @@
  * connect time (pid, uid, argv, parents' names, cgroup id) completed from /proc while the process
  * may still be there (exe, parents' argv), and from the cgroup id when it is not.
  */
-import { readFile, readlink } from 'node:fs/promises';
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { ConnectEvent } from '../ebpf/events.js';
 import type { Ancestor, ProcessInfo } from '../record.js';
 import type { CgroupPaths } from './cgroup-paths.js';
 import { containerFromCgroup, parseCgroup, parseCmdline, unitFromCgroup } from './proc-parse.js';
 import { readAncestors, type UserNames } from './proc-process.js';
 
-async function cmdline(pid: number): Promise<string[] | null> {
-  const b = await readFile(`/proc/${pid}/cmdline`).catch(() => null);
-  return b && b.length ? parseCmdline(b) : null;
+// Small /proc files are read synchronously: one open/read/close each, no thread-pool round trip
+// (measured: the async reads cost ~1.5 ms of CPU per connection; see bench/RESULTS.md).
+function cmdline(pid: number): string[] | null {
+  try {
+    const b = readFileSync(`/proc/${pid}/cmdline`);
+    return b.length ? parseCmdline(b) : null;
+  } catch {
+    return null;
+  }
+}
+
+function tryLink(path: string): string | null {
+  try { return readlinkSync(path); } catch { return null; }
+}
+
+function tryText(path: string): string | null {
+  try { return readFileSync(path, 'utf8'); } catch { return null; }
+}
+
+/**
+ * Parents' argv by (pid, comm), kept for a few seconds: a script calling curl in a loop has the
+ * same parents for every call. A reused pid comes back with another comm, or after the entry aged.
+ */
+export class AncestorCache {
+  private readonly m = new Map<string, { argv: string[] | null; at: number; more?: Ancestor[] }>();
+
+  constructor(private readonly ttlMs = 5000, private readonly max = 4096) {}
+
+  argv(pid: number, comm: string, now: number): string[] | null {
+    const k = `${pid}:${comm}`;
+    const hit = this.m.get(k);
+    if (hit && now - hit.at < this.ttlMs) return hit.argv;
+    const argv = cmdline(pid);
+    this.m.delete(k);
+    this.m.set(k, { argv, at: now });
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
+    return argv;
+  }
 }
 
 export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
-  cgroups: CgroupPaths, atMs = Date.now()): Promise<ProcessInfo> {
+  cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache()): Promise<ProcessInfo> {
   const pid = e.tgid;
-  const [exe, cg, liveArgv] = await Promise.all([
-    readlink(`/proc/${pid}/exe`).catch(() => null),
-    readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => null),
-    e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : Promise.resolve(null),
-  ]);
-  const ancestors: Ancestor[] = await Promise.all(e.ancestors.slice(0, depth).map(async (a) => ({
-    pid: a.pid, comm: a.comm, argv: await cmdline(a.pid),
-  })));
+  const exe = tryLink(`/proc/${pid}/exe`);
+  const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
+  const now = Date.now();
+  const ancestors: Ancestor[] = e.ancestors.slice(0, depth).map((a) => ({
+    pid: a.pid, comm: a.comm, argv: parents.argv(a.pid, a.comm, now),
+  }));
   const last = e.ancestors.at(-1);
   if (ancestors.length < depth && ancestors.length === e.ancestors.length && last && last.pid > 1) {
-    const status = await readFile(`/proc/${last.pid}/status`, 'utf8').catch(() => '');
+    const status = tryText(`/proc/${last.pid}/status`) ?? '';
     const ppid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
     ancestors.push(...await readAncestors(ppid, depth - ancestors.length));
   }
-  let cgroup = cg ? parseCgroup(cg).path : null;
-  if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
+  // The cgroup path: known by id once seen; else from /proc while the caller lives, else by id.
+  let cgroup = cgroups.cached(e.cgroupId);
+  if (cgroup === null) {
+    const cg = tryText(`/proc/${pid}/cgroup`);
+    cgroup = cg ? parseCgroup(cg).path : null;
+    if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
+    else cgroups.remember(e.cgroupId, cgroup);
+  }
   const info: ProcessInfo = {
     attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv ?? e.argv, uid: e.uid,
     user: await users.name(e.uid), ppid: e.ppid, ancestors, cgroup,

@@ -10,7 +10,7 @@ import { startEbpfSource, type EbpfSource } from '../ebpf/loader.js';
 import type { ConnectEvent } from '../ebpf/events.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
-import { processFromEvent } from './ebpf-process.js';
+import { AncestorCache, processFromEvent } from './ebpf-process.js';
 import { JoinTable, joinKey } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
@@ -49,6 +49,7 @@ export class EbpfAttributor implements Attributor {
   private readonly waiters = new Map<string, Array<() => void>>();
   private readonly users = new UserNames();
   private readonly cgroups = new CgroupPaths();
+  private readonly parents = new AncestorCache();
   private sweepTimer: NodeJS.Timeout;
   private restartTimer: NodeJS.Timeout | null = null;
   private backoffMs = 1000;
@@ -93,7 +94,7 @@ export class EbpfAttributor implements Attributor {
     const at = src.monoToEpochMs(e.tsSynNs);
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at));
+    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
     const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
     const w = this.waiters.get(k);
     if (w) for (const f of [...w]) f();
@@ -138,7 +139,7 @@ export class EbpfAttributor implements Attributor {
         : p;
     }
     this.counters.joined++;
-    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups);
+    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
   }
 
   private waitForEvent(t: Tuple): Promise<void> {
