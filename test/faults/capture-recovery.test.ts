@@ -70,4 +70,22 @@ describe.skipIf(!support.ok)(`capture survives its interface being re-created${s
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/^imds-tracer: cannot capture on nosuchif0: /);
   });
+
+  it('without the native helper, the cap binding captures (in process for any, in a worker for a named interface)', async () => {
+    const env = { ...process.env, IMDS_TRACER_CAPTURE_HELPER: '/nonexistent/imds_capture' };
+    const common = ['--no-log-file', '--stats-interval', '3600', '--backend', 'proc'];
+    const inProcess = await startTracer(lab, common, 20_000, env);
+    const worker = await startTracer(lab, [...common, '-i', lab.instanceIf], 20_000, env);
+    try {
+      expect(inProcess.records[0]).toMatchObject({ capture: 'cap', link_type: 'LINKTYPE_LINUX_SLL' });
+      expect(worker.records[0]).toMatchObject({ capture: 'cap-worker', link_type: 'ETHERNET' });
+      await curl('via-cap');
+      await seen(inProcess, 'via-cap');
+      const [w] = await seen(worker, 'via-cap');
+      expect(w.connection.interface).toBe(lab.instanceIf);
+    } finally {
+      await inProcess.stop();
+      await worker.stop();
+    }
+  });
 });
