@@ -29,8 +29,7 @@ export class ProcAttributor implements Attributor {
   private readonly users = new UserNames();
   scans = 0;
 
-  constructor(private readonly ancestors: number, private readonly procRoot = '/proc',
-    private readonly ownPid = process.pid) {}
+  constructor(private readonly ancestors: number, private readonly procRoot = '/proc') {}
 
   lookup(t: Tuple): Promise<ProcessInfo> {
     return new Promise((resolve) => {
@@ -62,7 +61,6 @@ export class ProcAttributor implements Attributor {
       if (pid !== undefined) {
         const p = await readProcess(pid, this.ancestors, this.users, this.procRoot);
         info = p ? { attribution: 'proc', ...p } : { attribution: 'none', reason: 'process exited during lookup' };
-        if (pid === this.ownPid) info = { ...info, reason: 'imds-tracer itself' };
       }
       for (const w of waiters) w(info);
     }
