@@ -36,6 +36,9 @@ export const DEFAULTS = {
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
   statsIntervalMs: 60_000,
+  /** Records for connections the kernel saw and the wire did not: a burst of this many, then this many a minute; beyond, counted only. */
+  unseenRecordBurst: 100,
+  unseenRecordsPerMinute: 60,
   // --- logs, report, resources, CloudWatch (issue 4) ---
   /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */
   logMaxBytes: 10 * 1024 * 1024,

@@ -52,6 +52,7 @@ export interface CallRecord {
   time: string;
   imds_version: 'v1' | 'v2' | null;
   provider: Provider;
+  /** null only on a record with wire_reason: the kernel saw the connection, the wire did not show its request. */
   request: {
     method: string;
     path: string;
@@ -61,15 +62,24 @@ export interface CallRecord {
     token_ttl_seconds?: number | null;
     user_agent: string | null;
     headers_truncated?: boolean;
-  };
+  } | null;
   response: { status: number | null };
   connection: ConnectionInfo;
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
   v1_reason?: V1Reason;
+  /** Present when the kernel saw this connection but the wire did not show its request: why. */
+  wire_reason?: WireReason;
 }
 
 export type V1Reason = 'token_put_unanswered' | 'token_put_refused';
+
+/**
+ * Why a connection the kernel saw has no request read from the wire: capture was down
+ * (`capture_gap`), libpcap or the capture helper dropped packets then (`capture_dropped`), or the
+ * connection never crossed a captured interface (`not_captured`).
+ */
+export type WireReason = 'capture_gap' | 'capture_dropped' | 'not_captured';
 
 export interface ReadyRecord {
   event: 'ready';
@@ -121,7 +131,19 @@ export interface StatsRecord {
     proc_fallbacks: number;
     loader_restarts: number;
     events_evicted: number;
+    /** Times the loader was down (the current time included), and their total, ms. */
+    loader_gaps?: number;
+    loader_gap_ms?: number;
+    /** Calls made while the loader was down whose caller /proc could not name. */
+    loader_gap_unattributed?: number;
   };
+  /** Times capture was down (its process dead, not yet back), the current time included, and their total, ms. */
+  capture_gaps?: number;
+  capture_gap_ms?: number;
+  /** With eBPF: connections the kernel saw that the wire did not show, by reason (recorded or not). */
+  calls_unseen?: { capture_gap: number; capture_dropped: number; not_captured: number };
+  /** Of calls_unseen, those beyond the record budget: counted only, no record. */
+  calls_unseen_unrecorded?: number;
   // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
   cpu_percent?: number;
@@ -166,7 +188,7 @@ export interface CallFacts {
 }
 
 export function buildCallRecord(f: CallFacts, redact: (s: string) => string): CallRecord {
-  const rec: CallRecord = {
+  const rec: CallRecord & { request: NonNullable<CallRecord['request']> } = {
     event: 'imds_call',
     time: f.at.toISOString(),
     imds_version: f.classification.imdsVersion,

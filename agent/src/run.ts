@@ -31,14 +31,16 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     return EXIT.usage;
   }
   const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null });
+  // The log file's errors go to stdout only (writer0); its notices (it works again) also go into it.
+  let noticeWriter = writer0;
   let logFile: LogFile | null = null;
   if (o.logFile) {
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
       maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
       onError: (m) => writer0.error('log-file', m),
-      onRecovered: (m) => writer0.notice('log-file', m),
-      onNotice: (m) => writer0.notice('log-file', m),
+      onRecovered: (m) => noticeWriter.notice('log-file', m),
+      onNotice: (m) => noticeWriter.notice('log-file', m),
     });
     try {
       logFile.open();
@@ -59,6 +61,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
   const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks });
+  noticeWriter = writer;
   extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,

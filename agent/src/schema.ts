@@ -36,14 +36,15 @@ export const SCHEMAS: Record<string, Spec> = {
   imds_call: obj<CallRecord>({
     event: { enum: ['imds_call'] }, time: 'string', imds_version: { enum: ['v1', 'v2', null] },
     provider: { enum: ['aws', 'gce', 'azure', 'oci', 'openstack', 'digitalocean', 'hetzner', 'alibaba', 'unknown'] },
-    request: obj<CallRecord['request']>({
+    request: nullable(obj<NonNullable<CallRecord['request']>>({
       method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
-    }, ['token_ttl_seconds', 'headers_truncated']),
+    }, ['token_ttl_seconds', 'headers_truncated'])),
     response: obj<CallRecord['response']>({ status: nullable('number') }),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
-  }, ['v1_reason']),
+    wire_reason: { enum: ['capture_gap', 'capture_dropped', 'not_captured'] },
+  }, ['v1_reason', 'wire_reason']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
@@ -60,12 +61,17 @@ export const SCHEMAS: Record<string, Spec> = {
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
       loader_restarts: 'number', events_evicted: 'number',
-    }),
+      loader_gaps: 'number', loader_gap_ms: 'number', loader_gap_unattributed: 'number',
+    }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed']),
+    capture_gaps: 'number', capture_gap_ms: 'number',
+    calls_unseen: obj<NonNullable<StatsRecord['calls_unseen']>>({ capture_gap: 'number', capture_dropped: 'number', not_captured: 'number' }),
+    calls_unseen_unrecorded: 'number',
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
-  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
+  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch',
+    'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };
@@ -78,7 +84,10 @@ export function check(value: unknown, spec: Spec, path = '$'): string[] {
   }
   if ('enum' in spec) return spec.enum.includes(value as never) ? [] : [`${path}: ${JSON.stringify(value)} not in ${JSON.stringify(spec.enum)}`];
   if ('anyOf' in spec) {
-    return spec.anyOf.some((s) => check(value, s, path).length === 0) ? [] : [`${path}: matches no alternative`];
+    if (spec.anyOf.some((s) => check(value, s, path).length === 0)) return [];
+    const others = spec.anyOf.filter((s) => s !== 'null');
+    // A nullable value that is not null: say what is wrong with it.
+    return value !== null && others.length === 1 ? check(value, others[0], path) : [`${path}: matches no alternative`];
   }
   if ('array' in spec) {
     if (!Array.isArray(value)) return [`${path}: expected array`];
@@ -101,5 +110,10 @@ export function check(value: unknown, spec: Spec, path = '$'): string[] {
 export function validate(rec: unknown): string[] {
   const event = (rec as { event?: unknown })?.event;
   const spec = typeof event === 'string' ? SCHEMAS[event] : undefined;
-  return spec ? check(rec, spec) : [`$.event: unknown record kind ${JSON.stringify(event)}`];
+  if (!spec) return [`$.event: unknown record kind ${JSON.stringify(event)}`];
+  const problems = check(rec, spec);
+  const r = rec as Record<string, unknown>;
+  // A call's request is null exactly when the wire did not show it, and the record says why.
+  if (event === 'imds_call' && (r.request === null) !== ('wire_reason' in r)) problems.push('$.request: null exactly when wire_reason is present');
+  return problems;
 }

@@ -11,7 +11,7 @@ import { classify } from './classify.js';
 import { Redactor } from './redact.js';
 import { PendingCalls } from './calls.js';
 import { ProcAttributor, type Attributor } from './attribution/proc.js';
-import { EbpfAttributor } from './attribution/ebpf.js';
+import { EbpfAttributor, LOADER_DOWN_REASON } from './attribution/ebpf.js';
 import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
 import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
@@ -19,6 +19,8 @@ import { openCapture, type PcapSource } from './capture/pcap.js';
 import { nativeHelper, SupervisedCapture } from './capture/supervised.js';
 import { InterfaceNames } from './capture/ifnames.js';
 import type { CaptureStats } from './capture/framing.js';
+import { CaptureTimeline } from './capture/timeline.js';
+import { UnseenCalls } from './unseen.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
@@ -49,12 +51,18 @@ export class Tracer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Date.now();
   private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
-  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0 };
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0, loaderGapUnattributed: 0 };
+  /** When capture could not see (gaps, drops), and the calls the kernel saw that the wire did not. */
+  private readonly timeline = new CaptureTimeline();
+  private readonly unseen: UnseenCalls;
 
   constructor(private readonly o: TracerOptions) {
     this.flows = new FlowTable({
       isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
-      onOpen: (conn) => this.startAttribution(conn),
+      onOpen: (conn) => {
+        this.ebpf?.wireSeen(this.tuple(conn), conn.openedAt, conn);
+        this.startAttribution(conn);
+      },
       onRequest: (conn, head, seq, ts) => {
         const cls = classify(head);
         if (cls.imdsVersion === 'v1') this.counts.v1++;
@@ -77,6 +85,16 @@ export class Tracer {
       redact: (s) => this.redactor.text(s),
       connection: (conn) => this.connectionInfo(conn),
       attribution: (conn) => this.attributionFor(conn),
+      emit: (rec) => this.emit(rec),
+    });
+    this.unseen = new UnseenCalls({
+      burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
+      reasonAt: (at) => this.timeline.reasonAt(at),
+      connection: (e) => ({
+        src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: this.interfaceOf(e.saddr),
+        family: e.family === 6 ? 'ipv6' : 'ipv4',
+      }),
+      redact: (s) => this.redactor.text(s), selfPid: process.pid, onSelf: () => { this.counts.self++; },
       emit: (rec) => this.emit(rec),
     });
   }
@@ -124,6 +142,7 @@ export class Tracer {
           loaderPath: process.env.IMDS_TRACER_EBPF_LOADER || undefined,
           onError: (m) => this.o.writer.error('ebpf', m),
           onInfo: (m) => this.o.writer.notice('ebpf', m),
+          onUnseen: (e, at, kind, proc) => this.unseen.handle(e, at, kind, proc),
         });
         this.attributor = this.ebpf;
         this.attributionKind = 'ebpf';
@@ -154,6 +173,8 @@ export class Tracer {
     return SupervisedCapture.open({
       device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, helper, onFrame,
       onStats: (st) => { this.pcapStats = st; },
+      onDown: (at, lostFrom) => this.timeline.down(at, lostFrom), onUp: (at) => { this.timeline.up(at); },
+      onDrops: (from, to) => this.timeline.dropped(from, to),
       onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
     });
   }
@@ -216,6 +237,7 @@ export class Tracer {
       return;
     }
     if (rec.process.attribution === 'none') this.counts.unattributed++;
+    if (rec.process.attribution === 'none' && rec.process.reason?.startsWith(LOADER_DOWN_REASON)) this.counts.loaderGapUnattributed++;
     this.o.writer.write(rec);
   }
 
@@ -231,6 +253,7 @@ export class Tracer {
       calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
       calls_self: this.counts.self,
+      capture_gaps: this.timeline.gapCount(), capture_gap_ms: this.timeline.gapMs(Date.now()),
     };
     if (this.pcapStats) st.pcap = {
       received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,
@@ -240,19 +263,30 @@ export class Tracer {
       const c = this.ebpf.counters;
       st.kernel = { loaded: this.ebpf.loaded, events: c.events, events_lost: c.lost, joined: c.joined,
         proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted };
+      const g = this.ebpf.gapTotals();
+      Object.assign(st.kernel, { loader_gaps: g.gaps, loader_gap_ms: g.gapMs, loader_gap_unattributed: this.counts.loaderGapUnattributed });
+      st.calls_unseen = { ...this.unseen.counts };
+      st.calls_unseen_unrecorded = this.unseen.unrecorded;
     }
     Object.assign(st, this.o.statsExtra?.());
     return st;
   }
 
-  /** Stop capturing, write every call already seen, then the final stats. */
+  /**
+   * Stop capturing, write every call already seen; then every connection the kernel saw that the
+   * wire did not (capture has handed over all it had), then the final stats.
+   */
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await this.capture?.close();
     this.capture = null;
+    this.timeline.down(Date.now()); // from here on, capture sees nothing
     this.flows.closeAll();
     await this.calls.flush();
     await this.ebpf?.stop();
+    this.ebpf?.drainUnseen();
+    await this.unseen.flush();
+    this.timeline.up(Date.now());
     this.o.writer.write(this.stats());
   }
 }

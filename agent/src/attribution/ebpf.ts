@@ -2,8 +2,10 @@
  * eBPF attribution: the kernel program names the caller of every connection to the IMDS at connect
  * time; events are joined to wire connections by 4-tuple within a window (an event that arrives a
  * little after the packets still joins). A connection with no event (it began before the agent, or
- * the loader is down) is looked up through /proc instead, and says so. If the loader dies it is
- * restarted with backoff, and the gap is reported.
+ * the loader is down) is looked up through /proc instead, and says so — naming the loader's gap when
+ * the connection fell in one. If the loader dies it is restarted at once (with backoff only while
+ * restarts keep failing), and the gap is reported. Events that no wire connection joined are handed
+ * to onUnseen (join.ts), with their process.
  */
 import { readlinkSync } from 'node:fs';
 import { startEbpfSource, type EbpfSource } from '../ebpf/loader.js';
@@ -11,7 +13,7 @@ import type { ConnectEvent } from '../ebpf/events.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
-import { JoinTable, joinKey } from './join.js';
+import { JoinTable, joinKey, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
 
@@ -27,7 +29,12 @@ export interface EbpfAttributorOptions {
   fallback: Attributor;
   onError(message: string): void;
   onInfo(message: string): void;
+  /** A connection the kernel saw that the wire did not show (or showed without a request). */
+  onUnseen?(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void;
 }
+
+/** How the reason of a call that /proc could not name while the loader was down begins. */
+export const LOADER_DOWN_REASON = 'eBPF loader down';
 
 export interface EbpfCounters {
   events: number;
@@ -53,15 +60,23 @@ export class EbpfAttributor implements Attributor {
   private sweepTimer: NodeJS.Timeout;
   private restartTimer: NodeJS.Timeout | null = null;
   private backoffMs = 1000;
+  /** Restart attempts since the loader last ran for a while: 0 means the next one is at once. */
+  private failures = 0;
+  private attachedAt = 0;
+  private lastFailure = '';
   private stopped = false;
   private lostBase = 0;
+  /** When the loader was down (bounded): a connection in one of these had no kernel event to find. */
+  private readonly downs: Array<{ from: number; to: number | null }> = [];
+  private gapsEnded = 0;
+  private gapEndedMs = 0;
   readonly counters: EbpfCounters = { events: 0, lost: 0, joined: 0, fallbacks: 0, restarts: 0 };
   loadMs = 0;
   attachMs = 0;
 
   private constructor(private readonly o: EbpfAttributorOptions) {
-    this.table = new JoinTable(o.joinWindowMs, o.maxEvents, ownNetns());
-    this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs);
+    this.table = new JoinTable<ConnectEvent>(o.joinWindowMs, o.maxEvents, ownNetns(), (e, at, kind) => this.unseen(e, at, kind));
+    this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
   }
 
@@ -82,6 +97,7 @@ export class EbpfAttributor implements Attributor {
     this.source = src;
     this.loadMs = src.loadMs;
     this.attachMs = src.attachMs;
+    this.attachedAt = Date.now();
     this.lostBase = this.counters.lost;
     src.on('event', (e) => this.onEvent(e, src));
     src.on('stats', (s) => { this.counters.lost = this.lostBase + s.lost; });
@@ -103,26 +119,79 @@ export class EbpfAttributor implements Attributor {
   private onExit(src: EbpfSource, reason: string): void {
     if (this.source === src) this.source = null;
     if (this.stopped) return;
-    this.o.onError(`eBPF loader exited (${reason}); attributing through /proc until it is restarted`);
+    const now = Date.now();
+    this.downs.push({ from: now, to: null });
+    if (this.downs.length > 1000) this.downs.shift();
+    if (now - this.attachedAt >= 10_000) { this.failures = 0; this.backoffMs = 1000; }
+    this.o.onError(`eBPF loader exited at ${new Date(now).toISOString()} (${reason}); attributing through /proc until it is restarted`);
     this.scheduleRestart();
   }
 
+  /** At once the first time; with growing backoff while restarts keep failing (each new reason said once). */
   private scheduleRestart(): void {
+    const delay = this.failures === 0 ? 0 : this.backoffMs;
+    if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
+    this.failures++;
     this.restartTimer = setTimeout(async () => {
       this.restartTimer = null;
       if (this.stopped) return;
       try {
         await this.attach();
         this.counters.restarts++;
-        this.backoffMs = 1000;
-        this.o.onInfo('eBPF loader restarted; kernel attribution resumed');
+        this.lastFailure = '';
+        const now = Date.now();
+        const down = this.downs.at(-1);
+        const from = down?.from ?? now;
+        if (down && down.to === null) down.to = now;
+        this.gapsEnded++;
+        this.gapEndedMs += now - from;
+        this.o.onInfo(`eBPF loader restarted; kernel attribution resumed at ${new Date(now).toISOString()}; `
+          + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
       } catch (err) {
-        this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
-        this.o.onError(`eBPF loader restart failed: ${(err as Error).message}; next try in ${this.backoffMs / 1000} s`);
+        const why = (err as Error).message;
+        if (why !== this.lastFailure) this.o.onError(`eBPF loader restart failed: ${why}; retrying with backoff`);
+        this.lastFailure = why;
         this.scheduleRestart();
       }
-    }, this.backoffMs);
+    }, delay);
     this.restartTimer.unref();
+  }
+
+  /** The loader gap that a connection at atMs fell in (events of the last moments before a crash die with it). */
+  private gapAt(atMs: number): { from: number; to: number | null } | null {
+    for (let i = this.downs.length - 1; i >= 0; i--) {
+      const d = this.downs[i];
+      if (atMs >= d.from - this.o.joinWaitMs && (d.to === null || atMs <= d.to)) return d;
+    }
+    return null;
+  }
+
+  /** Gaps of the loader so far, the current one included, and their total time up to now. */
+  gapTotals(now = Date.now()): { gaps: number; gapMs: number } {
+    const open = this.downs.at(-1);
+    const ongoing = open !== undefined && open.to === null;
+    const current = ongoing ? now - open.from : 0;
+    return { gaps: this.gapsEnded + (ongoing ? 1 : 0), gapMs: Math.round(this.gapEndedMs + current) };
+  }
+
+  /** A wire connection (first seen at atMs): the kernel events of its 4-tuple are seen on the wire. */
+  wireSeen(t: Tuple, atMs: number, view: WireView): void {
+    this.table.wire(t, atMs, view);
+  }
+
+  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
+    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    this.o.onUnseen?.(e, atMs, kind, proc);
+  }
+
+  /** Decide every kernel event still waiting for the wire (at exit, after capture handed over all it had). */
+  drainUnseen(): void {
+    this.table.sweep(Date.now(), true);
+  }
+
+  /** Kernel events that a wire connection with another 4-tuple (after NAT) stood for. */
+  get paired(): number {
+    return this.table.paired;
   }
 
   async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
@@ -134,9 +203,13 @@ export class EbpfAttributor implements Attributor {
     if (!e) {
       this.counters.fallbacks++;
       const p = await this.o.fallback.lookup(t);
-      return p.attribution === 'none'
-        ? { ...p, reason: `no kernel connect event (connection older than the agent, or the loader was down); ${p.reason}` }
-        : p;
+      if (p.attribution !== 'none') return p;
+      const gap = this.gapAt(atMs);
+      if (gap) {
+        const until = gap.to === null ? 'not yet restarted' : `restarted at ${new Date(gap.to).toISOString()}`;
+        return { ...p, reason: `${LOADER_DOWN_REASON} (exited at ${new Date(gap.from).toISOString()}, ${until}): no kernel connect event; ${p.reason}` };
+      }
+      return { ...p, reason: `no kernel connect event (connection older than the agent, or its event was lost); ${p.reason}` };
     }
     this.counters.joined++;
     return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
@@ -167,6 +240,7 @@ export class EbpfAttributor implements Attributor {
     return this.source !== null;
   }
 
+  /** Stop the loader; the events still waiting for the wire stay, for drainUnseen(). */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweepTimer);

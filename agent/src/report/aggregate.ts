@@ -21,7 +21,8 @@ export interface StatusCount {
 
 /** One line of the report. Field names are a contract (`report --json`): add, never rename. */
 export interface ReportGroup {
-  imds_version: 'v1' | 'v2';
+  /** "unknown": calls the kernel saw whose request capture could not read (`wire_reason`); they may be IMDSv1. */
+  imds_version: 'v1' | 'v2' | 'unknown';
   /** `process.exe`, else `process.comm`; null for an unidentified caller. */
   exe: string | null;
   /** The normalised command line; null when the argv is unknown. */
@@ -91,8 +92,8 @@ export class Aggregator {
   add(rec: unknown): void {
     if (!rec || typeof rec !== 'object' || (rec as Json).event !== 'imds_call') { this.ignored++; return; }
     const r = rec as Json;
-    const version = r.imds_version;
-    if (!(version === 'v1' || (version === 'v2' && this.o.includeV2))) { this.ignored++; return; }
+    const version = r.imds_version === null && typeof r.wire_reason === 'string' ? 'unknown' : r.imds_version;
+    if (!(version === 'v1' || version === 'unknown' || (version === 'v2' && this.o.includeV2))) { this.ignored++; return; }
     const t = Date.parse(str(r.time) ?? '');
     if (Number.isNaN(t)) { this.ignored++; return; }
     const request = (r.request ?? {}) as Json;

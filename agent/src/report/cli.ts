@@ -37,9 +37,11 @@ export async function runReport(files: string[], o: ReportOptions, say: (line: s
     return 0;
   }
   const kind = o.includeV2 ? 'IMDS' : 'IMDSv1';
-  const summary = `${agg.calls} ${kind} call${agg.calls === 1 ? '' : 's'} from ${groups.length} distinct caller${groups.length === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}`;
+  const unknown = groups.filter((g) => g.imds_version === 'unknown').reduce((n, g) => n + g.count, 0);
+  const summary = `${agg.calls} ${kind} call${agg.calls === 1 ? '' : 's'} from ${groups.length} distinct caller${groups.length === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}`
+    + (unknown ? ` (${unknown} of unknown version: seen by the kernel while capture could not read them; they may be IMDSv1)` : '');
   out(groups.length === 0 ? `No ${kind} calls found (${paths.length} file${paths.length === 1 ? '' : 's'} read).\n`
-    : `${renderReport(groups, o.includeV2)}\n\n${summary}\n`);
+    : `${renderReport(groups, o.includeV2 || unknown > 0)}\n\n${summary}\n`);
   return 0;
 }
 
