@@ -280,13 +280,12 @@ export class Tracer {
     for (const t of this.timers) clearInterval(t);
     await this.capture?.close();
     this.capture = null;
-    this.timeline.down(Date.now()); // from here on, capture sees nothing
+    this.timeline.closed(Date.now()); // from here on, capture sees nothing
     this.flows.closeAll();
     await this.calls.flush();
     await this.ebpf?.stop();
     this.ebpf?.drainUnseen();
     await this.unseen.flush();
-    this.timeline.up(Date.now());
     this.o.writer.write(this.stats());
   }
 }

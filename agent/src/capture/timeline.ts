@@ -50,6 +50,13 @@ export class CaptureTimeline {
     return ms;
   }
 
+  /** Capture was closed for good at atMs (the agent is stopping): not a gap, but nothing is seen after it. */
+  closed(atMs: number): void {
+    this.closedAt = atMs;
+  }
+
+  private closedAt: number | null = null;
+
   /** Packets were dropped between fromMs and toMs (two readings of the drop counters). */
   dropped(fromMs: number, toMs: number): void {
     this.drops.push({ from: fromMs, to: toMs });
@@ -74,6 +81,7 @@ export class CaptureTimeline {
   reasonAt(tMs: number): WireReason {
     const within = (slack: number) => (i: Interval): boolean => tMs >= i.from - slack && (i.to === null || tMs <= i.to + slack);
     if (this.gaps.some(within(this.gapSlackMs))) return 'capture_gap';
+    if (this.closedAt !== null && tMs >= this.closedAt - this.gapSlackMs) return 'capture_gap';
     if (this.drops.some(within(this.dropSlackMs))) return 'capture_dropped';
     return 'not_captured';
   }
