@@ -83,7 +83,7 @@ sys.stdin.read()`;
     client.stdin!.end();
     expect(code).toBe(0);
     const recs = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    const paths = new Set(recs.filter((r) => r.event === 'imds_call').map((r) => r.request.path));
+    const paths = new Set(recs.filter((r) => r.event === 'imds_call' && r.request !== null).map((r) => r.request.path));
     expect(paths.size).toBe(200);
     expect(recs.at(-1).event).toBe('stats');
   });
