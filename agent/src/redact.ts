@@ -11,6 +11,9 @@ export const REDACTED = '[REDACTED]';
 // The header name, not followed by "-ttl-seconds", then ":" or "=", then the value.
 const HEADER_RE = /(x-aws-ec2-metadata-token(?!-ttl)\s*[:=]\s*)("?)([^\s"';&|]+)/gi;
 const MIN_SECRET = 8;
+// The shape of an IMDSv2 token (base64, starting "AQAE"): redacted even when the agent never saw it on
+// the wire (a caller whose request capture missed still has its token on its command line).
+const TOKEN_SHAPE_RE = /AQAE[A-Za-z0-9+/=_-]{16,}/g;
 // An argument that is the header name alone (optionally with its separator): the value is the next one.
 const BARE_HEADER_RE = /x-aws-ec2-metadata-token(?!-ttl)\s*[:=]?\s*$/i;
 
@@ -36,7 +39,8 @@ export class Redactor {
   }
 
   text(s: string): string {
-    let out = s.replace(HEADER_RE, (_m, name: string, quote: string) => `${name}${quote}${REDACTED}`);
+    let out = s.replace(HEADER_RE, (_m, name: string, quote: string) => `${name}${quote}${REDACTED}`)
+      .replace(TOKEN_SHAPE_RE, REDACTED);
     for (const secret of this.seen) {
       if (out.includes(secret)) out = out.split(secret).join(REDACTED);
     }

@@ -9,6 +9,7 @@ import { Budget, buildUnseenRecord, UnseenCalls } from '../../agent/src/unseen.j
 import { validate } from '../../agent/src/schema.js';
 import type { ConnectEvent } from '../../agent/src/ebpf/events.js';
 import type { CallRecord } from '../../agent/src/record.js';
+import { Redactor } from '../../agent/src/redact.js';
 
 const ev = (sport: number, id = String(sport)) => ({ saddr: '169.254.10.2', sport, daddr: '169.254.169.254', dport: 80, netnsIno: 1, id });
 const tuple = (cport: number, client = '169.254.10.2') => ({ client, cport, server: '169.254.169.254', sport: 80 });
@@ -179,6 +180,22 @@ describe('UnseenCalls', () => {
     await losing.u.flush();
     expect(fine.out).toEqual([]);
     expect(losing.out.map((r) => r.wire_reason)).toEqual(['capture_gap']);
+  });
+
+  it('a token on the command line is redacted though the wire never showed it', async () => {
+    const redactor = new Redactor();
+    const out: CallRecord[] = [];
+    const u = new UnseenCalls({
+      burst: 10, perMinute: 60, reasonAt: () => 'capture_gap', redact: (s) => redactor.text(s),
+      connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
+      selfPid: 1, onSelf: () => undefined, emit: (r) => out.push(r),
+    });
+    const token = 'AQAEAOfS1x2bq0c7dHhBsXeTfa3cr0TZyq2wvF_gX5JoQ2pLm9N==';
+    u.handle(connect(), 1000, 'no_wire', Promise.resolve({ attribution: 'ebpf', pid: 700, comm: 'python3', argv: ['python3', 'get.py', token],
+      ancestors: [{ pid: 1, comm: 'sh', argv: ['sh', '-c', `python3 get.py ${token}`] }] }));
+    await u.flush();
+    expect(JSON.stringify(out)).not.toContain('AQAEAOfS');
+    expect(out[0].process.argv).toEqual(['python3', 'get.py', '[REDACTED]']);
   });
 
   it('the record shape: request null exactly when wire_reason says why', () => {
