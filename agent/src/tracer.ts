@@ -90,6 +90,7 @@ export class Tracer {
     this.unseen = new UnseenCalls({
       burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
       reasonAt: (at) => this.timeline.reasonAt(at),
+      reasonDuring: (at) => this.timeline.reasonDuring(at, at + DEFAULTS.joinWindowMs),
       connection: (e) => ({
         src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: this.interfaceOf(e.saddr),
         family: e.family === 6 ? 'ipv6' : 'ipv4',

@@ -49,6 +49,8 @@ export interface UnseenOptions {
   perMinute: number;
   /** Why the wire did not show a connection that began at atMs. */
   reasonAt(atMs: number): WireReason;
+  /** Why a connection the wire showed from atMs on carried no request: a capture gap or drops then, else null. */
+  reasonDuring(atMs: number): WireReason | null;
   connection(e: ConnectEvent): ConnectionInfo;
   redact(s: string): string;
   /** The agent's own pid: its own calls are counted (onSelf), never recorded. */
@@ -69,9 +71,9 @@ export class UnseenCalls {
 
   handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
     if (e.newState !== TCP_ESTABLISHED) return; // never connected: no request was sent
-    const reason = this.o.reasonAt(atMs);
     // The wire showed the connection but no request on it: lost only if capture was losing then.
-    if (kind === 'no_request' && reason === 'not_captured') return;
+    const reason = kind === 'no_request' ? this.o.reasonDuring(atMs) : this.o.reasonAt(atMs);
+    if (reason === null) return;
     if (e.tgid === this.o.selfPid) {
       this.o.onSelf();
       return;

@@ -103,6 +103,19 @@ describe('CaptureTimeline', () => {
     expect(tl.reasonAt(30_100)).toBe('capture_gap');
   });
 
+  it('a connection whose SYN was seen but whose request was not: lost if capture stopped or dropped while it lasted', () => {
+    const tl = new CaptureTimeline(250, 1000);
+    tl.down(10_000, 9_600); // the SYN at 9_000 was handed over; the request after it died with the helper
+    tl.up(10_500);
+    expect(tl.reasonAt(9_000)).toBe('not_captured');
+    expect(tl.reasonDuring(9_000, 19_000)).toBe('capture_gap');
+    expect(tl.reasonDuring(11_000, 21_000)).toBeNull();
+    tl.dropped(30_000, 31_000);
+    expect(tl.reasonDuring(25_000, 35_000)).toBe('capture_dropped');
+    tl.closed(50_000);
+    expect(tl.reasonDuring(45_000, 55_000)).toBe('capture_gap');
+  });
+
   it('counts gaps and their time, the current one included, and not a second down', () => {
     const tl = new CaptureTimeline();
     tl.down(1000);
@@ -128,7 +141,7 @@ function calls(reason: 'capture_gap' | 'not_captured' = 'capture_gap', burst = 2
   const out: CallRecord[] = [];
   let self = 0;
   const u = new UnseenCalls({
-    burst, perMinute: 60, reasonAt: () => reason, redact: (s) => s.replace('secret', '[REDACTED]'),
+    burst, perMinute: 60, reasonAt: () => reason, reasonDuring: () => (reason === 'not_captured' ? null : reason), redact: (s) => s.replace('secret', '[REDACTED]'),
     connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
     selfPid: 4242, onSelf: () => { self++; }, emit: (r) => out.push(r),
   });
@@ -186,7 +199,7 @@ describe('UnseenCalls', () => {
     const redactor = new Redactor();
     const out: CallRecord[] = [];
     const u = new UnseenCalls({
-      burst: 10, perMinute: 60, reasonAt: () => 'capture_gap', redact: (s) => redactor.text(s),
+      burst: 10, perMinute: 60, reasonAt: () => 'capture_gap', reasonDuring: () => 'capture_gap', redact: (s) => redactor.text(s),
       connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
       selfPid: 1, onSelf: () => undefined, emit: (r) => out.push(r),
     });

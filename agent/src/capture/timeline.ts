@@ -86,6 +86,18 @@ export class CaptureTimeline {
     return 'not_captured';
   }
 
+  /**
+   * Why a connection the wire showed from fromMs on carried no request: capture was down, or dropping,
+   * at some moment until toMs; null when capture was fine all along (then it simply sent none).
+   */
+  reasonDuring(fromMs: number, toMs: number): WireReason | null {
+    const overlaps = (slack: number) => (i: Interval): boolean => i.from - slack <= toMs && (i.to === null || i.to + slack >= fromMs);
+    if (this.gaps.some(overlaps(this.gapSlackMs))) return 'capture_gap';
+    if (this.closedAt !== null && this.closedAt <= toMs) return 'capture_gap';
+    if (this.drops.some(overlaps(this.dropSlackMs))) return 'capture_dropped';
+    return null;
+  }
+
   private trim(list: Interval[], nowMs: number): void {
     while (list.length > this.max || (list.length > 1 && list[0].to !== null && nowMs - list[0].to > this.keepMs)) list.shift();
   }
