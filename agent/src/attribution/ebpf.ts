@@ -101,10 +101,13 @@ export class EbpfAttributor implements Attributor {
   /** Judge every namespace now and then; the first pass starts at once. */
   private startReach(): void {
     if (!this.reach || this.reachTimer) return;
-    const tick = (): void => {
-      this.reach?.refresh().catch((err) => this.o.onError(`network namespaces: ${(err as Error).message}`));
-    };
-    tick();
+    const tick = (): Promise<void> => (this.reach?.refresh() ?? Promise.resolve())
+      .catch((err) => this.o.onError(`network namespaces: ${(err as Error).message}`));
+    void tick().then(() => {
+      if (!this.reach || this.stopped) return;
+      this.o.onInfo(`network namespaces judged: ${this.reach.verdicts.size}, of which ${this.netnsFiltered} `
+        + 'not reachable from this namespace\'s interfaces (their IMDS connections are filtered in the kernel)');
+    });
     this.reachTimer = setInterval(tick, this.o.netnsRefreshMs ?? DEFAULTS.netnsRefreshMs);
     this.reachTimer.unref();
   }

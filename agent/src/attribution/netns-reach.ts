@@ -19,6 +19,8 @@ export interface NetLink {
   link_index?: number;
   /** present when that link is in another namespace */
   link_netnsid?: number;
+  /** `linkinfo.info_kind` of `ip -d`: veth, macvlan, ipvlan, bridge, ... */
+  kind?: string;
 }
 
 /** `ip -j link show` output -> links; throws on anything that is not its JSON. */
@@ -30,14 +32,17 @@ export function parseIpLinks(json: string): NetLink[] {
       ifindex: l.ifindex, ifname: String(l.ifname ?? ''),
       ...(typeof l.link_index === 'number' ? { link_index: l.link_index } : {}),
       ...(typeof l.link_netnsid === 'number' ? { link_netnsid: l.link_netnsid } : {}),
+      ...(typeof (l as { linkinfo?: { info_kind?: unknown } }).linkinfo?.info_kind === 'string'
+        ? { kind: (l as { linkinfo: { info_kind: string } }).linkinfo.info_kind } : {}),
     }));
 }
 
 /**
  * Is a namespace with links `other` linked to the agent's namespace (links `own`)? One of its
- * interfaces must point, across namespaces, at one of ours; when ours points across too (a veth
- * pair), it must point back. Interface indexes are per namespace, so the two-way check is what
- * tells a veth pair from a coincidence; a false "linked" only filters less.
+ * interfaces must point, across namespaces, at one of ours: a veth at a veth of ours that points
+ * back (interface indexes are per namespace, so the two-way check tells a pair from a coincidence),
+ * or a macvlan/ipvlan (or a link of unknown kind) at one of our interfaces. A false "linked" only
+ * filters less.
  */
 export function linkedTo(own: readonly NetLink[], other: readonly NetLink[]): boolean {
   const byIndex = new Map(own.map((l) => [l.ifindex, l]));
@@ -45,7 +50,11 @@ export function linkedTo(own: readonly NetLink[], other: readonly NetLink[]): bo
     if (l.link_netnsid === undefined || l.link_index === undefined) continue;
     const o = byIndex.get(l.link_index);
     if (!o) continue;
-    if (o.link_netnsid === undefined || o.link_index === l.ifindex) return true;
+    if (l.kind === 'veth' || o.kind === 'veth') {
+      if (o.link_netnsid !== undefined && o.link_index === l.ifindex) return true;
+    } else {
+      return true;
+    }
   }
   return false;
 }
@@ -93,8 +102,8 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
 /** The links of the namespace at `path` (the agent's own when path is null). */
 export async function readLinks(path: string | null, timeoutMs = 5000): Promise<NetLink[]> {
   const out = path === null
-    ? await run('ip', ['-j', 'link', 'show'], timeoutMs)
-    : await run('nsenter', [`--net=${path}`, 'ip', '-j', 'link', 'show'], timeoutMs);
+    ? await run('ip', ['-d', '-j', 'link', 'show'], timeoutMs)
+    : await run('nsenter', [`--net=${path}`, 'ip', '-d', '-j', 'link', 'show'], timeoutMs);
   return parseIpLinks(out);
 }
 
