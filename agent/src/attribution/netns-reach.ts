@@ -27,13 +27,13 @@ export interface NetLink {
 export function parseIpLinks(json: string): NetLink[] {
   const v = JSON.parse(json) as unknown;
   if (!Array.isArray(v)) throw new Error('ip -j link: not a JSON array');
-  return v.filter((l): l is NetLink => !!l && typeof l === 'object' && typeof (l as NetLink).ifindex === 'number')
+  type Raw = { ifindex: number; ifname?: unknown; link_index?: unknown; link_netnsid?: unknown; linkinfo?: { info_kind?: unknown } };
+  return v.filter((l): l is Raw => !!l && typeof l === 'object' && typeof (l as Raw).ifindex === 'number')
     .map((l) => ({
       ifindex: l.ifindex, ifname: String(l.ifname ?? ''),
       ...(typeof l.link_index === 'number' ? { link_index: l.link_index } : {}),
       ...(typeof l.link_netnsid === 'number' ? { link_netnsid: l.link_netnsid } : {}),
-      ...(typeof (l as { linkinfo?: { info_kind?: unknown } }).linkinfo?.info_kind === 'string'
-        ? { kind: (l as { linkinfo: { info_kind: string } }).linkinfo.info_kind } : {}),
+      ...(typeof l.linkinfo?.info_kind === 'string' ? { kind: l.linkinfo.info_kind } : {}),
     }));
 }
 
