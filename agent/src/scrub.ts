@@ -3,8 +3,8 @@
  * agents do it: a list of sensitive words matched inside argument and key names, whose values are
  * replaced; plus IMDS and STS token shapes wherever they appear. Pure.
  *
- * A name is a run of [A-Za-z0-9_.-]; it is sensitive when it contains one of the words (any case)
- * and is not exempt. Its value is replaced in these shapes:
+ * A name is a run of [A-Za-z0-9_.-]; it is sensitive when it contains one of the words (any case,
+ * "-" and "_" alike: api_key matches --api-key) and is not exempt. Its value is replaced in these shapes:
  *  - `--name value` (the next argument, or within a script the next word), unless that is itself
  *    an option (`-x…`, `--x…`) when nothing but whitespace separates them;
  *  - `--name=value`, `name=value`, `name: value`, `name := value`, `name => value`;
@@ -31,6 +31,8 @@ export function validScrubWord(w: string): boolean {
 }
 
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+/** A word as a pattern: "-" and "_" stand for each other (api_key matches --api-key, API-KEY). */
+const wordPattern = (w: string): string => w.split(/[-_]/).map(escape).join('[-_]');
 
 export class Scrubber {
   /** A sensitive name (group 2), with up to two dashes (group 1) and an opening quote (group q). */
@@ -43,8 +45,8 @@ export class Scrubber {
   constructor(words: readonly string[], exempt: readonly string[] = []) {
     const w = [...new Set(words.map((x) => x.toLowerCase()))].filter(validScrubWord);
     if (w.length === 0) throw new Error('no valid scrub words');
-    const W = w.sort((a, b) => b.length - a.length).map(escape).join('|');
-    const notExempt = exempt.length ? `(?!(?:${exempt.map(escape).join('|')})(?![${NAME_CHAR}]))` : '';
+    const W = w.sort((a, b) => b.length - a.length).map(wordPattern).join('|');
+    const notExempt = exempt.length ? `(?!(?:${exempt.map(wordPattern).join('|')})(?![${NAME_CHAR}]))` : '';
     const name = `(?!-)${notExempt}[${NAME_CHAR}]*?(?:${W})[${NAME_CHAR}]*(?![${NAME_CHAR}])`;
     this.keyRe = new RegExp(`(?<![${NAME_CHAR}\\\\])(?<q>\\\\?["'])?(-{0,2})(${name})`, 'gi');
     this.bareRe = new RegExp(`^(\\\\?["'])?-{0,2}${name}\\1?\\s*(?<sep>[:=,])?\\s*$`, 'i');
