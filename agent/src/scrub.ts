@@ -14,7 +14,8 @@
  *  - a name alone as an argument (`-H X-aws-ec2-metadata-token: $T`): the next argument.
  * A quoted value is replaced inside its quotes; an unquoted one up to whitespace or shell/code
  * punctuation. Independently, IMDSv2 tokens (`AQAE` + base64) and STS session tokens
- * (`IQoJb3JpZ2lu…`, `FwoGZXIvYXdzE…`) are replaced wherever they appear. argv[0] is never a name
+ * (`IQoJb3JpZ2lu…`, `FwoGZXIvYXdzE…`) are replaced wherever they appear, and so is the password of
+ * a URL (`https://user:password@host`). argv[0] is never a name
  * (as in Datadog's scrubber: a program is not a key).
  */
 export const REDACTED = '[REDACTED]';
@@ -22,6 +23,8 @@ export const REDACTED = '[REDACTED]';
 const NAME_CHAR = 'A-Za-z0-9_.\\-';
 /** IMDSv2 tokens (AQAE…, ~56 chars of base64) and STS session tokens; short prefixes too (an argv cut at its bound). */
 const TOKEN_SHAPES = /(?<![A-Za-z0-9+/_-])(?:AQAE[A-Za-z0-9+/_-]{8,}|IQoJb3JpZ2lu[A-Za-z0-9+/_-]{8,}|FwoGZXIvYXdzE[A-Za-z0-9+/_-]{8,})={0,2}/g;
+/** The password of a URL's user information (scheme://user:password@host). */
+const URL_PASSWORD = /(?<=[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]+(?=@)/g;
 /** Characters that end an unquoted value in text (shell and code punctuation). */
 const VALUE_STOP = /[\s"'&;|,(){}[\]<>`]/;
 
@@ -56,7 +59,7 @@ export class Scrubber {
   /** Text with every sensitive value and token shape replaced. */
   text(s: string): string {
     if (s.length === 0) return s;
-    return this.values(s).replace(TOKEN_SHAPES, REDACTED);
+    return this.values(s).replace(TOKEN_SHAPES, REDACTED).replace(URL_PASSWORD, REDACTED);
   }
 
   /** argv with secrets replaced: names and their values across arguments, then each argument as text. */

@@ -184,6 +184,8 @@ describe('scrubbing secrets by sensitive words (Datadog-style) and token shapes'
     ['an STS session token anywhere', `echo IQoJb3JpZ2luX2VjEFAKEFAKEFAKEFAKE0123456789`, `echo ${REDACTED}`],
     ['an IMDS token anywhere', `echo ${TOKEN} | x`, `echo ${REDACTED} | x`],
     ['a cut IMDS token (argv bound) anywhere', 'x AQAEAGJfRUe3o', `x ${REDACTED}`],
+    ['a URL with a password', `git clone https://bob:${S}@git.example.com/r.git`, `git clone https://bob:${REDACTED}@git.example.com/r.git`],
+    ['a Java system property', `-Dspring.datasource.password=${S}`, `-Dspring.datasource.password=${REDACTED}`],
   ];
   for (const [name, input, want] of textCases) {
     it(`text: ${name}`, () => {
@@ -196,7 +198,8 @@ describe('scrubbing secrets by sensitive words (Datadog-style) and token shapes'
   it('leaves ordinary command lines and paths alone', () => {
     for (const s of ['/latest/meta-data/iam/security-credentials/', '/latest/api/token', 'python3 /opt/app.py --poll',
       'X-aws-ec2-metadata-token-ttl-seconds: 21600', 'curl -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" http://x',
-      'Boto3/1.29.27 md/Botocore#1.29.27', 'echo [REDACTED]']) {
+      'Boto3/1.29.27 md/Botocore#1.29.27', 'echo [REDACTED]', 'http://169.254.169.254:80/latest/meta-data/',
+      'ssh://git@example.com/r.git']) {
       expect(r.text(s)).toBe(s);
     }
     expect(r.argv(['java', '-cp', 'a.jar:b.jar', 'com.example.Main', '--port', '8080'])).toEqual(
