@@ -13,7 +13,8 @@
  *    `add_header('name', 'value')`;
  *  - a name alone as an argument (`-H X-aws-ec2-metadata-token: $T`): the next argument.
  * A quoted value is replaced inside its quotes; an unquoted one up to whitespace or shell/code
- * punctuation. Independently, IMDSv2 tokens (`AQAE` + base64) and STS session tokens
+ * punctuation, unless it is a shell/PowerShell reference (`$T`, `${T}`, `$(curl …)`), which holds no
+ * secret itself (the argument after a bare name is replaced whatever it is). Independently, IMDSv2 tokens (`AQAE` + base64) and STS session tokens
  * (`IQoJb3JpZ2lu…`, `FwoGZXIvYXdzE…`) are replaced wherever they appear, and so is the password of
  * a URL (`https://user:password@host`). argv[0] is never a name
  * (as in Datadog's scrubber: a program is not a key).
@@ -126,6 +127,9 @@ function valueSpan(s: string, i: number): { start: number; end: number } | null 
     const end = close === -1 ? s.length : close;
     return end > start ? { start, end } : null;
   }
+  // An unquoted $name, ${name} or $(command) is a reference, not a literal: in a shell or PowerShell
+  // script a literal secret starting with "$" has to be quoted (quoted values are always replaced).
+  if (s[i] === '$') return null;
   let end = i;
   while (end < s.length && !VALUE_STOP.test(s[end])) end++;
   return end > i ? { start: i, end } : null;
