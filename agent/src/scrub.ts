@@ -85,7 +85,8 @@ export class Scrubber {
 
   /** Replace the value after each sensitive name in s. */
   private values(s: string): string {
-    const re = new RegExp(this.keyRe.source, this.keyRe.flags);
+    const re = this.keyRe; // global: its lastIndex is the scan position (reset here; values() never nests)
+    re.lastIndex = 0;
     let out = '';
     let from = 0;
     let m: RegExpExecArray | null;
