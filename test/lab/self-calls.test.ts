@@ -31,6 +31,8 @@ describe.skipIf(!support.ok)(`the agent's own IMDS calls${support.ok ? '' : ` (s
       '--cloudwatch-log-group', 'g', '--cloudwatch-log-stream', 's', '--cloudwatch-endpoint', 'http://127.0.0.1:9'], 20_000, env);
     const stats = await tracer.next((r) => r.event === 'stats' && r.calls_self >= 2, 30_000, 'stats with the agent\'s own calls');
     expect(stats.calls.v2).toBeGreaterThanOrEqual(2); // seen on the wire (token PUT, credentials)
+    expect(stats.calls_self_v1).toBe(0); // by version: IMDSv2 only
+    expect(stats.calls_self_v2).toBeGreaterThanOrEqual(2);
     expect(tracer.records.filter((r) => r.event === 'imds_call')).toEqual([]);
   });
 });
