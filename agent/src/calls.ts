@@ -7,6 +7,8 @@ import type { Classification } from './classify.js';
 import type { RequestHead } from './wire/http-head.js';
 import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
+import { fitCallRecord } from './fit.js';
+import { DEFAULTS } from './defaults.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
@@ -16,6 +18,10 @@ export interface PendingCallsOptions {
   attributionWaitMs: number;
   maxPending: number;
   redact(s: string): string;
+  /** argv scrubbing (default: the default scrub words, then redact). */
+  redactArgv?(args: string[]): string[];
+  /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
+  maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
   attribution(conn: Conn): Promise<ProcessInfo>;
   emit(rec: CallRecord): void;
@@ -110,11 +116,11 @@ export class PendingCalls {
         at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
         tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
         headersTruncated: h.headersTruncated, status: p.status, connection: this.o.connection(p.conn),
-        process: redactProcess(proc, this.o.redact),
+        process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
       }, this.o.redact);
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
-      this.o.emit(rec);
+      this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));
