@@ -63,6 +63,23 @@ describe('NetnsReach', () => {
     expect(reach.verdicts.has(300)).toBe(false);
     expect(told).toContainEqual([300, 'forget']);
   });
+  it('judges a dropped namespace again when its link appears later (sandbox first, veth after)', async () => {
+    const listing = new Map<number, string>([[100, 'own'], [200, 'container']]);
+    let own = JSON.stringify(JSON.parse(OWN).slice(0, 3)); // no veth yet
+    let container = JSON.stringify([{ ifindex: 1, ifname: 'lo' }]);
+    const reach = new NetnsReach(100, {
+      max: 16, onVerdict: () => {}, onError: (m) => { throw new Error(m); }, list: () => new Map(listing),
+      links: async (path: string | null): Promise<NetLink[]> => parseIpLinks(path === null ? own : container),
+    });
+    await reach.refresh();
+    expect(reach.verdicts.get(200)).toBe('drop');
+    await reach.refresh(); // nothing changed: not judged again
+    expect(reach.verdicts.get(200)).toBe('drop');
+    own = OWN;
+    container = CONTAINER;
+    await reach.refresh();
+    expect(reach.verdicts.get(200)).toBe('keep');
+  });
   it('judges a namespace first seen in an event; one with no process left stays unknown', async () => {
     const { reach } = setup();
     expect(await reach.judge(300)).toBe('drop');

@@ -109,6 +109,11 @@ export async function readLinks(path: string | null, timeoutMs = 5000): Promise<
 
 export type Verdict = 'keep' | 'drop';
 
+/** What identifies a namespace's set of links for the reachability test. */
+function linkSignature(links: readonly NetLink[]): string {
+  return links.map((l) => `${l.ifindex}:${l.link_index ?? ''}:${l.link_netnsid ?? ''}`).sort().join(',');
+}
+
 /**
  * Verdicts for every namespace on the host, kept current: refresh() judges namespaces not seen
  * before and forgets those gone; judge() looks at one namespace now (an event came from it).
@@ -136,12 +141,16 @@ export class NetnsReach {
 
   /** Judge new namespaces, forget vanished ones; the agent's own links are read again each time. */
   async refresh(): Promise<void> {
+    const before = this.ownLinks;
     try {
       this.ownLinks = await this.links(null);
     } catch (err) {
       this.o.onError(`cannot list this namespace's links: ${(err as Error).message}`);
       return;
     }
+    // A namespace is often made before its link is (a container's sandbox, then its veth): when our
+    // own links change, every namespace dropped so far is judged again.
+    const relink = before !== null && linkSignature(before) !== linkSignature(this.ownLinks);
     const present = (this.o.list ?? listNetns)(this.o.max);
     for (const ino of [...this.verdicts.keys()]) {
       if (ino !== this.own && !present.has(ino)) {
@@ -150,7 +159,8 @@ export class NetnsReach {
       }
     }
     for (const [ino, path] of present) {
-      if (!this.verdicts.has(ino)) await this.judgeAt(ino, path);
+      const v = this.verdicts.get(ino);
+      if (v === undefined || (relink && v === 'drop')) await this.judgeAt(ino, path);
     }
   }
 
