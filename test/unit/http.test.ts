@@ -444,7 +444,7 @@ describe('HttpStream: heads read the way RFC 9112 servers read them', () => {
       h.s.push(Buffer.from(`GET /a HTTP/1.1\r\nHost: x${term}GET /b HTTP/1.1\r\nHost: x\r\n\r\n`));
       expect(h.reqs(), JSON.stringify(term)).toEqual(['GET /a', 'GET /b']);
       expect((h.msgs[0] as RequestHead).ambiguity, JSON.stringify(term)).toBe(amb);
-      expect((h.msgs[1] as RequestHead).ambiguity).toBeNull();
+      expect((h.msgs[1] as RequestHead).ambiguity).toBe(amb ? 'follows_ambiguous' : null);
     }
   });
 
@@ -610,5 +610,43 @@ describe('HttpStream: ambiguities found below HTTP', () => {
     h.s.ambiguous(GET('/a').length + 5, 'tcp_urgent');
     h.s.push(Buffer.from(GET('/b')));
     expect(h.msgs.map((m) => (m as RequestHead).ambiguity)).toEqual([null, 'tcp_urgent']);
+  });
+});
+
+describe('HttpStream: what follows an ambiguous, malformed or closing message', () => {
+  const V2 = (p: string): string => `GET ${p} HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n`;
+  for (const [what, first] of [
+    ['an ambiguous head', 'GET /a HTTP/1.1\nHost: x\r\n\r\n'],
+    ['a malformed head', 'GET /no-version\r\n\r\n'],
+    ['garbage', '\x00\x01 junk\r\n\r\n'],
+    ['HTTP/1.0 without keep-alive', 'GET /a HTTP/1.0\r\n\r\n'],
+    ['Connection: close', 'GET /a HTTP/1.1\r\nConnection: close\r\n\r\n'],
+  ] as const) {
+    it(`after ${what}, a request with the token header is IMDSv1 (follows_ambiguous): servers may have stopped there`, () => {
+      const h = stream('request');
+      h.s.push(Buffer.from(first + V2('/latest/meta-data/')));
+      const last = h.msgs.at(-1) as RequestHead;
+      expect(last.target).toBe('/latest/meta-data/');
+      expect(last.ambiguity).toBe('follows_ambiguous');
+      expect(classify(last).imdsVersion).toBe('v1');
+    });
+  }
+
+  it('HTTP/1.0 with keep-alive, and a gap in the capture, do not make the next request ambiguous', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n${V2('/b')}`));
+    h.s.push(Buffer.from('GET /lost HTTP/1.1\r\nHo'));
+    h.s.gap();
+    h.s.push(Buffer.from(V2('/c')));
+    expect(h.msgs.map((m) => (m as RequestHead).ambiguity)).toEqual([null, null, null]);
+  });
+
+  it('a method outside RFC 9110 (case-sensitive) is nonstandard_method: "put" with the token header is IMDSv1', () => {
+    for (const m of ['put', 'get', 'Get', 'FOO']) {
+      const { head } = reqHead(`${m} /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}`);
+      expect(head!.ambiguity, m).toBe('nonstandard_method');
+      expect(classify(head!).imdsVersion, m).toBe('v1');
+    }
+    expect(reqHead(`PATCH /latest/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}`).head!.ambiguity).toBeNull();
   });
 });

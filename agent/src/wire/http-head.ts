@@ -23,6 +23,8 @@ export interface RequestHead {
    * see Ambiguity. An ambiguous AWS request is IMDSv1 whatever its headers say.
    */
   ambiguity: Ambiguity | null;
+  /** The connection ends after this request (HTTP/1.0 without keep-alive, or Connection: close). */
+  connectionClose: boolean;
   body: BodyFraming;
 }
 
@@ -42,14 +44,18 @@ export type Ambiguity =
   | 'empty_token' // an X-aws-ec2-metadata-token header with an empty value
   | 'conflicting_framing' // Content-Length and Transfer-Encoding, differing or bad Content-Length
   | 'request_line_whitespace' // the request line's parts separated by more than one SP (or by HTAB)
+  | 'nonstandard_method' // not a method of RFC 9110 (methods are case-sensitive: "put" is not PUT)
   | 'head_truncated' // the head was longer than maxHeaderBytes and parsed in part
+  | 'follows_ambiguous' // an earlier message on the connection was ambiguous, malformed or asked to
+  //                       close the connection: servers may have stopped there, or disagree on where
+  //                       this message starts
   | 'tcp_overlap_conflict' // a TCP segment overlapping bytes of this request carried different bytes
   | 'tcp_urgent'; // TCP urgent data pointed into this request (the server drops that byte)
 
 export const AMBIGUITIES: readonly Ambiguity[] = [
   'bare_lf', 'bare_cr', 'obs_fold', 'space_before_colon', 'invalid_header_line', 'invalid_header_name',
   'invalid_header_value', 'duplicate_token', 'empty_token', 'conflicting_framing', 'request_line_whitespace',
-  'head_truncated', 'tcp_overlap_conflict', 'tcp_urgent',
+  'nonstandard_method', 'head_truncated', 'follows_ambiguous', 'tcp_overlap_conflict', 'tcp_urgent',
 ];
 
 /** How the stream delimited a head: facts the head's text alone does not show. */
@@ -76,6 +82,8 @@ const TOKEN_HEADER = 'x-aws-ec2-metadata-token';
 const TTL_HEADER = 'x-aws-ec2-metadata-token-ttl-seconds';
 const METHOD_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
 const TCHARS_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** RFC 9110 §9 and PATCH (RFC 5789): the methods every server knows; others are refused by strict ones. */
+const STANDARD_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 // Control characters other than HTAB are invalid in a field value (RFC 9110 §5.5); obs-text is allowed.
 const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** A token header line however it is spelled (leading or inner whitespace, any case): for redaction only. */
@@ -149,10 +157,12 @@ export function parseRequestHead(text: string, truncated: boolean,
     kind: 'request', method: parts[0], target: cap(parts[1]), version: parts[2].slice(5),
     tokenPresent: false, tokenTtlSeconds: null, userAgent: null, host: null, forwardedFor: false,
     metadataFlavor: null, metadataHeader: null, headerCount: 0, headersTruncated: truncated,
-    ambiguity: null, body: { type: 'none' },
+    ambiguity: null, connectionClose: false, body: { type: 'none' },
   };
+  let connection = '';
   if (raw.length > 1 && !raw[0].endsWith('\r')) note('bare_lf');
   if (rl.ambiguous) note('request_line_whitespace');
+  if (!STANDARD_METHODS.has(parts[0])) note('nonstandard_method');
   const framing = new Framing();
   let tokens = 0;
   for (let i = 1; i < raw.length; i++) {
@@ -160,7 +170,7 @@ export function parseRequestHead(text: string, truncated: boolean,
     if (line.endsWith('\r')) line = line.slice(0, -1);
     else if (i < raw.length - 1) note('bare_lf');
     if (line.includes('\r')) note('bare_cr');
-    if (line === '') continue; // only inside a head handed over in part
+    if (line === '') { note('bare_cr'); continue; } // an empty line within a head: it held CR CR LF
     if (line[0] === ' ' || line[0] === '\t') { note('obs_fold'); continue; }
     const colon = line.indexOf(':');
     if (colon <= 0) { note('invalid_header_line'); continue; }
@@ -183,9 +193,12 @@ export function parseRequestHead(text: string, truncated: boolean,
       case 'x-forwarded-for': head.forwardedFor = true; break;
       case 'metadata-flavor': head.metadataFlavor = cap(value); break;
       case 'metadata': head.metadataHeader = cap(value); break;
+      case 'connection': connection += `,${value}`; break;
       default: framing.see(name, value);
     }
   }
+  head.connectionClose = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(connection)
+    || (head.version === '1.0' && !/(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i.test(connection));
   if (framing.conflicting) note('conflicting_framing');
   if (ctx.bareLfTerminator) note('bare_lf');
   if (truncated) note('head_truncated');
@@ -226,7 +239,7 @@ function* headers(lines: string[]): Generator<[string, string]> {
 class Framing {
   private length: number | null = null;
   private chunked = false;
-  /** Content-Length with Transfer-Encoding, two different or a malformed Content-Length, or a request
+  /** Content-Length with Transfer-Encoding, two or a malformed Content-Length, or a request
    * Transfer-Encoding whose last coding is not chunked: servers disagree on (or reject) the body. */
   conflicting = false;
   private te = false;
@@ -234,7 +247,8 @@ class Framing {
   see(name: string, value: string): void {
     if (name === 'content-length') {
       const ok = /^\d{1,15}$/.test(value);
-      if (!ok || (this.length !== null && this.length !== Number(value))) this.conflicting = true;
+      // Even two equal ones: RFC 9110 lets a server merge them, llhttp refuses the request.
+      if (!ok || this.length !== null) this.conflicting = true;
       if (ok) this.length = Number(value);
       if (this.te) this.conflicting = true;
     }

@@ -68,6 +68,8 @@ export class HttpStream {
   /** An ambiguity found below HTTP for the head being read (or the next one). */
   private pendingAmbiguity: Ambiguity | null = null;
   private emitted = 0;
+  /** An earlier message was ambiguous or malformed: every later head is ambiguous too. */
+  private tainted = false;
   private readonly recent: Array<{ n: number; start: number }> = [];
   /** Skipping the rest of a head: the current line so far (bounded), and whether it began mid-line. */
   private skipLine = '';
@@ -117,6 +119,7 @@ export class HttpStream {
     }
     for (let i = this.recent.length - 1; i >= 0; i--) {
       if (this.recent[i].start <= at) {
+        this.tainted = true;
         this.opts.onAmbiguity?.(this.recent[i].n, why);
         return;
       }
@@ -156,7 +159,7 @@ export class HttpStream {
     if (lead) this.consume(lead);
     if (this.buf.length === 0) return false;
     if (!this.startsMessage(this.buf)) {
-      if (!this.resyncing) this.malformed++;
+      if (!this.resyncing) { this.malformed++; this.tainted = true; }
       this.resyncing = false;
       this.startSkip(true);
       return true;
@@ -248,14 +251,17 @@ export class HttpStream {
     const secret = this.opts.onSecret ?? (() => undefined);
     const start = this.headStart ?? this.offset;
     const head = this.opts.kind === 'request'
-      ? parseRequestHead(text, truncated, secret, { bareLfTerminator, ambiguity: this.pendingAmbiguity })
+      ? parseRequestHead(text, truncated, secret,
+        { bareLfTerminator, ambiguity: this.pendingAmbiguity ?? (this.tainted ? 'follows_ambiguous' : null) })
       : parseResponseHead(text, truncated, this.opts.requestMethod?.() ?? null);
     this.headStart = null;
     this.pendingAmbiguity = null;
     if (!head) {
       this.malformed++;
+      this.tainted = true;
       return null;
     }
+    if (head.kind === 'request' && (head.ambiguity || head.connectionClose)) this.tainted = true;
     this.emitted++;
     this.recent.push({ n: this.emitted, start });
     if (this.recent.length > RECENT_MESSAGES) this.recent.shift();

@@ -31,13 +31,14 @@ const IPPROTO_TCP = 6;
 
 export function decodeFrame(link: string, frame: Buffer): TcpSegment | null {
   try {
-    return decodeUnsafe(link, frame);
+    return decodeFrameUnchecked(link, frame);
   } catch {
     return null; // a bounds error on a hostile frame is a malformed frame, nothing more
   }
 }
 
-function decodeUnsafe(link: string, frame: Buffer): TcpSegment | null {
+/** The decoder without decodeFrame's safety net: every read is bounds-checked (the property tests prove it). */
+export function decodeFrameUnchecked(link: string, frame: Buffer): TcpSegment | null {
   let off = 0;
   let etherType: number;
   let pktType: number | null = null;
