@@ -13,7 +13,7 @@ import { validate } from '../../agent/src/schema.js';
 
 const support = labSupported();
 
-interface Case { name: string; bytes: string; ambiguity: string | null; tokenPresent: boolean; path: string }
+interface Case { name: string; bytes: string; ambiguity: string | null; tokenPresent: boolean; path: string; method?: string }
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
 const CASES: Case[] = [
@@ -29,6 +29,10 @@ const CASES: Case[] = [
     bytes: 'GET /latest/meta-data/hostname HTTP/1.1\r\nHost: 169.254.169.254\r\nUser-Agent: x\r\n X-aws-ec2-metadata-token: {TOKEN}\r\n\r\n' },
   { name: 'whitespace before the colon of the token header', ambiguity: 'space_before_colon', tokenPresent: true, path: '/latest/meta-data/instance-id',
     bytes: 'GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token : {TOKEN}\r\n\r\n' },
+  { name: 'dot segments and percent-encoding through another cloud\'s path', ambiguity: null, tokenPresent: false,
+    path: '/computeMetadata/%2e%2e/latest/meta-data/', bytes: 'GET /computeMetadata/%2e%2e/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n' },
+  { name: 'a lowercase "put" on the token path', ambiguity: 'nonstandard_method', tokenPresent: false, path: '/latest/api/token', method: 'put',
+    bytes: 'put /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' },
 ];
 
 describe.skipIf(!support.ok)(`hostile and odd request heads end to end${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
@@ -70,7 +74,7 @@ describe.skipIf(!support.ok)(`hostile and odd request heads end to end${support.
         const r = got[0];
         expect(r, `${c.name} (${who})`).toMatchObject({
           imds_version: 'v1', provider: 'aws',
-          request: { method: 'GET', path: c.path, token_present: c.tokenPresent, token_request: false },
+          request: { method: c.method ?? 'GET', path: c.path, token_present: c.tokenPresent, token_request: false },
         });
         if (c.ambiguity) expect(r.request.ambiguity, c.name).toBe(c.ambiguity);
         else expect(r.request.ambiguity, c.name).toBeUndefined();
