@@ -31,6 +31,8 @@ const CASES: Case[] = [
     bytes: 'GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token : {TOKEN}\r\n\r\n' },
   { name: 'dot segments and percent-encoding through another cloud\'s path', ambiguity: null, tokenPresent: false,
     path: '/computeMetadata/%2e%2e/latest/meta-data/', bytes: 'GET /computeMetadata/%2e%2e/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n' },
+  { name: 'a head the client closed before its blank line', ambiguity: 'head_incomplete', tokenPresent: false, path: '/latest/meta-data/local-ipv4',
+    bytes: 'GET /latest/meta-data/local-ipv4 HTTP/1.1\r\nHost: 169.254.169.254\r\n' },
   { name: 'a lowercase "put" on the token path', ambiguity: 'nonstandard_method', tokenPresent: false, path: '/latest/api/token', method: 'put',
     bytes: 'put /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' },
 ];

@@ -468,3 +468,32 @@ describe('FlowTable: TCP tricks that would fake a token header', () => {
     expect(t.stats.bufferedBytes).toBe(0);
   });
 });
+
+describe('FlowTable: a head the client never finished', () => {
+  it('the client closes its side before the blank line: the request is reported, head_incomplete', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40010, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck(), c.send(`GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n`)]);
+    expect(ev.requests).toHaveLength(0);
+    feed(t, [c.clientFin()]);
+    expect(ev.requests).toHaveLength(1);
+    expect(ev.requests[0].head).toMatchObject({ target: '/latest/meta-data/', tokenPresent: true, ambiguity: 'head_incomplete' });
+    expect(ev.secrets).toEqual([TOKEN]);
+  });
+
+  it('not while bytes before the FIN are missing (the FIN sent again once they are in), nor for a complete head, nor twice', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40011, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck(), c.send(GETMD)]);
+    const lost = c.send('GET /x HTTP/1.1\r\n');
+    const finSeq = c.cseq + 'Host: y\r\n'.length;
+    feed(t, [c.send('Host: y\r\n'), c.clientFin()]);
+    expect(ev.requests.map((r) => r.head.ambiguity)).toEqual([null]);
+    feed(t, [lost]);
+    c.cseq = finSeq;
+    feed(t, [c.clientFin()]);
+    c.cseq = finSeq;
+    feed(t, [c.clientFin()]);
+    expect(ev.requests.map((r) => [r.head.target, r.head.ambiguity])).toEqual([['/latest/meta-data/', null], ['/x', 'head_incomplete']]);
+  });
+});

@@ -118,6 +118,8 @@ export class FlowTable {
       if (seg.flags.syn) { st.up.onSyn(seg.seq); c.clientIsn ??= seg.seq; }
       st.up.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload, seg.urgent);
       if (seg.flags.ack) st.down.onAck(seg.ack);
+      // The client sent all it will: a head it left without its blank line is still a request.
+      if (seg.flags.fin && !seg.flags.rst && !st.up.holding) st.upHttp.end();
     } else {
       if (seg.flags.syn) st.down.onSyn(seg.seq);
       st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload, seg.urgent);

@@ -46,6 +46,7 @@ export type Ambiguity =
   | 'request_line_whitespace' // the request line's parts separated by more than one SP (or by HTAB)
   | 'nonstandard_method' // not a method of RFC 9110 (methods are case-sensitive: "put" is not PUT)
   | 'head_truncated' // the head was longer than maxHeaderBytes and parsed in part
+  | 'head_incomplete' // the client closed its side before the blank line (lenient servers serve it at EOF)
   | 'follows_ambiguous' // an earlier message on the connection was ambiguous, malformed or asked to
   //                       close the connection: servers may have stopped there, or disagree on where
   //                       this message starts
@@ -55,7 +56,7 @@ export type Ambiguity =
 export const AMBIGUITIES: readonly Ambiguity[] = [
   'bare_lf', 'bare_cr', 'obs_fold', 'space_before_colon', 'invalid_header_line', 'invalid_header_name',
   'invalid_header_value', 'duplicate_token', 'empty_token', 'conflicting_framing', 'request_line_whitespace',
-  'nonstandard_method', 'head_truncated', 'follows_ambiguous', 'tcp_overlap_conflict', 'tcp_urgent',
+  'nonstandard_method', 'head_truncated', 'head_incomplete', 'follows_ambiguous', 'tcp_overlap_conflict', 'tcp_urgent',
 ];
 
 /** How the stream delimited a head: facts the head's text alone does not show. */

@@ -126,6 +126,19 @@ export class HttpStream {
     }
   }
 
+  /**
+   * The sender closed its side. A request head still being read is all it sent: lenient servers
+   * (Python's http.server) serve it at end of input, so it is reported, as ambiguous.
+   */
+  end(): void {
+    if (this.opts.kind !== 'request' || this.state.s !== 'head' || this.headStart === null || this.buf.length === 0) return;
+    let text = this.buf.toString('latin1');
+    text = text.endsWith('\r\n') ? text.slice(0, -2) : text.endsWith('\n') ? text.slice(0, -1) : text;
+    this.consume(this.buf.length);
+    this.pendingAmbiguity ??= this.tainted ? 'follows_ambiguous' : 'head_incomplete';
+    this.emit(text, false, false);
+  }
+
   /** Drop n bytes from the front of buf. */
   private consume(n: number): void {
     this.buf = this.buf.subarray(n);

@@ -55,6 +55,11 @@ export class TcpStream {
     return this.pendingBytes + this.window.length;
   }
 
+  /** Segments are held out of order (bytes before them are missing). */
+  get holding(): boolean {
+    return this.pending.size > 0;
+  }
+
   /** The SYN (or SYN-ACK) fixes the initial sequence number: data starts at isn + 1. */
   onSyn(isn: number): void {
     if (this.next === null) {
