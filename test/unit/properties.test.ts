@@ -489,6 +489,7 @@ function ours(bytes: Buffer): RequestHead[] {
   const heads: RequestHead[] = [];
   const s = new HttpStream({ kind: 'request', maxHeaderBytes: 16 * 1024, onMessage: (h) => { if (h.kind === 'request') heads.push(h); } });
   s.push(bytes);
+  s.end(); // the client half-closes after its bytes, as the llhttp side sees
   return heads;
 }
 

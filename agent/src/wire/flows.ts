@@ -181,10 +181,11 @@ export class FlowTable {
         onConflict: (at) => { this.stats.overlapConflicts++; upHttp.ambiguous(at, 'tcp_overlap_conflict'); },
         onUrgent: (at) => { this.stats.urgent++; upHttp.ambiguous(at, 'tcp_urgent'); },
       }, limits),
+      // Responses decide nothing about the IMDS version: their delivered bytes are not kept for comparing.
       down: new TcpStream({
         onData: (b) => downHttp.push(b), onGap: () => downHttp.gap(),
         onConflict: () => { this.stats.overlapConflicts++; }, onUrgent: () => { this.stats.urgent++; },
-      }, limits),
+      }, { ...limits, maxWindowBytes: 0 }),
     };
     this.flows.set(key, st);
     this.stats.flows++;
