@@ -22,6 +22,8 @@ export const DEFAULTS = {
   maxOutOfOrderSegments: 64,
   /** A request head larger than this is parsed in part (flagged headers_truncated). */
   maxHeaderBytes: 16 * 1024,
+  /** Per direction: delivered bytes not yet acknowledged, kept to compare retransmitted copies with. */
+  maxUnackedWindowBytes: 16 * 1024,
   /** All flows together hold at most this many bytes (heads in progress, out-of-order segments). */
   maxBufferedBytesTotal: 32 * 1024 * 1024,
   maxPendingCalls: 10_000,

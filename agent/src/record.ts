@@ -4,6 +4,7 @@
  * add fields, never rename them.
  */
 import type { Classification, Provider } from './classify.js';
+import type { Ambiguity } from './wire/http-head.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -67,6 +68,8 @@ export interface CallRecord {
     token_ttl_seconds?: number | null;
     user_agent: string | null;
     headers_truncated?: boolean;
+    /** Why the request head cannot be trusted (the first reason found); such a request is IMDSv1. */
+    ambiguity?: Ambiguity;
   };
   response: { status: number | null };
   connection: ConnectionInfo;
@@ -121,6 +124,12 @@ export interface StatsRecord {
   /** The agent's own IMDS requests by version, whether written or not (never v1: see docs/cloudwatch.md). */
   calls_self_v1?: number;
   calls_self_v2?: number;
+  /** Requests whose head was ambiguous (request.ambiguity), counted in `calls` as well. */
+  calls_ambiguous?: number;
+  /** TCP segments carrying bytes that differ from another copy of the same bytes. */
+  tcp_overlap_conflicts?: number;
+  /** TCP segments with urgent data (the URG flag). */
+  tcp_urgent?: number;
   /** libpcap's counters (native helper only; since the capture process started). */
   pcap?: { received: number; dropped: number; if_dropped: number };
   /** With the eBPF backend. */
@@ -179,6 +188,7 @@ export interface CallFacts {
   tokenTtlSeconds: number | null;
   userAgent: string | null;
   headersTruncated: boolean;
+  ambiguity?: Ambiguity | null;
   status: number | null;
   connection: ConnectionInfo;
   process: ProcessInfo;
@@ -204,6 +214,7 @@ export function buildCallRecord(f: CallFacts, redact: (s: string) => string): Ca
   };
   if (f.classification.tokenRequest) rec.request.token_ttl_seconds = f.tokenTtlSeconds;
   if (f.headersTruncated) rec.request.headers_truncated = true;
+  if (f.ambiguity) rec.request.ambiguity = f.ambiguity;
   return rec;
 }
 

@@ -6,6 +6,7 @@
 import type {
   Ancestor, CallRecord, ConnectionInfo, ContainerInfo, ErrorRecord, NoticeRecord, ProcessInfo, ReadyRecord, StatsRecord,
 } from './record.js';
+import { AMBIGUITIES } from './wire/http-head.js';
 
 export type Spec =
   | 'string' | 'number' | 'boolean' | 'null'
@@ -41,7 +42,8 @@ export const SCHEMAS: Record<string, Spec> = {
     request: obj<CallRecord['request']>({
       method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
-    }, ['token_ttl_seconds', 'headers_truncated']),
+      ambiguity: { enum: AMBIGUITIES },
+    }, ['token_ttl_seconds', 'headers_truncated', 'ambiguity']),
     response: obj<CallRecord['response']>({ status: nullable('number') }),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
@@ -58,7 +60,7 @@ export const SCHEMAS: Record<string, Spec> = {
     flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
     tcp_gaps: 'number', buffered_bytes: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
     calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
-    calls_self: 'number', calls_self_v1: 'number', calls_self_v2: 'number',
+    calls_self: 'number', calls_self_v1: 'number', calls_self_v2: 'number', calls_ambiguous: 'number', tcp_overlap_conflicts: 'number', tcp_urgent: 'number',
     pcap: obj<NonNullable<StatsRecord['pcap']>>({ received: 'number', dropped: 'number', if_dropped: 'number' }),
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
@@ -70,7 +72,8 @@ export const SCHEMAS: Record<string, Spec> = {
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
-  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2']),
+  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2', 'calls_ambiguous',
+    'tcp_overlap_conflicts', 'tcp_urgent']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -53,7 +53,7 @@ export class Tracer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Date.now();
   private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
-  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0 };
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0, ambiguous: 0 };
 
   constructor(private readonly o: TracerOptions) {
     this.redactor = new Redactor(undefined, o.scrubWords ?? []);
@@ -65,9 +65,20 @@ export class Tracer {
         if (cls.imdsVersion === 'v1') this.counts.v1++;
         else if (cls.imdsVersion === 'v2') this.counts.v2++;
         else this.counts.other++;
+        if (head.ambiguity) this.counts.ambiguous++;
         const write = this.wanted(cls.imdsVersion);
         if (!write) this.countIfSelf(conn, cls.imdsVersion);
-        if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(ts), write);
+        // AWS requests not written are still tracked: token requests (to explain a later IMDSv1 call),
+        // and any of them may yet turn out ambiguous (onAmbiguity) and so IMDSv1.
+        if (write || cls.provider === 'aws') this.calls.add(conn, head, seq, cls, new Date(ts), write);
+      },
+      onAmbiguity: (conn, seq, why) => {
+        const change = this.calls.amend(conn, seq, why, (v) => this.wanted(v));
+        if (!change) return;
+        if (change.first) this.counts.ambiguous++;
+        const key = (v: 'v1' | 'v2' | null): 'v1' | 'v2' | 'other' => v ?? 'other';
+        this.counts[key(change.before.imdsVersion)]--;
+        this.counts[key(change.after.imdsVersion)]++;
       },
       onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
       onClose: (conn) => {
@@ -254,6 +265,7 @@ export class Tracer {
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
       calls_self: this.counts.self,
       calls_self_v1: this.selfCalls.v1, calls_self_v2: this.selfCalls.v2,
+      calls_ambiguous: this.counts.ambiguous, tcp_overlap_conflicts: f.overlapConflicts, tcp_urgent: f.urgent,
     };
     if (this.pcapStats) st.pcap = {
       received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,
