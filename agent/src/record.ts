@@ -172,6 +172,8 @@ export interface StatsRecord {
   calls_unseen?: { capture_gap: number; capture_dropped: number; not_captured: number };
   /** Of calls_unseen, those beyond the record budget: counted only, no record. */
   calls_unseen_unrecorded?: number;
+  /** Of calls_unseen.not_captured, those from network namespaces judged unreachable from the capture: counted only. */
+  calls_unseen_filtered?: number;
   // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
   cpu_percent?: number;

@@ -72,13 +72,13 @@ export const SCHEMAS: Record<string, Spec> = {
     }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed']),
     capture_gaps: 'number', capture_gap_ms: 'number',
     calls_unseen: obj<NonNullable<StatsRecord['calls_unseen']>>({ capture_gap: 'number', capture_dropped: 'number', not_captured: 'number' }),
-    calls_unseen_unrecorded: 'number',
+    calls_unseen_unrecorded: 'number', calls_unseen_filtered: 'number',
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
   }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2', 'calls_ambiguous',
-    'tcp_overlap_conflicts', 'tcp_urgent', 'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded']),
+    'tcp_overlap_conflicts', 'tcp_urgent', 'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded', 'calls_unseen_filtered']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -114,6 +114,7 @@ export class Tracer {
         family: e.family === 6 ? 'ipv6' : 'ipv4',
       }),
       redact: (s) => this.redactor.text(s), selfPid: process.pid, onSelf: () => { this.counts.self++; },
+      unreachable: (e) => this.ebpf?.unreachable(e.netnsIno) ?? false,
       emit: (rec) => this.emit(rec),
     });
   }
@@ -305,6 +306,7 @@ export class Tracer {
       Object.assign(st.kernel, { loader_gaps: g.gaps, loader_gap_ms: g.gapMs, loader_gap_unattributed: this.counts.loaderGapUnattributed });
       st.calls_unseen = { ...this.unseen.counts };
       st.calls_unseen_unrecorded = this.unseen.unrecorded;
+      st.calls_unseen_filtered = this.unseen.filtered;
     }
     Object.assign(st, this.o.statsExtra?.());
     return st;

@@ -53,6 +53,11 @@ export interface UnseenOptions {
   reasonDuring(atMs: number): WireReason | null;
   connection(e: ConnectEvent): ConnectionInfo;
   redact(s: string): string;
+  /**
+   * The event's network namespace was judged unreachable from the capture after the event passed the
+   * kernel filter (netns-reach.ts): it is counted like the ones filtered in the kernel, not recorded.
+   */
+  unreachable(e: ConnectEvent): boolean;
   /** The agent's own pid: its own calls are counted (onSelf), never recorded. */
   selfPid: number;
   onSelf(): void;
@@ -62,6 +67,8 @@ export interface UnseenOptions {
 export class UnseenCalls {
   readonly counts: Record<WireReason, number> = { capture_gap: 0, capture_dropped: 0, not_captured: 0 };
   unrecorded = 0;
+  /** Of counts.not_captured, those from namespaces judged unreachable from the capture: no record. */
+  filtered = 0;
   private readonly budget: Budget;
   private readonly inFlight = new Set<Promise<void>>();
 
@@ -71,6 +78,11 @@ export class UnseenCalls {
 
   handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
     if (e.newState !== TCP_ESTABLISHED) return; // never connected: no request was sent
+    if (kind === 'no_wire' && this.o.unreachable(e)) {
+      this.counts.not_captured++;
+      this.filtered++;
+      return;
+    }
     // The wire showed the connection but no request on it: lost only if capture was losing then.
     const reason = kind === 'no_request' ? this.o.reasonDuring(atMs) : this.o.reasonAt(atMs);
     if (reason === null) return;

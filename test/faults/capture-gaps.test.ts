@@ -97,11 +97,11 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
   });
 
   const finalStats = (t: TracerProcess): TracedRecord => t.records.filter((r) => r.event === 'stats').at(-1) as TracedRecord;
-  /** Every connection counted as unseen by the wire is a record with wire_reason, or counted as unrecorded. */
+  /** Every connection counted as unseen by the wire is a record with wire_reason, or counted as unrecorded or filtered. */
   const accountedFor = (t: TracerProcess): void => {
     const s = finalStats(t);
     const counted = s.calls_unseen.capture_gap + s.calls_unseen.capture_dropped + s.calls_unseen.not_captured;
-    expect(counted).toBe(t.records.filter((r) => isCall(r) && r.wire_reason).length + s.calls_unseen_unrecorded);
+    expect(counted).toBe(t.records.filter((r) => isCall(r) && r.wire_reason).length + s.calls_unseen_unrecorded + s.calls_unseen_filtered);
   };
 
   const helperPid = (t: TracerProcess): number =>

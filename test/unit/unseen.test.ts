@@ -143,7 +143,7 @@ function calls(reason: 'capture_gap' | 'not_captured' = 'capture_gap', burst = 2
   const u = new UnseenCalls({
     burst, perMinute: 60, reasonAt: () => reason, reasonDuring: () => (reason === 'not_captured' ? null : reason), redact: (s) => s.replace('secret', '[REDACTED]'),
     connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
-    selfPid: 4242, onSelf: () => { self++; }, emit: (r) => out.push(r),
+    unreachable: (e) => e.netnsIno === 99, selfPid: 4242, onSelf: () => { self++; }, emit: (r) => out.push(r),
   });
   return { u, out, self: () => self };
 }
@@ -174,6 +174,14 @@ describe('UnseenCalls', () => {
     expect(u.unrecorded).toBe(3);
   });
 
+  it('a connection from a namespace judged unreachable from the capture is counted as not captured and filtered, not recorded', async () => {
+    const { u, out } = calls('capture_gap');
+    u.handle(connect({ netnsIno: 99 }), 1000, 'no_wire', proc());
+    await u.flush();
+    expect(out).toEqual([]);
+    expect([u.counts.not_captured, u.counts.capture_gap, u.filtered]).toEqual([1, 0, 1]);
+  });
+
   it('a connection that never got established is no call; the agent\'s own is counted as its own', async () => {
     const { u, out, self } = calls();
     u.handle(connect({ newState: 7, newStateName: 'CLOSE' }), 1000, 'no_wire', proc());
@@ -201,7 +209,7 @@ describe('UnseenCalls', () => {
     const u = new UnseenCalls({
       burst: 10, perMinute: 60, reasonAt: () => 'capture_gap', reasonDuring: () => 'capture_gap', redact: (s) => redactor.text(s),
       connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
-      selfPid: 1, onSelf: () => undefined, emit: (r) => out.push(r),
+      unreachable: () => false, selfPid: 1, onSelf: () => undefined, emit: (r) => out.push(r),
     });
     const token = 'AQAEAOfS1x2bq0c7dHhBsXeTfa3cr0TZyq2wvF_gX5JoQ2pLm9N==';
     u.handle(connect(), 1000, 'no_wire', Promise.resolve({ attribution: 'ebpf', pid: 700, comm: 'python3', argv: ['python3', 'get.py', token],

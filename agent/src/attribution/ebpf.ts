@@ -268,6 +268,11 @@ export class EbpfAttributor implements Attributor {
     this.table.sweep(Date.now(), true);
   }
 
+  /** The namespace was judged unreachable from the capture (its later events are filtered in the kernel). */
+  unreachable(netnsIno: number): boolean {
+    return this.reach?.verdicts.get(netnsIno) === 'drop';
+  }
+
   /** Kernel events that a wire connection with another 4-tuple (after NAT) stood for. */
   get paired(): number {
     return this.table.paired;
