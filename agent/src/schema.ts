@@ -30,7 +30,8 @@ const processSpec = obj<ProcessInfo>({
   'systemd_unit', 'reason']);
 const connection = obj<ConnectionInfo>({
   src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
-});
+  nat: obj<NonNullable<ConnectionInfo['nat']>>({ src: 'string', sport: 'number', interface: 'string' }),
+}, ['nat']);
 
 export const SCHEMAS: Record<string, Spec> = {
   imds_call: obj<CallRecord>({
@@ -40,7 +41,8 @@ export const SCHEMAS: Record<string, Spec> = {
       method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
     }, ['token_ttl_seconds', 'headers_truncated']),
-    response: obj<CallRecord['response']>({ status: nullable('number') }),
+    response: obj<CallRecord['response']>({ status: nullable('number'), ttl: nullable('number'), dropped: { enum: ['hop_limit'] } },
+      ['ttl', 'dropped']),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
   }, ['v1_reason']),

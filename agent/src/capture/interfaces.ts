@@ -43,3 +43,8 @@ export function interfaceFor(clientAddr: string, table: InterfaceTable): string 
   }
   return bySubnet;
 }
+
+/** Whether addr is an address of one of the host's interfaces (not merely in one of their subnets). */
+export function isHostAddress(addr: string, table: InterfaceTable): boolean {
+  return Object.values(table).some((nets) => (nets ?? []).some((net) => net.address.split('%')[0] === addr));
+}
