@@ -13,7 +13,7 @@ import { answerDropped } from '../../agent/src/hop-limit.js';
 import { PendingCalls } from '../../agent/src/calls.js';
 import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
-import { isHostAddress } from '../../agent/src/capture/interfaces.js';
+import { interfaceFor, isHostAddress } from '../../agent/src/capture/interfaces.js';
 import type { CallRecord, ConnectionInfo, ProcessInfo } from '../../agent/src/record.js';
 import { validate } from '../../agent/src/schema.js';
 import { Conversation, IMDS4, frame, req, res } from './frames.js';
@@ -187,6 +187,16 @@ describe('hop limit: an answer with TTL 1 reaches the host but not a forwarded c
     expect(isHostAddress(NIC, table as never)).toBe(true);
     expect(isHostAddress('172.17.0.1', table as never)).toBe(true);
     expect(isHostAddress(CONTAINER, table as never)).toBe(false);
+  });
+
+  it('connection.interface is the host interface holding src: the most specific subnet (a bridge inside the NIC\'s)', () => {
+    const net = (address: string, bits: number) => ({ address, netmask: '', family: 'IPv4', mac: '', internal: false, cidr: `${address}/${bits}` });
+    const table = { 'vi-x': [net('169.254.10.2', 16)], br0: [net('169.254.20.1', 24)] };
+    expect(interfaceFor('169.254.20.2', table as never)).toBe('br0');
+    expect(interfaceFor('169.254.10.2', table as never)).toBe('vi-x');
+    expect(interfaceFor('169.254.30.4', table as never)).toBe('vi-x');
+    const reversed = { br0: table.br0, 'vi-x': table['vi-x'] };
+    expect(interfaceFor('169.254.20.2', reversed as never)).toBe('br0');
   });
 
   const head = (method: string, target: string, headers: Record<string, string> = {}) =>

@@ -31,14 +31,16 @@ function inSubnet(addr: string, net: NetworkInterfaceInfo): boolean {
 
 /**
  * The interface that owns the client address exactly, else the one whose subnet holds it (a
- * container behind a bridge), else null.
+ * container behind a bridge; the most specific subnet when several do), else null.
  */
 export function interfaceFor(clientAddr: string, table: InterfaceTable): string | null {
   let bySubnet: string | null = null;
+  let bestBits = -1;
   for (const [name, nets] of Object.entries(table)) {
     for (const net of nets ?? []) {
       if (net.address === clientAddr) return name;
-      if (bySubnet === null && inSubnet(clientAddr, net)) bySubnet = name;
+      const bits = Number(net.cidr?.split('/')[1] ?? -1);
+      if (bits > bestBits && inSubnet(clientAddr, net)) { bySubnet = name; bestBits = bits; }
     }
   }
   return bySubnet;
