@@ -27,6 +27,10 @@ export interface ProcessInfo {
   cgroup?: string | null;
   container?: ContainerInfo | null;
   systemd_unit?: string | null;
+  /** The executable path was cut at the kernel walk's bound: `exe` holds its tail (`.../bin/x`). */
+  exe_truncated?: boolean;
+  /** A login session's unit (`session-N.scope`) as one caller: `user-UID.slice/session-*.scope`. */
+  systemd_unit_group?: string;
   /** Why attribution is "none", in a few words. */
   reason?: string;
 }

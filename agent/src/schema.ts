@@ -26,8 +26,9 @@ const processSpec = obj<ProcessInfo>({
   argv: { array: 'string' }, argv_truncated: 'boolean', uid: 'number', user: nullable('string'), ppid: 'number',
   ancestors: { array: ancestor }, cgroup: nullable('string'), container: nullable(container),
   systemd_unit: nullable('string'), reason: 'string',
+  exe_truncated: 'boolean', systemd_unit_group: 'string',
 }, ['pid', 'comm', 'exe', 'argv', 'argv_truncated', 'uid', 'user', 'ppid', 'ancestors', 'cgroup', 'container',
-  'systemd_unit', 'reason']);
+  'systemd_unit', 'reason', 'exe_truncated', 'systemd_unit_group']);
 const connection = obj<ConnectionInfo>({
   src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
   nat: obj<NonNullable<ConnectionInfo['nat']>>({ src: 'string', sport: 'number', interface: 'string' }),

@@ -1,13 +1,13 @@
 /**
  * A kernel connect event turned into the record's process description: what the kernel saw at
- * connect time (pid, uid, argv, parents' names, cgroup id) completed from /proc while the process
- * may still be there (exe, parents' argv), and from the cgroup id when it is not.
+ * connect time (pid, uid, argv, executable path, parents' names, cgroup id) completed from /proc while
+ * the process may still be there (parents' argv), and from the cgroup id when it is not.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import type { ConnectEvent } from '../ebpf/events.js';
 import type { Ancestor, ProcessInfo } from '../record.js';
 import type { CgroupPaths } from './cgroup-paths.js';
-import { containerFromCgroup, parseCgroup, parseCmdline, unitFromCgroup } from './proc-parse.js';
+import { containerFromCgroup, parseCgroup, parseCmdline, sessionGroup, unitFromCgroup } from './proc-parse.js';
 import { readAncestors, type UserNames } from './proc-process.js';
 
 // Small /proc files are read synchronously: one open/read/close each, no thread-pool round trip
@@ -50,10 +50,23 @@ export class AncestorCache {
   }
 }
 
+/**
+ * The executable: the path the kernel walked at connect time when it is whole (right even if the
+ * caller exited or exec-ed since, and the same text for every run of a program); else /proc's link
+ * while the caller lives; else the tail the kernel walked, marked truncated; else null.
+ */
+export function exeOf(e: ConnectEvent, readLink: (path: string) => string | null = tryLink):
+  { exe: string | null; exeTruncated: boolean } {
+  if (e.exe !== null && !e.exeTruncated) return { exe: e.exe, exeTruncated: false };
+  const live = readLink(`/proc/${e.tgid}/exe`);
+  if (live !== null) return { exe: live, exeTruncated: false };
+  return { exe: e.exe, exeTruncated: e.exe !== null };
+}
+
 export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
   cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache()): Promise<ProcessInfo> {
   const pid = e.tgid;
-  const exe = tryLink(`/proc/${pid}/exe`);
+  const { exe, exeTruncated } = exeOf(e);
   const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
   const now = Date.now();
   const ancestors: Ancestor[] = e.ancestors.slice(0, depth).map((a) => ({
@@ -73,12 +86,14 @@ export async function processFromEvent(e: ConnectEvent, depth: number, users: Us
     if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
     else cgroups.remember(e.cgroupId, cgroup);
   }
+  const unit = cgroup ? unitFromCgroup(cgroup) : null;
   const info: ProcessInfo = {
     attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv ?? e.argv, uid: e.uid,
     user: await users.name(e.uid), ppid: e.ppid, ancestors, cgroup,
     container: cgroup ? containerFromCgroup(cgroup) : null,
-    systemd_unit: cgroup ? unitFromCgroup(cgroup) : null,
+    systemd_unit: unit, ...sessionGroup(unit, cgroup),
   };
   if (e.argvTruncated && !liveArgv) info.argv_truncated = true;
+  if (exeTruncated) info.exe_truncated = true;
   return info;
 }

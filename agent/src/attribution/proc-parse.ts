@@ -134,6 +134,22 @@ export function containerFromCgroup(path: string): ContainerInfo | null {
   return null;
 }
 
+/**
+ * The unit as a caller: a login session (`session-N.scope` under `user-UID.slice`, a new unit for
+ * every SSH login or cron run) is `user-UID.slice/session-*.scope`; any other unit is itself.
+ */
+export function unitGroup(unit: string | null, cgroupPath: string | null): string | null {
+  if (!unit || !/^session-[^/]+\.scope$/.test(unit)) return unit;
+  const m = /(?:^|\/)(user-\d+\.slice)\/session-[^/]+\.scope(?:\/|$)/.exec(cgroupPath ?? '');
+  return m ? `${m[1]}/session-*.scope` : unit;
+}
+
+/** `{ systemd_unit_group }` for a record when the group differs from the unit, else nothing. */
+export function sessionGroup(unit: string | null, cgroupPath: string | null): { systemd_unit_group?: string } {
+  const g = unitGroup(unit, cgroupPath);
+  return g !== null && g !== unit ? { systemd_unit_group: g } : {};
+}
+
 export function unitFromCgroup(path: string): string | null {
   if (containerFromCgroup(path)) return null;
   const parts = path.split('/').filter(Boolean);

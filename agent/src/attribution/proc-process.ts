@@ -1,7 +1,7 @@
 /** Reading one process's identity from /proc: argv, exe, user, cgroup, and its ancestors. */
 import { readFile, readlink } from 'node:fs/promises';
 import type { Ancestor, ProcessInfo } from '../record.js';
-import { parseCgroup, parseCmdline, parsePasswd, parseStatus } from './proc-parse.js';
+import { parseCgroup, parseCmdline, parsePasswd, parseStatus, sessionGroup } from './proc-parse.js';
 
 export class UserNames {
   private names = new Map<number, string>();
@@ -57,6 +57,7 @@ export async function readProcess(pid: number, ancestorDepth: number, users: Use
     user: await users.name(st.uid), ppid: st.ppid,
     ancestors: await readAncestors(st.ppid, ancestorDepth, procRoot),
     cgroup: cg.path, container: cg.container, systemd_unit: cg.systemdUnit,
+    ...sessionGroup(cg.systemdUnit, cg.path),
   };
 }
 
