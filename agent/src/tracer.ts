@@ -185,9 +185,9 @@ export class Tracer {
   }
 
   /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
-  private lookup(conn: Conn): Promise<ProcessInfo> {
+  private lookup(conn: Conn, again = false): Promise<ProcessInfo> {
     if (!this.ebpf || this.attributor !== this.ebpf) return this.attributor!.lookup(this.tuple(conn), conn.openedAt);
-    return this.ebpf.lookupJoined(this.tuple(conn), conn.openedAt).then((r) => {
+    return this.ebpf.lookupJoined(this.tuple(conn), conn.openedAt, !again).then((r) => {
       if (r.sent) conn.sentAs = r.sent;
       return r.process;
     });
@@ -199,7 +199,7 @@ export class Tracer {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first : null;
     if (info && (info.attribution !== 'none' || conn.closed)) return info;
-    const again = this.lookup(conn);
+    const again = this.lookup(conn, true);
     this.connAttr.set(conn.id, again);
     return again;
   }
@@ -220,7 +220,7 @@ export class Tracer {
     const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
     if (out) {
       const natSrc = unmapV4(out.client);
-      info.nat = { src: natSrc, sport: out.cport, interface: out.iface ?? this.interfaceOf(natSrc, null) };
+      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
     }
     return info;
   }

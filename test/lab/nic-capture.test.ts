@@ -6,11 +6,15 @@
  * pid, argv, container id, the connection as the caller sent it (before NAT) and the address it left
  * with, the token PUT that never reached its container, and the v1_reason of the IMDSv1 fallback.
  */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addContainer, createLab, labSupported, IMDS_V4, INSTANCE_V4, type ContainerInfo, type ImdsHandle, type Lab,
 } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { CONNECT_EVENT_FIELDS } from '../../agent/src/ebpf/events.js';
 import { validate } from '../../agent/src/schema.js';
 import { makeDockerScopes, runInScope, type DockerScope, type DockerScopes } from '../helpers/containers.js';
@@ -46,6 +50,17 @@ except OSError:
     c.request("GET", sys.argv[2])
     c.getresponse().read()
     print("fell back to v1")`;
+
+/**
+ * The tracer in the lab's instance network namespace but the host's mount namespace, as on a real
+ * host: `ip netns exec` would remount /sys, hiding the cgroup tree the agent names an exited caller's
+ * container from.
+ */
+function startTracer(lab: Lab, args: string[]): Promise<TracerProcess> {
+  const proc = spawn('nsenter', [`--net=/var/run/netns/${lab.instanceNs}`, process.execPath, join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  return attachTracer(proc).catch((e) => { proc.kill('SIGKILL'); throw e; });
+}
 
 /** What must be the same whichever interface the tracer captured on. */
 function essence(r: Rec): Rec {
@@ -189,6 +204,42 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
     const [v1] = calls(nic, (x) => x.request.path.endsWith('w=c0-fallback'));
     expect(v1).toMatchObject({ imds_version: 'v1', v1_reason: 'token_put_unanswered' });
     expect(calls(nic, (x) => x.process.attribution === 'none' && /[?&]w=/.test(x.request.path) && !x.request.path.endsWith('w=unjoinable'))).toEqual([]);
+  });
+
+  it('a container connection older than the agent: -i NIC says why it cannot name the caller (no SYN, no kernel event), -i any finds it through /proc', async () => {
+    const script = `
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], 80, timeout=5)
+for line in sys.stdin:
+    c.request("GET", sys.argv[2] + line.strip())
+    c.getresponse().read()
+    print("ok", flush=True)`;
+    const child = lab.spawn(containers[1].ns, 'sh', ['-c', 'read go && exec "$@"', 'sh', 'python3', '-c', script, IMDS_V4, '/latest/meta-data/ami-id?w=old-'],
+      { stdio: ['pipe', 'pipe', 'inherit'] });
+    writeFileSync(join(scopes[1].dir, 'cgroup.procs'), String(child.pid));
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    const late: TracerProcess[] = [];
+    try {
+      child.stdin!.write('go\n1\n');
+      expect((await lines.next()).value).toBe('ok');
+      // Agents started now never saw this connection's SYN, nor its connect in the kernel.
+      late.push(await startTracer(lab, ['-i', lab.instanceIf, ...common]), await startTracer(lab, ['-i', 'any', ...common]));
+      child.stdin!.write('2\n');
+      expect((await lines.next()).value).toBe('ok');
+      const isOld = (x: Rec): boolean => x.event === 'imds_call' && x.request.path.endsWith('w=old-2');
+      const [viaNic] = await late[0].count(isOld, 1, 10_000, 'the old connection (-i NIC)');
+      expect(viaNic.process.attribution).toBe('none');
+      // (Other labs on this machine may be making connections to 169.254.169.254 too: the eBPF program sees them all.)
+      expect(viaNic.process.reason).toMatch(/^(no kernel connect event for this connection \(its SYN was not captured: it began before the agent started capturing\)|\d+ kernel connect events? to 169\.254\.169\.254:80 near this time not joined: none has this connection's 4-tuple, and its SYN was not captured, .*); socket not found/);
+      expect(viaNic.process.reason).not.toMatch(/older than the agent, or the loader was down/);
+      const [viaAny] = await late[1].count(isOld, 1, 10_000, 'the old connection (-i any)');
+      expect(viaAny.process).toMatchObject({ attribution: 'proc', pid: child.pid, container: { runtime: 'docker', id: scopes[1].id } });
+      expect(viaAny.connection.src).toBe(containers[1].address);
+    } finally {
+      child.stdin!.end();
+      await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)));
+      for (const t of late) await t.stop();
+    }
   });
 
   it.skipIf(KERNEL_ISN)('without an ISN in kernel events, -i NIC says a kernel event exists but could not be joined (skipped once the eBPF program reports the ISN)', async () => {

@@ -140,11 +140,15 @@ export class EbpfAttributor implements Attributor {
     return (await this.lookupJoined(t, atMs)).process;
   }
 
-  /** As lookup, also giving the caller's own 4-tuple when the event joined by ISN (NAT). */
-  async lookupJoined(t: Tuple, atMs = Date.now()): Promise<EbpfLookup> {
+  /**
+   * As lookup, also giving the caller's own 4-tuple when the event joined by ISN (NAT). A new
+   * connection waits up to joinWaitMs for its event; a second look (`wait` false) does not, nor does a
+   * connection whose SYN the wire never saw (it began before the agent: its event came before, or never).
+   */
+  async lookupJoined(t: Tuple, atMs = Date.now(), wait = true): Promise<EbpfLookup> {
     let j = this.table.join(t, atMs);
-    if (!j && this.source) {
-      await this.waitForEvent(t);
+    if (!j && this.source && wait && typeof t.isn === 'number') {
+      await this.waitForEvent(t, this.o.joinWaitMs);
       j = this.table.join(t, atMs);
     }
     if (!j) {
@@ -164,7 +168,7 @@ export class EbpfAttributor implements Attributor {
     return { process, sent };
   }
 
-  private waitForEvent(t: Tuple): Promise<void> {
+  private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
     const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
     if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
     return new Promise((resolve) => {
@@ -177,7 +181,7 @@ export class EbpfAttributor implements Attributor {
         }
         resolve();
       };
-      const timer = setTimeout(done, this.o.joinWaitMs);
+      const timer = setTimeout(done, waitMs);
       for (const k of keys) {
         const list = this.waiters.get(k);
         if (list) list.push(done); else this.waiters.set(k, [done]);
