@@ -35,6 +35,13 @@ export const DEFAULTS = {
   joinWaitMs: 2000,
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
+  /** Kernel budget per source (network namespace + cgroup): events per second, and burst. */
+  ebpfBudgetRate: 100,
+  ebpfBudgetBurst: 500,
+  /** How often network namespaces are judged reachable (kept) or not (filtered in the kernel). */
+  netnsRefreshMs: 10_000,
+  /** Network namespaces with a verdict at most (the kernel map's size). */
+  maxNetns: 1024,
   statsIntervalMs: 60_000,
   // --- logs, report, resources, CloudWatch (issue 4) ---
   /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */

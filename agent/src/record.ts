@@ -133,6 +133,14 @@ export interface StatsRecord {
     proc_fallbacks: number;
     loader_restarts: number;
     events_evicted: number;
+    /** Target connections from network namespaces the capture cannot see, dropped in the kernel. */
+    events_filtered: number;
+    /** Target connections over their source's budget in the kernel (not traced). */
+    events_over_budget: number;
+    /** Network namespaces judged unreachable from the capture (filtered) right now. */
+    netns_filtered: number;
+    /** The sources (network namespace + cgroup) with the most budget drops, most first. */
+    sources_over_budget: Array<{ netns_ino: number; cgroup_id: string; cgroup: string | null; dropped: number }>;
   };
   // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */

@@ -63,6 +63,8 @@ export const SCHEMAS: Record<string, Spec> = {
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
       loader_restarts: 'number', events_evicted: 'number',
+      events_filtered: 'number', events_over_budget: 'number', netns_filtered: 'number',
+      sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number' } } },
     }),
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({

@@ -123,6 +123,7 @@ export class Tracer {
           maxEvents: DEFAULTS.maxPendingJoins, fallback: proc,
           targets: { ipv4: [...DEFAULTS.imdsIPv4], ipv6: [...DEFAULTS.imdsIPv6], ports: [DEFAULTS.imdsPort] },
           loaderPath: process.env.IMDS_TRACER_EBPF_LOADER || undefined,
+          netnsFilter: process.env.IMDS_TRACER_EBPF_ALL_NETNS !== '1',
           onError: (m) => this.o.writer.error('ebpf', m),
           onInfo: (m) => this.o.writer.notice('ebpf', m),
         });
@@ -266,7 +267,9 @@ export class Tracer {
     if (this.ebpf) {
       const c = this.ebpf.counters;
       st.kernel = { loaded: this.ebpf.loaded, events: c.events, events_lost: c.lost, joined: c.joined,
-        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted };
+        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted,
+        events_filtered: c.filtered, events_over_budget: c.overBudget, netns_filtered: this.ebpf.netnsFiltered,
+        sources_over_budget: this.ebpf.sourcesOverBudget };
     }
     Object.assign(st, this.o.statsExtra?.());
     return st;

@@ -10,7 +10,7 @@
  * and removes it afterwards. Needs root (skipped otherwise).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -216,6 +216,8 @@ describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: 
     expect(e.sport).toBeGreaterThan(0);
     expect(e.sport).toBe(Number(r.stdout));
     expect(e.newStateName).toBe('ESTABLISHED');
+    expect(e.exe).toBe(realpathSync(execFileSync('sh', ['-c', 'command -v curl'], { encoding: 'utf8' }).trim()));
+    expect(e.exeTruncated).toBe(false);
     expect(BigInt(e.tsEmitNs) >= BigInt(e.tsSynNs)).toBe(true);
     expect(BigInt(e.cgroupId) > 0n).toBe(true);
     const wall = source!.monoToEpochMs(e.tsSynNs);
@@ -263,6 +265,77 @@ describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: 
     expect(e.tgid).toBe(r.pid);
     expect(e.argv[0]).toBe(process.execPath);
     expect(e.daddr).toBe('169.254.169.254');
+  });
+
+  it('executable path: walked across mounts (a copy of curl on tmpfs), and a path past the bound is marked', async () => {
+    const curl = realpathSync(execFileSync('sh', ['-c', 'command -v curl'], { encoding: 'utf8' }).trim());
+    const shm = mkdtempSync('/dev/shm/imdst-exe-');
+    try {
+      // /dev/shm is its own mount (tmpfs) on /dev (devtmpfs) on /: two mount crossings.
+      const copy = join(shm, 'curl-copy');
+      copyFileSync(curl, copy);
+      chmodSync(copy, 0o755);
+      const marker = `mx-${randomBytes(4).toString('hex')}`;
+      expect((await inNear(copy, '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker}`)).code).toBe(0);
+      const e = await waitFor('event from the tmpfs copy', () => byMarker(marker));
+      expect(e.exe).toBe(copy);
+      expect(e.exeTruncated).toBe(false);
+
+      // 45 directories deep: more steps than the walk takes (40). Only the tail is known, and marked.
+      const deep = join(shm, ...Array.from({ length: 45 }, (_, i) => `d${i}`));
+      mkdirSync(deep, { recursive: true });
+      copyFileSync(curl, join(deep, 'curl-deep'));
+      chmodSync(join(deep, 'curl-deep'), 0o755);
+      const marker2 = `md-${randomBytes(4).toString('hex')}`;
+      expect((await inNear(join(deep, 'curl-deep'), '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker2}`)).code).toBe(0);
+      const d = await waitFor('event from the deep copy', () => byMarker(marker2));
+      expect(d.exeTruncated).toBe(true);
+      expect(d.exe).toMatch(/^\.\.\.\/(d\d+\/)+curl-deep$/);
+      expect(join(deep, 'curl-deep').endsWith(d.exe!.slice(3))).toBe(true);
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('isn is the sequence number of the SYN on the wire (established and refused)', async () => {
+    // A raw-socket sniffer on the far side prints "sport dport seq" for every SYN it sees.
+    const sniffer = spawn('ip', ['netns', 'exec', FAR, 'python3', '-c', `
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+print("ready", flush=True)
+while True:
+    f = s.recv(65535)
+    if struct.unpack("!H", f[12:14])[0] != 0x0800:
+        continue
+    ip = f[14:]
+    if ip[9] != 6:
+        continue
+    tcp = ip[(ip[0] & 15) * 4:]
+    sport, dport, seq = struct.unpack("!HHI", tcp[:8])
+    if tcp[13] & 0x12 == 0x02:
+        print(sport, dport, seq, flush=True)
+`, VETH_FAR], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    sniffer.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    try {
+      await waitFor('sniffer', () => (out.includes('ready') ? true : undefined));
+      const syns = (): Map<number, number> => new Map(out.split('\n').slice(1).filter((l) => /^\d+ \d+ \d+$/.test(l))
+        .map((l) => l.split(' ').map(Number)).map(([sp, , seq]) => [sp, seq]));
+      const ok = `mi-${randomBytes(4).toString('hex')}`;
+      const refused = `mj-${randomBytes(4).toString('hex')}`;
+      expect((await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${ok}`)).code).toBe(0);
+      expect((await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${refused}`)).code).not.toBe(0);
+      const a = await waitFor('established event', () => byMarker(ok));
+      const b = await waitFor('refused event', () => byMarker(refused));
+      expect(a.newStateName).toBe('ESTABLISHED');
+      expect(b.newStateName).toBe('CLOSE');
+      const seen = await waitFor('both SYNs on the wire', () => (syns().has(a.sport) && syns().has(b.sport) ? syns() : undefined));
+      expect(a.isn).toBe(seen.get(a.sport));
+      expect(b.isn).toBe(seen.get(b.sport));
+    } finally {
+      sniffer.kill('SIGKILL');
+    }
   });
 
   it('refused connection: one event, state CLOSE, source port set', async () => {
