@@ -17,6 +17,7 @@ import { interfaceFor, isHostAddress } from '../../agent/src/capture/interfaces.
 import type { CallRecord, ConnectionInfo, ProcessInfo } from '../../agent/src/record.js';
 import { validate } from '../../agent/src/schema.js';
 import { Conversation, IMDS4, frame, req, res } from './frames.js';
+import { AF_INET, CONNECT_EVENT_FIELDS as F, CONNECT_EVENT_SIZE, REC_CONNECT, decodeConnectEvent } from '../../agent/src/ebpf/events.js';
 
 const CONTAINER = '172.17.0.2';
 const NIC = '10.0.0.5';
@@ -51,6 +52,25 @@ describe('JoinTable: NATed connections join by destination and ISN', () => {
     expect(t.find({ ...natWire, server: 'fd00:ec2::254' }, 1100)).toBeNull(); // another destination
     expect(t.find(natWire, 1000 + 10_001)).toBeNull(); // outside the window
     expect(t.find({ ...natWire, isn: null }, 1100)).toBeNull(); // no SYN seen: nothing to join by
+  });
+
+  it('a decoded kernel record (ConnectEvent.isn) joins its NATed wire connection', () => {
+    const b = Buffer.alloc(CONNECT_EVENT_SIZE);
+    b.writeUInt32LE(REC_CONNECT, F.type[0]);
+    b.writeUInt32LE(CONNECT_EVENT_SIZE, F.size[0]);
+    b.writeUInt32LE(4242, F.tgid[0]);
+    b.writeUInt32LE(9, F.netns_ino[0]);
+    b.writeUInt16LE(AF_INET, F.family[0]);
+    b.writeUInt16LE(40200, F.sport[0]);
+    b.writeUInt16LE(80, F.dport[0]);
+    Buffer.from([172, 17, 0, 2]).copy(b, F.saddr[0]);
+    Buffer.from([169, 254, 169, 254]).copy(b, F.daddr[0]);
+    b.writeUInt32LE(0xabcdef01, F.isn[0]);
+    const e = decodeConnectEvent(b);
+    expect(e).toMatchObject({ saddr: CONTAINER, sport: 40200, daddr: IMDS4, dport: 80, isn: 0xabcdef01 });
+    const t = new JoinTable(10_000, 100, 1);
+    t.add(e, 1000);
+    expect(t.join(natWire, 1000)).toMatchObject({ event: { tgid: 4242 }, by: 'isn' });
   });
 
   it('prefers the 4-tuple; an event without an ISN never joins by ISN', () => {

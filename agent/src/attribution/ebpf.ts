@@ -17,7 +17,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
-import { JoinTable, isnKey, joinKey, noEventReason, type JoinableEvent } from './join.js';
+import { JoinTable, isnKey, joinKey, noEventReason } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
 
@@ -181,9 +181,7 @@ export class EbpfAttributor implements Attributor {
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
     this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
-    const isn = (e as JoinableEvent).isn;
-    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport)];
-    if (typeof isn === 'number') keys.push(isnKey(e.daddr, e.dport, isn));
+    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
     for (const k of keys) {
       const w = this.waiters.get(k);
       if (w) for (const f of [...w]) f();
