@@ -277,7 +277,7 @@ async function deleteNamespace(ns: string): Promise<void> {
 }
 
 function ownerPid(ns: string): number | undefined {
-  const m = /^imdst-(?:[im]|c\d*|probe)-([0-9a-z]+)-[0-9a-f]{4}$/.exec(ns);
+  const m = /^imdst-(?:[imx]|c\d*|probe)-([0-9a-z]+)-[0-9a-f]{4}$/.exec(ns);
   return m ? parseInt(m[1], 36) : undefined;
 }
 
