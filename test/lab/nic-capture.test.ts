@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  addContainer, createLab, labSupported, IMDS_V4, INSTANCE_V4, type ContainerInfo, type ImdsHandle, type Lab,
+  addContainer, createLab, labSupported, IMDS_V4, IMDS_V6, INSTANCE_V4, INSTANCE_V6, type ContainerInfo, type ImdsHandle, type Lab,
 } from '../../agent/src/lab/netns.js';
 import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { CONNECT_EVENT_FIELDS } from '../../agent/src/ebpf/events.js';
@@ -103,6 +103,7 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
   type Where = 'host' | 0 | 1;
   const runs = new Map<string, { run: ClientRun; where: Where }>();
   let hostTok: ClientRun;
+  let hostTok6: ClientRun;
   let fallback: ClientRun;
   const puts = (t: TracerProcess, pid: number) => calls(t, (x) => x.request.token_request && x.process.pid === pid);
 
@@ -132,20 +133,23 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
     // Token PUTs answered with TTL 1: the host gets its token, the container never does and falls back.
     hostTok = await run('host', 'python3', ['-c', TOKEN_THEN_FALLBACK, IMDS_V4, '/latest/meta-data/hostname?w=host-v2']);
     expect(hostTok.stdout.trim()).toBe('v2');
+    hostTok6 = await run('host', 'python3', ['-c', TOKEN_THEN_FALLBACK, IMDS_V6, '/latest/meta-data/hostname?w=host-v6']);
+    expect(hostTok6.stdout.trim()).toBe('v2');
     fallback = await run(0, 'python3', ['-c', TOKEN_THEN_FALLBACK, IMDS_V4, '/latest/meta-data/hostname?w=c0-fallback']);
     expect(fallback.stdout.trim()).toBe('fell back to v1');
     runs.set('host-v2', { run: hostTok, where: 'host' });
+    runs.set('host-v6', { run: hostTok6, where: 'host' });
     runs.set('c0-fallback', { run: fallback, where: 0 });
 
-    // The stand-in's ledger: 9 curls, 8 keep-alive GETs, 2 PUTs, 2 GETs.
-    const ledger = (await imds.waitForRequests(before + 21)).slice(before);
-    expect(ledger).toHaveLength(21);
+    // The stand-in's ledger: 9 curls, 8 keep-alive GETs, 3 PUTs, 3 GETs.
+    const ledger = (await imds.waitForRequests(before + 23)).slice(before);
+    expect(ledger).toHaveLength(23);
     // Every request the stand-in answered or not is a record in each (this lab carries nothing else).
     const isOurs = (r: Rec): boolean => r.event === 'imds_call' && (/[?&]w=/.test(r.request.path) || r.request.token_request);
-    const fromAny = await any.count(isOurs, 21, 20_000, 'records (-i any)');
-    const fromNic = await nic.count(isOurs, 21, 20_000, `records (-i ${lab.instanceIf})`);
-    expect(fromAny).toHaveLength(21);
-    expect(fromNic).toHaveLength(21);
+    const fromAny = await any.count(isOurs, 23, 20_000, 'records (-i any)');
+    const fromNic = await nic.count(isOurs, 23, 20_000, `records (-i ${lab.instanceIf})`);
+    expect(fromAny).toHaveLength(23);
+    expect(fromNic).toHaveLength(23);
 
     for (const [tag, { run: r, where }] of runs) {
       const a = calls(any, (x) => x.request.path.endsWith(`w=${tag}`));
@@ -159,7 +163,7 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
       expect(a[0].process.argv[0].split('/').at(-1), tag).toBe(r.argv[0]);
       if (where === 'host') {
         expect(a[0].process.container, tag).toBeNull();
-        expect(a[0].connection, tag).toMatchObject({ src: INSTANCE_V4, interface: lab.instanceIf });
+        expect(a[0].connection, tag).toMatchObject({ src: tag === 'host-v6' ? INSTANCE_V6 : INSTANCE_V4, interface: lab.instanceIf });
         expect(a[0].connection.nat, tag).toBeUndefined();
       } else {
         expect(a[0].process.container, tag).toEqual({ runtime: 'docker', id: scopes[where].id });
@@ -179,6 +183,8 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
     for (const t of [any]) {
       const [hostPut] = puts(t, hostTok.pid);
       expect(hostPut.response).toEqual({ status: 200, ttl: 1 }); // TTL 1 is enough for the host itself
+      const [hostPut6] = puts(t, hostTok6.pid);
+      expect(hostPut6.response).toEqual({ status: 200, ttl: 1 }); // IPv6: the hop limit
       const [containerPut] = puts(t, fallback.pid);
       expect(containerPut.response).toEqual({ status: null, ttl: 1, dropped: 'hop_limit' });
       expect(containerPut.connection.src).toBe(containers[0].address);
@@ -188,11 +194,12 @@ describe.skipIf(!support.ok)(`capture on the NIC alone equals -i any${support.ok
       expect(v2.imds_version).toBe('v2');
     }
     expect(essence(puts(nic, hostTok.pid)[0])).toEqual(essence(puts(any, hostTok.pid)[0]));
+    expect(essence(puts(nic, hostTok6.pid)[0])).toEqual(essence(puts(any, hostTok6.pid)[0]));
     for (const x of [...any.records, ...nic.records]) expect(validate(x)).toEqual([]);
   });
 
   it.skipIf(!KERNEL_ISN)(`-i NIC alone writes the same records as -i any: containers joined to their kernel events by ISN${KERNEL_ISN ? '' : ' (skipped: the eBPF program does not report the ISN yet: ConnectEvent has no isn)'}`, () => {
-    expect(runs.size).toBe(19);
+    expect(runs.size).toBe(20);
     for (const [tag] of runs) {
       const [a] = calls(any, (x) => x.request.path.endsWith(`w=${tag}`));
       const [n] = calls(nic, (x) => x.request.path.endsWith(`w=${tag}`));
