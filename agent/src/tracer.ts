@@ -104,6 +104,11 @@ export class Tracer {
     if (this.backendReason) ready.backend_reason = this.backendReason;
     if (this.ebpf) ready.ebpf = { load_ms: round2(this.ebpf.loadMs), attach_ms: round2(this.ebpf.attachMs) };
     this.o.writer.write(ready);
+    if (this.o.device !== 'any' && this.attributionKind === 'proc') {
+      this.o.writer.notice('capture', `capturing on ${this.o.device} alone with the /proc backend: a connection NATed `
+        + `before ${this.o.device} (a container on a bridge) cannot be traced to its caller, whose socket has another `
+        + `4-tuple; it is reported with attribution none. Capture on any, or use the eBPF backend, to name it`);
+    }
   }
 
   private backendReason: string | undefined;

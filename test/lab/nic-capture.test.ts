@@ -249,6 +249,26 @@ for line in sys.stdin:
     }
   });
 
+  it('-i NIC with the /proc backend says at start that NATed callers cannot be named, and reports them unnamed, never wrong', async () => {
+    const procNic = await startTracer(lab, ['-i', lab.instanceIf, '--no-log-file', '--backend', 'proc', '--stats-interval', '3600']);
+    const procAny = await startTracer(lab, ['-i', 'any', '--no-log-file', '--backend', 'proc', '--stats-interval', '3600']);
+    try {
+      const notice = await procNic.next((x) => x.event === 'notice' && x.component === 'capture', 5000, 'the capture notice');
+      expect(notice.message).toMatch(new RegExp(`^capturing on ${lab.instanceIf} alone with the /proc backend: .*Capture on any, or use the eBPF backend`));
+      const r = await runInScope(lab, containers[0].ns, scopes[0], 'curl', ['-s', '-o', '/dev/null', '--max-time', '10', `${URL}?w=proc-nic`]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const isIt = (x: Rec): boolean => x.event === 'imds_call' && x.request.path.endsWith('w=proc-nic');
+      const [viaNic] = await procNic.count(isIt, 1, 10_000);
+      expect(viaNic.process.attribution).toBe('none');
+      expect(viaNic.connection.src).toBe(INSTANCE_V4); // all the NIC shows without the kernel's view
+      await procAny.count(isIt, 1, 10_000);
+      expect(procAny.records.filter((x) => x.event === 'notice' && x.component === 'capture')).toEqual([]);
+    } finally {
+      await procNic.stop();
+      await procAny.stop();
+    }
+  });
+
   it.skipIf(KERNEL_ISN)('without an ISN in kernel events, -i NIC says a kernel event exists but could not be joined (skipped once the eBPF program reports the ISN)', async () => {
     const r = await runInScope(lab, containers[1].ns, scopes[1], 'curl', ['-s', '-o', '/dev/null', '--max-time', '10', `${URL}?w=unjoinable`]);
     expect(r.exitCode, r.stderr).toBe(0);
