@@ -31,7 +31,6 @@
 #define AF_INET6	10
 
 #define MAX_TRACKED	4096
-#define MAX_SOURCES	1024
 #define RINGBUF_BYTES	(1 << 20)
 
 /* Targets, set by the loader before load (rodata: the verifier sees them). */
@@ -77,7 +76,7 @@ struct source_state {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MAX_SOURCES);
+	__uint(max_entries, IMDS_MAX_SOURCES);
 	__type(key, struct source_key);
 	__type(value, struct source_state);
 } sources SEC(".maps");

@@ -403,7 +403,7 @@ static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_re
 	int fd = bpf_map__fd(obj->maps.sources);
 	unsigned int i, j, n = 0, walked = 0;
 
-	while (walked++ < 4 * IMDS_MAX_NETNS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+	while (walked++ < 2 * IMDS_MAX_SOURCES && bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
 		if (bpf_map_lookup_elem(fd, &key, &st) || st.dropped == 0)

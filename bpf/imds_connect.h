@@ -30,6 +30,7 @@
 #define IMDS_EXE_DEPTH		40	/* dentries + mount crossings walked at most */
 #define IMDS_TOP_SOURCES	4	/* sources by budget drops in a stats record */
 #define IMDS_MAX_NETNS		1024	/* network namespaces with a verdict */
+#define IMDS_MAX_SOURCES	1024	/* sources with a budget (LRU) */
 
 /* Verdicts of the netns_verdict map (key: netns inode). No entry: unknown. */
 #define IMDS_NETNS_KEEP		1

@@ -7,6 +7,8 @@ import type { Classification } from './classify.js';
 import type { RequestHead } from './wire/http-head.js';
 import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
+import { fitCallRecord } from './fit.js';
+import { DEFAULTS } from './defaults.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
 import { answerDropped } from './hop-limit.js';
 
@@ -17,6 +19,10 @@ export interface PendingCallsOptions {
   attributionWaitMs: number;
   maxPending: number;
   redact(s: string): string;
+  /** argv scrubbing (default: the default scrub words, then redact). */
+  redactArgv?(args: string[]): string[];
+  /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
+  maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
   /** Whether src (as the caller sent it) is one of the host's own addresses: its answers are not forwarded. */
   isLocalAddress(src: string): boolean;
@@ -124,13 +130,13 @@ export class PendingCalls {
         at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
         tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
         headersTruncated: h.headersTruncated, status: dropped ? null : p.status, connection,
-        process: redactProcess(proc, this.o.redact),
+        process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
       }, this.o.redact);
       if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
       if (dropped) rec.response.dropped = dropped;
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
-      this.o.emit(rec);
+      this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));

@@ -73,6 +73,23 @@ export const DEFAULTS = {
     /** IMDSv2 look-up of the instance id (the default log stream name). */
     imdsTimeoutMs: 1000,
   },
+  // --- secrets on command lines, argv bounds ---
+  /**
+   * Words that mark an argument or key name as holding a secret: matched case-insensitively anywhere
+   * inside a name (`--db-password`, `MYSQL_PWD`, `"X-aws-ec2-metadata-token"`), whose value is then
+   * replaced by [REDACTED]. Datadog's process-agent default list (password, passwd, mysql_pwd,
+   * access_token, auth_token, api_key, apikey, pwd, secret, credentials, stripetoken) plus AWS's.
+   * `run --scrub-word <word>` adds more.
+   */
+  scrubWords: [
+    'password', 'passwd', 'mysql_pwd', 'access_token', 'auth_token', 'api_key', 'apikey', 'pwd', 'secret',
+    'credentials', 'stripetoken',
+    'aws_secret_access_key', 'aws_session_token', 'x-aws-ec2-metadata-token', 'token',
+  ],
+  /** Names that contain a scrub word but hold no secret (the token TTL header). */
+  scrubExempt: ['x-aws-ec2-metadata-token-ttl-seconds'],
+  /** Bytes of argv kept per process, the caller's and each ancestor's: as the eBPF program (IMDS_ARGV_MAX). */
+  argvMaxBytes: 1024,
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';

@@ -11,6 +11,8 @@ export interface Ancestor {
   pid: number;
   comm: string;
   argv: string[] | null;
+  /** Present (true) when argv was cut at its bound (1024 bytes) or to fit the record. */
+  argv_truncated?: boolean;
 }
 
 export interface ProcessInfo {
@@ -79,6 +81,8 @@ export interface CallRecord {
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
   v1_reason?: V1Reason;
+  /** Fields shortened so the record fits in one CloudWatch Logs event (present only then). */
+  truncated?: string[];
 }
 
 export type V1Reason = 'token_put_unanswered' | 'token_put_refused';
@@ -122,6 +126,9 @@ export interface StatsRecord {
   write_errors: number;
   /** The agent's own IMDS calls, never reported as someone else's. */
   calls_self: number;
+  /** The agent's own IMDS requests by version, whether written or not (never v1: see docs/cloudwatch.md). */
+  calls_self_v1?: number;
+  calls_self_v2?: number;
   /** libpcap's counters (native helper only; since the capture process started). */
   pcap?: { received: number; dropped: number; if_dropped: number };
   /** With the eBPF backend. */

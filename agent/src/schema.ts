@@ -18,7 +18,8 @@ type Shape<T> = { [K in keyof Required<T>]: Spec };
 const obj = <T>(fields: Shape<T>, optional: readonly (keyof T & string)[] = []): Spec => ({ object: fields, optional });
 const nullable = (s: Spec): Spec => ({ anyOf: [s, 'null'] });
 
-const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }) });
+const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }), argv_truncated: 'boolean' },
+  ['argv_truncated']);
 const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string' },
   ['pod_uid', 'task_id']);
 const processSpec = obj<ProcessInfo>({
@@ -46,7 +47,8 @@ export const SCHEMAS: Record<string, Spec> = {
       ['ttl', 'dropped']),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
-  }, ['v1_reason']),
+    truncated: { array: 'string' },
+  }, ['v1_reason', 'truncated']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
@@ -58,7 +60,7 @@ export const SCHEMAS: Record<string, Spec> = {
     flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
     tcp_gaps: 'number', buffered_bytes: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
     calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
-    calls_self: 'number',
+    calls_self: 'number', calls_self_v1: 'number', calls_self_v2: 'number',
     pcap: obj<NonNullable<StatsRecord['pcap']>>({ received: 'number', dropped: 'number', if_dropped: 'number' }),
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
@@ -70,7 +72,7 @@ export const SCHEMAS: Record<string, Spec> = {
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
-  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
+  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -22,6 +22,7 @@ import type { CaptureStats } from './capture/framing.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
+import { SelfCalls } from './self-calls.js';
 
 export interface TracerOptions {
   device: string;
@@ -34,13 +35,16 @@ export interface TracerOptions {
   writer: RecordWriter;
   /** More stats fields from outside the tracer (own CPU/RSS, log rotation, CloudWatch). */
   statsExtra?: () => Partial<StatsRecord>;
+  /** Scrub words added to the defaults (`--scrub-word`). */
+  scrubWords?: string[];
 }
 
 export class Tracer {
   private capture: PcapSource | null = null;
   private readonly flows: FlowTable;
   private readonly calls: PendingCalls;
-  private readonly redactor = new Redactor();
+  private readonly redactor: Redactor;
+  private readonly selfCalls = new SelfCalls();
   private attributor: Attributor | null = null;
   private attributionKind: Attribution = 'none';
   private readonly connAttr = new Map<number, Promise<ProcessInfo>>();
@@ -52,6 +56,7 @@ export class Tracer {
   readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0 };
 
   constructor(private readonly o: TracerOptions) {
+    this.redactor = new Redactor(undefined, o.scrubWords ?? []);
     this.flows = new FlowTable({
       isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
       onOpen: (conn) => this.startAttribution(conn),
@@ -61,6 +66,7 @@ export class Tracer {
         else if (cls.imdsVersion === 'v2') this.counts.v2++;
         else this.counts.other++;
         const write = this.wanted(cls.imdsVersion);
+        if (!write) this.countIfSelf(conn, cls.imdsVersion);
         if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(ts), write);
       },
       onResponse: (conn, head, seq, _ts, ttl) => this.calls.response(conn, seq, head.status, ttl),
@@ -75,6 +81,7 @@ export class Tracer {
       attributionWaitMs: DEFAULTS.attributionWaitMs,
       maxPending: DEFAULTS.maxPendingCalls,
       redact: (s) => this.redactor.text(s),
+      redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
       isLocalAddress: (src) => isHostAddress(src, this.interfaceTable()),
       attribution: (conn) => this.attributionFor(conn),
@@ -211,6 +218,18 @@ export class Tracer {
   }
 
   /**
+   * A request that is not written (IMDSv2 without --include-v2) still counts in calls_self_v1/v2
+   * when it was the agent's own: from the caller found at connect time, no new lookup.
+   */
+  private countIfSelf(conn: Conn, version: 'v1' | 'v2' | null): void {
+    const found = this.connAttr.get(conn.id);
+    if (!found || version === null) return;
+    void found.then((p) => {
+      if (p.pid === process.pid) this.selfCalls.count(version, '', '');
+    });
+  }
+
+  /**
    * The connection as the caller sent it (before NAT: from the wire when the capture saw it there,
    * else from the kernel event joined by ISN), and how it left the host when it was NATed.
    * `interface` is the host interface on the caller's side: the one holding src (its address, else
@@ -246,6 +265,8 @@ export class Tracer {
   private emit(rec: CallRecord): void {
     if (rec.process.pid === process.pid) {
       this.counts.self++; // the agent's own IMDS calls are not someone else's
+      const alarm = this.selfCalls.count(rec.imds_version, rec.request.method, rec.request.path);
+      if (alarm) this.o.writer.error('self', alarm);
       return;
     }
     if (rec.process.attribution === 'none') this.counts.unattributed++;
@@ -264,6 +285,7 @@ export class Tracer {
       calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
       calls_self: this.counts.self,
+      calls_self_v1: this.selfCalls.v1, calls_self_v2: this.selfCalls.v2,
     };
     if (this.pcapStats) st.pcap = {
       received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,

@@ -25,6 +25,7 @@ import {
   EXE_NAME_MAX,
   LAYOUT_VERSION,
   MAX_NETNS,
+  MAX_SOURCES,
   NETNS_DROP,
   NETNS_KEEP,
   SOURCE_DROPS_FIELDS,
@@ -104,6 +105,7 @@ describe('record layout: C (bpf/imds_connect.h) == TypeScript (events.ts)', () =
       IMDS_EXE_DEPTH: EXE_DEPTH,
       IMDS_TOP_SOURCES: TOP_SOURCES,
       IMDS_MAX_NETNS: MAX_NETNS,
+      IMDS_MAX_SOURCES: MAX_SOURCES,
       IMDS_NETNS_KEEP: NETNS_KEEP,
       IMDS_NETNS_DROP: NETNS_DROP,
     });

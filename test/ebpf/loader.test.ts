@@ -440,6 +440,49 @@ while True:
     }
   });
 
+  it('budget per source and network namespace verdicts: counted in the kernel, per source too, never as untracked', async () => {
+    const g = await startEbpfSource({ ipv4: ['169.254.169.254'], ports: [81], budgetRate: 1, budgetBurst: 2, netnsFilter: true });
+    const mine: ConnectEvent[] = [];
+    const st: StatsRecord[] = [];
+    g.on('event', (e) => mine.push(e));
+    g.on('stats', (s) => st.push(s));
+    try {
+      expect(g.ready).toMatchObject({ budgetRate: 1, budgetBurst: 2, netnsFilter: true });
+      const marker = `mb-${randomBytes(4).toString('hex')}`;
+      // Six refused connects in a row from one source (the near namespace, this cgroup): 2 pass.
+      for (let i = 0; i < 6; i++) await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${marker}`);
+      const s1 = await waitFor('stats with the drops', () => st.find((s) => s.overBudget >= 4));
+      expect(s1.overBudget).toBe(4);
+      expect(s1.untracked).toBe(0);
+      expect(s1.topSources[0]).toMatchObject({ netnsIno: nearIno, dropped: 4 });
+      expect(mine.filter((e) => e.argv.some((a) => a.includes(marker)))).toHaveLength(2);
+
+      // Drop the near namespace at run time (a stdin line): filtered, counted, not traced.
+      // (The loader applies stdin lines between polls and says nothing: connect until one is filtered.)
+      const rate = await startEbpfSource({ ipv4: ['169.254.169.254'], ports: [81] }); // no budget: sees them all
+      const all: ConnectEvent[] = [];
+      rate.on('event', (e) => all.push(e));
+      try {
+        expect(g.setNetnsVerdict(nearIno, 'drop')).toBe(true);
+        let marker2 = '';
+        for (let i = 0; i < 50 && !st.some((s) => s.filtered >= 1); i++) {
+          marker2 = `mf-${randomBytes(4).toString('hex')}`;
+          await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${marker2}`);
+          await waitFor('the connect seen by the unfiltered loader', () => (all.some((e) => e.argv.some((a) => a.includes(marker2))) ? true : undefined));
+          await waitFor('stats after it', () => (st.some((s) => s.filtered >= 1) || g.exited ? true : undefined), 1500).catch(() => undefined);
+        }
+        const s2 = await waitFor('stats with the filtered one', () => st.find((s) => s.filtered >= 1));
+        expect(s2.filtered).toBeGreaterThanOrEqual(1);
+        expect(s2.untracked).toBe(0);
+        expect(mine.filter((e) => e.argv.some((a) => a.includes(marker2)))).toHaveLength(0);
+      } finally {
+        await rate.stop();
+      }
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('reports an unexpected loader death through "exit", and stop() after it resolves', async () => {
     const s = await startEbpfSource();
     const exited = new Promise<[number | null, string]>((r) => s.once('exit', (code, reason) => r([code, reason])));

@@ -82,6 +82,21 @@ export function parseCmdline(buf: Buffer): string[] {
   return parts;
 }
 
+/**
+ * argv from the first bytes of /proc/<pid>/cmdline, bounded as the eBPF program bounds it: at most
+ * maxBytes of the NUL-separated area (the last argument cut there); truncated when the area was
+ * longer (head holds maxBytes + 1 bytes or more then).
+ */
+export function parseCmdlineBounded(head: Buffer, maxBytes: number): { argv: string[]; truncated: boolean } {
+  if (head.length <= maxBytes) return { argv: parseCmdline(head), truncated: false };
+  let cut = head.subarray(0, maxBytes);
+  // Do not end inside a multi-byte UTF-8 character of the last argument.
+  let end = cut.length;
+  while (end > 0 && (head[end] & 0xc0) === 0x80) end--;
+  cut = cut.subarray(0, end);
+  return { argv: parseCmdline(cut), truncated: true };
+}
+
 export function parsePasswd(text: string): Map<number, string> {
   const m = new Map<number, string>();
   for (const line of text.split('\n')) {

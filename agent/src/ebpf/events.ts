@@ -19,6 +19,7 @@ export const EXE_NAME_MAX = 255;
 export const EXE_DEPTH = 40;
 export const TOP_SOURCES = 4;
 export const MAX_NETNS = 1024;
+export const MAX_SOURCES = 1024;
 export const NETNS_KEEP = 1;
 export const NETNS_DROP = 2;
 
