@@ -6,6 +6,8 @@
  */
 import type { ConnectEvent } from './ebpf/events.js';
 import type { UnseenKind } from './attribution/join.js';
+import { DEFAULTS } from './defaults.js';
+import { fitCallRecord } from './fit.js';
 import { redactProcess } from './redact.js';
 import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from './record.js';
 
@@ -53,6 +55,8 @@ export interface UnseenOptions {
   reasonDuring(atMs: number): WireReason | null;
   connection(e: ConnectEvent): ConnectionInfo;
   redact(s: string): string;
+  /** argv scrubbing (scrub words); default: redact each argument. */
+  redactArgv?(args: string[]): string[];
   /**
    * The event's network namespace was judged unreachable from the capture after the event passed the
    * kernel filter (netns-reach.ts): it is counted like the ones filtered in the kernel, not recorded.
@@ -96,7 +100,9 @@ export class UnseenCalls {
       return;
     }
     const job = process.catch((): ProcessInfo => ({ attribution: 'none', reason: 'the kernel event could not be read' })).then((p) => {
-      this.o.emit(buildUnseenRecord({ atMs, reason, connection: this.o.connection(e), process: redactProcess(p, this.o.redact) }));
+      const rec = buildUnseenRecord({ atMs, reason, connection: this.o.connection(e),
+        process: redactProcess(p, this.o.redact, this.o.redactArgv?.bind(this.o)) });
+      this.o.emit(fitCallRecord(rec, DEFAULTS.cloudwatch.maxEventBytes)); // one CloudWatch event at most, like every call
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));

@@ -1,8 +1,9 @@
 /**
  * eBPF attribution: the kernel program names the caller of every connection to the IMDS at connect
  * time; events are joined to wire connections by 4-tuple within a window (an event that arrives a
- * little after the packets still joins). A connection with no event (it began before the agent, or
- * the loader is down) is looked up through /proc instead, and says so — naming the loader's gap when
+ * little after the packets still joins), or, for a connection NATed before the capture point, by
+ * destination and initial sequence number. A connection with no event (it began before the agent, or
+ * the loader is down) is looked up through /proc instead, and says why — naming the loader's gap when
  * the connection fell in one. If the loader dies it is restarted at once (with backoff only while
  * restarts keep failing), and the gap is reported. Events that no wire connection joined are handed
  * to onUnseen (join.ts), with their process.
@@ -18,7 +19,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
-import { JoinTable, joinKey, type UnseenKind, type WireView } from './join.js';
+import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
 
@@ -46,6 +47,12 @@ export interface EbpfAttributorOptions {
 
 /** How the reason of a call that /proc could not name while the loader was down begins. */
 export const LOADER_DOWN_REASON = 'eBPF loader down';
+
+/** A lookup's answer, and the 4-tuple the caller's kernel saw when it differs from the wire's (NAT). */
+export interface EbpfLookup {
+  process: ProcessInfo;
+  sent: { client: string; cport: number } | null;
+}
 
 export interface EbpfCounters {
   events: number;
@@ -190,9 +197,11 @@ export class EbpfAttributor implements Attributor {
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
     this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
-    const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
-    const w = this.waiters.get(k);
-    if (w) for (const f of [...w]) f();
+    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
+    for (const k of keys) {
+      const w = this.waiters.get(k);
+      if (w) for (const f of [...w]) f();
+    }
   }
 
   private onExit(src: EbpfSource, reason: string): void {
@@ -279,39 +288,59 @@ export class EbpfAttributor implements Attributor {
   }
 
   async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
-    let e = this.table.find(t, atMs);
-    if (!e && this.source) {
-      await this.waitForEvent(t);
-      e = this.table.find(t, atMs);
-    }
-    if (!e) {
-      this.counters.fallbacks++;
-      const p = await this.o.fallback.lookup(t);
-      if (p.attribution !== 'none') return p;
-      const gap = this.gapAt(atMs);
-      if (gap) {
-        const until = gap.to === null ? 'not yet restarted' : `restarted at ${new Date(gap.to).toISOString()}`;
-        return { ...p, reason: `${LOADER_DOWN_REASON} (exited at ${new Date(gap.from).toISOString()}, ${until}): no kernel connect event; ${p.reason}` };
-      }
-      return { ...p, reason: `no kernel connect event (connection older than the agent, or its event was lost); ${p.reason}` };
-    }
-    this.counters.joined++;
-    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    return (await this.lookupJoined(t, atMs)).process;
   }
 
-  private waitForEvent(t: Tuple): Promise<void> {
-    const k = joinKey(t.client, t.cport, t.server, t.sport);
+  /**
+   * As lookup, also giving the caller's own 4-tuple when the event joined by ISN (NAT). A new
+   * connection waits up to joinWaitMs for its event; a second look (`wait` false) does not, nor does a
+   * connection whose SYN the wire never saw (it began before the agent: its event came before, or never).
+   */
+  async lookupJoined(t: Tuple, atMs = Date.now(), wait = true): Promise<EbpfLookup> {
+    let j = this.table.join(t, atMs);
+    if (!j && this.source && wait && typeof t.isn === 'number') {
+      await this.waitForEvent(t, this.o.joinWaitMs);
+      j = this.table.join(t, atMs);
+    }
+    if (!j) {
+      this.counters.fallbacks++;
+      const gap = this.gapAt(atMs);
+      const until = gap?.to ? `restarted at ${new Date(gap.to).toISOString()}` : 'not yet restarted';
+      const why = gap
+        ? `${LOADER_DOWN_REASON} (exited at ${new Date(gap.from).toISOString()}, ${until}): no kernel connect event`
+        : noEventReason({
+          loaderUp: this.source !== null, wireIsn: typeof t.isn === 'number',
+          unjoined: this.table.unjoined(t.server, t.sport, atMs), dst: `${t.server}:${t.sport}`,
+        });
+      const p = await this.o.fallback.lookup(t);
+      return { process: p.attribution === 'none' ? { ...p, reason: `${why}; ${p.reason}` } : p, sent: null };
+    }
+    this.counters.joined++;
+    const e = j.event;
+    const process = await (this.enriched.get(e)
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents));
+    const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
+    return { process, sent };
+  }
+
+  private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
+    const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
+    if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        const list = this.waiters.get(k);
-        const rest = list?.filter((f) => f !== done) ?? [];
-        if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        for (const k of keys) {
+          const list = this.waiters.get(k);
+          const rest = list?.filter((f) => f !== done) ?? [];
+          if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        }
         resolve();
       };
-      const timer = setTimeout(done, this.o.joinWaitMs);
-      const list = this.waiters.get(k);
-      if (list) list.push(done); else this.waiters.set(k, [done]);
+      const timer = setTimeout(done, waitMs);
+      for (const k of keys) {
+        const list = this.waiters.get(k);
+        if (list) list.push(done); else this.waiters.set(k, [done]);
+      }
     });
   }
 
