@@ -86,9 +86,11 @@ const hasIsn = (isn: number | null | undefined): isn is number => typeof isn ===
 export class JoinTable<E extends JoinableEvent> {
   private readonly byKey = new Map<string, Entry<E>[]>();
   private readonly byIsn = new Map<string, Entry<E>[]>();
-  /** Wire connections seen, by 4-tuple and by ISN key, to join events that arrive after them. */
+  /**
+   * Wire connections seen, by 4-tuple, to join events that arrive after them (bounded: a connection
+   * that carries a request is also joined by its lookup, see join()).
+   */
   private readonly sightings = new Map<string, Sighting[]>();
-  private readonly sightingsByIsn = new Map<string, Sighting[]>();
   /** Sightings that joined no event yet, by server: those that may stand for an unjoined event. */
   private readonly loose = new Map<string, Set<Sighting>>();
   private count = 0;
@@ -100,7 +102,7 @@ export class JoinTable<E extends JoinableEvent> {
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
     private readonly ownNetns: number | null,
     private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind) => void = () => undefined,
-    private readonly pairMs = 1000) {}
+    private readonly pairMs = 1000, private readonly maxSightings = 2048) {}
 
   add(event: E, atMs: number): void {
     const entry: Entry<E> = { event, atMs, joined: false, wire: [] };
@@ -108,8 +110,8 @@ export class JoinTable<E extends JoinableEvent> {
     push(this.byKey, k, entry);
     const ik = hasIsn(event.isn) ? isnKey(event.daddr, event.dport, event.isn) : null;
     if (ik !== null) push(this.byIsn, ik, entry);
-    for (const s of [...(this.sightings.get(k) ?? []), ...(ik !== null ? this.sightingsByIsn.get(ik) ?? [] : [])]) {
-      if (Math.abs(s.atMs - atMs) > this.windowMs || entry.wire.includes(s.view)) continue;
+    for (const s of this.sightings.get(k) ?? []) {
+      if (Math.abs(s.atMs - atMs) > this.windowMs) continue;
       entry.wire.push(s.view);
       entry.joined = true;
       this.use(s);
@@ -120,7 +122,8 @@ export class JoinTable<E extends JoinableEvent> {
 
   /**
    * A connection the wire showed, first seen at atMs: it joins the events of its 4-tuple within the
-   * window, else (NAT) those of its destination and ISN; and those that come after it.
+   * window, else (NAT) those of its destination and ISN; and, by 4-tuple, those that come after it (a
+   * NATed connection's later event is joined by its lookup).
    */
   wire(t: TupleLike, atMs: number, view: WireView): void {
     const k = joinKey(t.client, t.cport, t.server, t.sport);
@@ -134,13 +137,12 @@ export class JoinTable<E extends JoinableEvent> {
       s.used = true;
     }
     push(this.sightings, k, s);
-    if (ik !== null) push(this.sightingsByIsn, ik, s);
     this.sightingCount++;
     if (!s.used) {
       const set = this.loose.get(s.server);
       if (set) set.add(s); else this.loose.set(s.server, new Set([s]));
     }
-    if (this.sightingCount > this.maxEntries) this.dropOldestSighting();
+    if (this.sightingCount > this.maxSightings) this.dropOldestSighting();
   }
 
   private use(s: Sighting): void {
@@ -221,15 +223,11 @@ export class JoinTable<E extends JoinableEvent> {
     decided.sort((a, b) => a.atMs - b.atMs);
     for (const e of decided) this.decide(e);
     const keepSighting = (s: Sighting): boolean => !all && nowMs - s.atMs <= this.windowMs * 2 + this.pairMs;
-    for (const m of [this.sightings, this.sightingsByIsn]) {
-      for (const [k, list] of m) {
-        const kept = list.filter(keepSighting);
-        if (m === this.sightings) {
-          for (const s of list) if (!keepSighting(s)) this.use(s);
-          this.sightingCount -= list.length - kept.length;
-        }
-        if (kept.length) m.set(k, kept); else m.delete(k);
-      }
+    for (const [k, list] of this.sightings) {
+      const kept = list.filter(keepSighting);
+      for (const s of list) if (!keepSighting(s)) this.use(s);
+      this.sightingCount -= list.length - kept.length;
+      if (kept.length) this.sightings.set(k, kept); else this.sightings.delete(k);
     }
   }
 
