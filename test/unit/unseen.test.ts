@@ -40,6 +40,19 @@ describe('JoinTable: events the wire did not show', () => {
     t.wire(tuple(40001, '::ffff:169.254.10.2'), 2001, { requests: 1 }); // event before the packets
     t.sweep(100_000, true);
     expect(unseen).toEqual([]);
+    expect(t.paired).toBe(0); // joined, not merely stood for
+  });
+
+  it('a NATed wire connection joins its event by destination and ISN (another 4-tuple)', () => {
+    const unseen: Array<{ id: string; kind: UnseenKind }> = [];
+    const t = new JoinTable<ReturnType<typeof ev> & { isn: number }>(10_000, 100, 1, (e, _at, kind) => unseen.push({ id: e.id, kind }));
+    t.add({ ...ev(40000, 'nat'), saddr: '172.17.0.2', isn: 123456 }, 1000);
+    t.add({ ...ev(40001, 'nat-empty'), saddr: '172.17.0.2', isn: 777 }, 1000);
+    t.wire({ ...tuple(61000, '10.0.0.5'), isn: 123456 }, 1001, { requests: 1 });
+    t.wire({ ...tuple(61001, '10.0.0.5'), isn: 777 }, 1001, { requests: 0 });
+    t.sweep(100_000, true);
+    expect(t.paired).toBe(0);
+    expect(unseen).toEqual([{ id: 'nat-empty', kind: 'no_request' }]);
   });
 
   it('a wire connection with the same 4-tuple outside the window is another connection', () => {
