@@ -9,6 +9,8 @@ packages=(
   clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev   # the CO-RE eBPF program and its loader
   iproute2 iptables procps                       # the lab (network namespaces), the demo
   curl wget python3-botocore                     # real IMDS clients the demo and the tests drive
+  python3-boto ruby-aws-sdk-core amazon-ec2-utils cloud-init   # more real clients (test/lab/sdk-clients)
+  golang-go golang-github-aws-aws-sdk-go-dev golang-github-aws-aws-sdk-go-v2-dev  # Go SDKs, compiled by that test
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -52,6 +52,7 @@ export interface ImdsStartOptions {
   tokensRequired?: boolean;
   putStatus?: number;
   canary?: string;
+  /** Token answers (IPv4) leave with this IP TTL: 1 lets them reach the instance, not a container. */
   hopLimit?: number;
   keepAliveMs?: number;
   /** Listen on IPv6 too (default true). */
@@ -381,6 +382,16 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     if (sopts.hopLimit !== undefined) args.push('--hop-limit', String(sopts.hopLimit));
     if (sopts.keepAliveMs !== undefined) args.push('--keep-alive-ms', String(sopts.keepAliveMs));
     if (sopts.logRequests) args.push('--log-requests');
+    // The hop limit is enforced here (Node cannot set a socket's IP TTL): token answers leave the
+    // IMDS namespace with that TTL, so they reach the instance but die one hop further (a container).
+    const ttlRule = sopts.hopLimit === undefined ? null : ['-t', 'mangle', 'OUTPUT', '-p', 'tcp', '--sport', '80', '-m', 'string',
+      '--algo', 'bm', '--icase', '--string', 'x-aws-ec2-metadata-token-ttl-seconds', '-j', 'TTL', '--ttl-set', String(sopts.hopLimit)];
+    const iptablesTtl = async (op: '-A' | '-D'): Promise<void> => {
+      if (!ttlRule) return;
+      const [table, tableName, chain, ...rest] = ttlRule;
+      await nsExecChecked(imdsNs, 'iptables', ['-w', table, tableName, op, chain, ...rest], `iptables ${op} TTL (hop limit)`);
+    };
+    await iptablesTtl('-A');
     const proc = nsSpawn(imdsNs, process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 
     let stderr = '';
@@ -446,7 +457,10 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
             },
           });
         }),
-      stop: () => killAndWait(proc),
+      stop: async () => {
+        await killAndWait(proc);
+        await iptablesTtl('-D');
+      },
     };
   };
 
