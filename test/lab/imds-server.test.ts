@@ -80,8 +80,14 @@ describe.skipIf(!support.ok)(
     }
 
     /** Requests the stand-in logged while `fn` ran (waits for `expected` of them). */
+    let marks = 0;
     async function logged(imds: ImdsHandle, expected: number, fn: () => Promise<unknown>): Promise<Req[]> {
-      const before = imds.requests().length;
+      // The stand-in's log comes through a pipe and may still hold an earlier test's last request:
+      // a marker request, once logged, says every earlier one is in.
+      const mark = `/imdst-log-mark-${++marks}`;
+      await curlRequests(lab, [{ path: mark }]);
+      while (!imds.requests().some((e) => e.path === mark)) await imds.waitForRequests(imds.requests().length + 1);
+      const before = imds.requests().findIndex((e) => e.path === mark) + 1;
       await fn();
       const all = await imds.waitForRequests(before + expected);
       return all.slice(before);
