@@ -11,6 +11,14 @@
  *  - move out of TCP_SYN_SENT (ESTABLISHED, or CLOSE on failure): may run in
  *    softirq; the 4-tuple is complete. Fill it in, emit one record, forget the
  *    socket.
+ *
+ * Two guards keep one noisy source from starving the others (the tracked map
+ * and the ring buffer are shared):
+ *  - netns_verdict: a network namespace the agent has judged unreachable from
+ *    its capture (verdict DROP) is filtered at SYN_SENT and counted.
+ *  - per-source budget: a source is (network namespace, cgroup of the socket);
+ *    each has a token bucket (GCRA: one "theoretical arrival time" per source)
+ *    in an LRU hash. Over budget: not tracked, counted, per source too.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,12 +40,46 @@ const volatile __u16 target_ports[IMDS_MAX_TARGETS] = {};	/* host order */
 const volatile __u32 n_target_v4 = 0;
 const volatile __u32 n_target_v6 = 0;
 const volatile __u32 n_target_ports = 0;
+/* Budget per source: interval between events (ns) and burst tolerance (ns); 0: no budget. */
+const volatile __u64 budget_interval_ns = 0;
+const volatile __u64 budget_tolerance_ns = 0;
+/* 1: connections from a network namespace with verdict DROP are filtered. */
+const volatile __u8 netns_filter = 0;
 
 /* Counters, read by the loader through the mmap-ed .bss. */
 __u64 lost = 0;
 __u64 emitted = 0;
 __u64 untracked = 0;
 __u64 track_failed = 0;
+__u64 filtered = 0;
+__u64 over_budget = 0;
+
+/* Network namespace inode -> IMDS_NETNS_KEEP / IMDS_NETNS_DROP (set by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IMDS_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u32);
+} netns_verdict SEC(".maps");
+
+struct source_key {
+	__u64 cgroup_id;
+	__u32 netns_ino;
+	__u32 _pad;
+};
+
+struct source_state {
+	__u64 tat_ns;		/* GCRA theoretical arrival time */
+	__u64 dropped;		/* over budget, ever (while the entry lives) */
+	__u64 unsettled;	/* dropped at SYN_SENT, not yet seen leaving it */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IMDS_MAX_SOURCES);
+	__type(key, struct source_key);
+	__type(value, struct source_state);
+} sources SEC(".maps");
 
 /* Socket (struct sock *) in SYN_SENT -> the event being built for it. */
 struct {
@@ -181,18 +223,166 @@ static __always_inline void read_ancestors(struct task_struct *task, struct imds
 	}
 }
 
+/*
+ * The executable's path, from task->mm->exe_file->f_path, walked up to the
+ * root like the kernel's d_path(): dentry by dentry to the mount's root, then
+ * across to the mount point in the parent mount, until the root of the mount
+ * namespace. Components are stored leaf first, each followed by a NUL (the
+ * decoder reverses them). A walk cut by IMDS_EXE_DEPTH or IMDS_EXE_MAX sets
+ * exe_truncated: exe[] then holds only the tail of the path.
+ */
+static __always_inline void read_exe(struct task_struct *task, struct imds_connect_event *e)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct dentry *dentry, *parent, *mnt_root;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt, *mnt_parent;
+	struct file *exe;
+	const unsigned char *name;
+	__u32 off = 0, len;
+	bool done = false;
+	long n;
+	int i;
+
+	exe = mm ? BPF_CORE_READ(mm, exe_file) : NULL;
+	if (!exe) {
+		e->exe_error = 1;	/* kernel thread, or no executable */
+		return;
+	}
+	dentry = BPF_CORE_READ(exe, f_path.dentry);
+	vfsmnt = BPF_CORE_READ(exe, f_path.mnt);
+	mnt = container_of(vfsmnt, struct mount, mnt);
+
+	for (i = 0; i < IMDS_EXE_DEPTH; i++) {
+		mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		parent = BPF_CORE_READ(dentry, d_parent);
+		if (dentry == mnt_root || dentry == parent) {
+			if (dentry != mnt_root) {
+				done = true;	/* root of a detached tree */
+				break;
+			}
+			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (mnt_parent == mnt || !mnt_parent) {
+				done = true;	/* root of the mount namespace */
+				break;
+			}
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			continue;
+		}
+		len = BPF_CORE_READ(dentry, d_name.len);
+		name = BPF_CORE_READ(dentry, d_name.name);
+		if (len > IMDS_EXE_NAME_MAX || off + len + 1 >= IMDS_EXE_MAX)
+			break;			/* does not fit: truncated */
+		/*
+		 * off stays below IMDS_EXE_MAX (checked above): the masks change no
+		 * value, they keep the verifier's ranges from growing with every
+		 * iteration (so it can prune). The size is at most
+		 * IMDS_EXE_NAME_MAX + 1 from any offset inside exe[]: the verifier
+		 * checks that against the map value (argv[] follows); the check
+		 * above keeps every write inside exe[].
+		 */
+		n = bpf_probe_read_kernel_str(&e->exe[off & (IMDS_EXE_MAX - 1)], (len + 1) & 0x1ff, name);
+		if (n <= 0) {
+			e->exe_error = 1;
+			break;
+		}
+		off = (off + n) & (IMDS_EXE_MAX - 1);
+		dentry = parent;
+	}
+	e->exe_len = off;
+	if (!done && !e->exe_error)
+		e->exe_truncated = 1;
+}
+
+/* cgroup v2 id of the socket (set when it was made), 0 if this kernel does not keep it. */
+static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
+{
+	struct cgroup *cg;
+
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg)
+		return 0;
+	return BPF_CORE_READ(cg, kn, id);
+}
+
+static __always_inline bool netns_dropped(__u32 ino)
+{
+	__u32 *v;
+
+	if (!netns_filter)
+		return false;
+	v = bpf_map_lookup_elem(&netns_verdict, &ino);
+	return v && *v == IMDS_NETNS_DROP;
+}
+
+/* GCRA: true if the source may send one more event now. Races between CPUs only blur the rate. */
+static __always_inline bool within_budget(const struct sock *sk, __u32 netns_ino)
+{
+	struct source_key k = { .cgroup_id = sock_cgroup_id(sk), .netns_ino = netns_ino };
+	struct source_state *st, init = {};
+	__u64 now, tat;
+
+	if (!budget_interval_ns)
+		return true;
+	now = bpf_ktime_get_ns();
+	st = bpf_map_lookup_elem(&sources, &k);
+	if (!st) {
+		init.tat_ns = now + budget_interval_ns;
+		bpf_map_update_elem(&sources, &k, &init, BPF_NOEXIST);
+		return true;
+	}
+	tat = st->tat_ns > now ? st->tat_ns : now;
+	if (tat - now > budget_tolerance_ns) {
+		__sync_fetch_and_add(&st->dropped, 1);
+		__sync_fetch_and_add(&st->unsettled, 1);
+		return false;
+	}
+	st->tat_ns = tat + budget_interval_ns;
+	return true;
+}
+
+/* A target connection left SYN_SENT untracked: was it refused at SYN_SENT (not to count twice)? */
+static __always_inline bool refused_at_syn(const struct sock *sk, __u32 netns_ino)
+{
+	struct source_key k = { .cgroup_id = sock_cgroup_id(sk), .netns_ino = netns_ino };
+	struct source_state *st;
+
+	if (netns_dropped(netns_ino))
+		return true;
+	if (!budget_interval_ns)
+		return false;
+	st = bpf_map_lookup_elem(&sources, &k);
+	if (!st || st->unsettled == 0)
+		return false;
+	__sync_fetch_and_sub(&st->unsettled, 1);
+	return true;
+}
+
 static __always_inline int on_syn_sent(const struct sock *sk)
 {
 	struct imds_connect_event *e;
 	struct task_struct *task;
 	struct dst d;
 	__u64 id, ugid, key;
+	__u32 netns_ino;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	read_dst(sk, &d);
 	if (!is_target(&d))
 		return 0;
+	netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (netns_dropped(netns_ino)) {
+		__sync_fetch_and_add(&filtered, 1);
+		return 0;
+	}
+	if (!within_budget(sk, netns_ino)) {
+		__sync_fetch_and_add(&over_budget, 1);
+		return 0;
+	}
 
 	key = (__u64)(unsigned long)sk;
 	if (bpf_map_update_elem(&tracked, &key, &zero_event, BPF_ANY)) {
@@ -215,7 +405,7 @@ static __always_inline int on_syn_sent(const struct sock *sk)
 	ugid = bpf_get_current_uid_gid();
 	e->uid = (__u32)ugid;
 	e->gid = ugid >> 32;
-	e->netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->netns_ino = netns_ino;
 	e->family = d.family;
 	e->v4_mapped = d.v4_mapped;
 	e->dport = d.dport;
@@ -224,6 +414,7 @@ static __always_inline int on_syn_sent(const struct sock *sk)
 
 	task = (struct task_struct *)bpf_get_current_task();
 	read_ancestors(task, e);
+	read_exe(task, e);
 	read_argv(task, e);
 	return 0;
 }
@@ -234,14 +425,15 @@ static __always_inline int on_leave_syn_sent(const struct sock *sk, int newstate
 	struct in6_addr a6;
 	struct dst d;
 	__u64 key = (__u64)(unsigned long)sk;
-	__u32 s4;
+	__u32 s4, snd_una;
 
 	e = bpf_map_lookup_elem(&tracked, &key);
 	if (!e) {
 		/* attached mid-connect, or evicted from the LRU */
 		if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
 			read_dst(sk, &d);
-			if (is_target(&d))
+			if (is_target(&d) &&
+			    !refused_at_syn(sk, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum)))
 				__sync_fetch_and_add(&untracked, 1);
 		}
 		return 0;
@@ -249,6 +441,13 @@ static __always_inline int on_leave_syn_sent(const struct sock *sk, int newstate
 
 	e->ts_emit_ns = bpf_ktime_get_ns();
 	e->new_state = newstate;
+	/*
+	 * The SYN's sequence number: tcp_connect_init() set snd_una to it; on
+	 * the move to ESTABLISHED tcp_ack() has already acknowledged the SYN
+	 * (snd_una = ISN + 1); on a failure (CLOSE) nothing was acknowledged.
+	 */
+	snd_una = BPF_CORE_READ((const struct tcp_sock *)sk, snd_una);
+	e->isn = newstate == TCP_ESTABLISHED ? snd_una - 1 : snd_una;
 	/*
 	 * inet_sport, not skc_num: on the move to CLOSE tcp_set_state() has
 	 * already released the port (inet_num = 0); inet_sport is kept. It is

@@ -10,6 +10,13 @@
  * counters changed and once at exit. With --text, or when stdout is a
  * terminal, readable lines instead.
  *
+ * Network namespace verdicts (--keep-netns, --drop-netns, and at run time
+ * lines on stdin: "keep INO", "drop INO", "forget INO") go into the
+ * netns_verdict map; with the filter on (--netns-filter, or any verdict
+ * given), connections from a namespace with verdict "drop" are counted and
+ * not traced. --budget-rate/--budget-burst bound the events per source
+ * (network namespace + cgroup) in the kernel.
+ *
  * Exits 0 on SIGTERM/SIGINT/SIGHUP, when stdout is closed (EPIPE) and, if
  * stdin is a pipe or socket, when stdin reaches EOF (the parent died).
  * On failure: one line "imds-connect: <step> failed: <reason>" on stderr
@@ -29,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/types.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "imds_connect.h"
 #include "imds_connect.skel.h"
@@ -49,13 +57,30 @@ static struct {
 	bool v4_set, v6_set, ports_set;
 } targets;
 
+static struct {
+	__u32 ino[IMDS_MAX_NETNS];
+	__u32 verdict[IMDS_MAX_NETNS];
+	unsigned int n;
+	bool filter;
+} netns_opts;
+
+static unsigned long budget_rate;	/* events/s per source; 0: no budget */
+static unsigned long budget_burst = 1;
+
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: imds_connect [--ipv4 ADDR]... [--ipv6 ADDR]... [--port PORT]... [--text] [--verbose]\n"
+		"Usage: imds_connect [--ipv4 ADDR]... [--ipv6 ADDR]... [--port PORT]...\n"
+		"                    [--netns-filter] [--keep-netns INO]... [--drop-netns INO]...\n"
+		"                    [--budget-rate N --budget-burst N] [--text] [--verbose]\n"
 		"Report the process behind each TCP connection to the given addresses/ports\n"
 		"(default: 169.254.169.254, fd00:ec2::254, port 80). Each list given replaces\n"
 		"its default; at most %d entries per list.\n"
+		"--keep-netns/--drop-netns give a network namespace (inode) a verdict and turn\n"
+		"on the filter: connections from a namespace with verdict drop are counted, not\n"
+		"traced. At run time, stdin lines \"keep INO\", \"drop INO\", \"forget INO\" do the same.\n"
+		"--budget-rate N: at most N events per second per source (network namespace +\n"
+		"cgroup), bursts of --budget-burst; more are counted, not traced.\n"
 		"Writes fixed-size binary records (imds_connect.h) to stdout, or text lines\n"
 		"with --text or when stdout is a terminal.\n", IMDS_MAX_TARGETS);
 }
@@ -108,12 +133,48 @@ static int add_v4(__u32 addr)
 	return 0;
 }
 
+static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || end == s || *s == '-' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int add_netns(const char *arg, __u32 verdict)
+{
+	unsigned long ino;
+
+	if (parse_ulong(arg, 0xffffffffUL, &ino) || ino == 0) {
+		fprintf(stderr, PROG ": bad network namespace inode: %s\n", arg);
+		return -1;
+	}
+	if (netns_opts.n >= IMDS_MAX_NETNS) {
+		fprintf(stderr, PROG ": too many network namespaces (max %d)\n", IMDS_MAX_NETNS);
+		return -1;
+	}
+	netns_opts.ino[netns_opts.n] = (__u32)ino;
+	netns_opts.verdict[netns_opts.n++] = verdict;
+	netns_opts.filter = true;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "ipv4", required_argument, NULL, '4' },
 		{ "ipv6", required_argument, NULL, '6' },
 		{ "port", required_argument, NULL, 'p' },
+		{ "netns-filter", no_argument, NULL, 'F' },
+		{ "keep-netns", required_argument, NULL, 'K' },
+		{ "drop-netns", required_argument, NULL, 'D' },
+		{ "budget-rate", required_argument, NULL, 'R' },
+		{ "budget-burst", required_argument, NULL, 'B' },
 		{ "text", no_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -177,6 +238,26 @@ static int parse_args(int argc, char **argv)
 			}
 			targets.ports[targets.n_ports++] = (__u16)port;
 			break;
+		case 'F':
+			netns_opts.filter = true;
+			break;
+		case 'K':
+		case 'D':
+			if (add_netns(optarg, c == 'K' ? IMDS_NETNS_KEEP : IMDS_NETNS_DROP))
+				return -1;
+			break;
+		case 'R':
+			if (parse_ulong(optarg, 1000000000UL, &budget_rate)) {
+				fprintf(stderr, PROG ": bad --budget-rate: %s\n", optarg);
+				return -1;
+			}
+			break;
+		case 'B':
+			if (parse_ulong(optarg, 1000000UL, &budget_burst) || budget_burst == 0) {
+				fprintf(stderr, PROG ": bad --budget-burst: %s\n", optarg);
+				return -1;
+			}
+			break;
 		case 't':
 			text_mode = true;
 			break;
@@ -239,6 +320,27 @@ static bool write_all(const void *buf, size_t len)
 	return !stdout_closed;
 }
 
+/* exe[] holds components leaf first ("curl\0bin\0usr\0"): print them root first. */
+static void print_text_exe(const struct imds_connect_event *e)
+{
+	unsigned int len = e->exe_len < IMDS_EXE_MAX ? e->exe_len : IMDS_EXE_MAX;
+	unsigned int end = len, start;
+
+	if (e->exe_error || len == 0) {
+		printf("?");
+		return;
+	}
+	if (e->exe_truncated)
+		printf("...");
+	while (end > 0) {
+		start = end - 1;	/* the NUL after this component */
+		while (start > 0 && e->exe[start - 1] != '\0')
+			start--;
+		printf("/%.*s", (int)(end - 1 - start), e->exe + start);
+		end = start;
+	}
+}
+
 static void print_text_event(const struct imds_connect_event *e)
 {
 	char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
@@ -247,9 +349,11 @@ static void print_text_event(const struct imds_connect_event *e)
 
 	inet_ntop(af, e->saddr, s, sizeof(s));
 	inet_ntop(af, e->daddr, d, sizeof(d));
-	printf("pid=%u tid=%u ppid=%u(%.16s) uid=%u comm=%.16s netns=%u %s:%u -> %s:%u state=%u argv=",
+	printf("pid=%u tid=%u ppid=%u(%.16s) uid=%u comm=%.16s netns=%u %s:%u -> %s:%u state=%u isn=%u exe=",
 	       e->tgid, e->pid, e->ppid, e->parent_comm, e->uid, e->comm, e->netns_ino,
-	       s, e->sport, d, e->dport, e->new_state);
+	       s, e->sport, d, e->dport, e->new_state, e->isn);
+	print_text_exe(e);
+	printf(" argv=");
 	if (len > IMDS_ARGV_MAX)
 		len = IMDS_ARGV_MAX;
 	for (i = 0; i < len; i++) {
@@ -278,6 +382,48 @@ static int handle_event(void *ctx, void *data, size_t size)
 	return write_all(e, sizeof(*e)) ? 0 : -EPIPE;
 }
 
+/* Keep: the source key/state layouts of imds_connect.bpf.c. */
+struct source_key {
+	__u64 cgroup_id;
+	__u32 netns_ino;
+	__u32 _pad;
+};
+
+struct source_state {
+	__u64 tat_ns;
+	__u64 dropped;
+	__u64 unsettled;
+};
+
+/* The IMDS_TOP_SOURCES sources with the most budget drops, into r->top (bounded map walk). */
+static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_record *r)
+{
+	struct source_key key, next, *prev = NULL;
+	struct source_state st;
+	int fd = bpf_map__fd(obj->maps.sources);
+	unsigned int i, j, n = 0, walked = 0;
+
+	while (walked++ < 2 * IMDS_MAX_SOURCES && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &st) || st.dropped == 0)
+			continue;
+		for (i = 0; i < n && r->top[i].dropped >= st.dropped; i++)
+			;
+		if (i >= IMDS_TOP_SOURCES)
+			continue;
+		for (j = n < IMDS_TOP_SOURCES ? n : IMDS_TOP_SOURCES - 1; j > i; j--)
+			r->top[j] = r->top[j - 1];
+		r->top[i].cgroup_id = key.cgroup_id;
+		r->top[i].netns_ino = key.netns_ino;
+		r->top[i]._pad = 0;
+		r->top[i].dropped = st.dropped;
+		if (n < IMDS_TOP_SOURCES)
+			n++;
+	}
+	r->n_top = n;
+}
+
 static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool force)
 {
 	static struct imds_stats_record last;
@@ -288,23 +434,105 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 		.emitted = __atomic_load_n(&obj->bss->emitted, __ATOMIC_RELAXED),
 		.untracked = __atomic_load_n(&obj->bss->untracked, __ATOMIC_RELAXED),
 		.track_failed = __atomic_load_n(&obj->bss->track_failed, __ATOMIC_RELAXED),
+		.filtered = __atomic_load_n(&obj->bss->filtered, __ATOMIC_RELAXED),
+		.over_budget = __atomic_load_n(&obj->bss->over_budget, __ATOMIC_RELAXED),
 		.mono_ns = now_ns(CLOCK_MONOTONIC),
 		.final = final,
 	};
+	unsigned int i;
 
 	if (!force && r.lost == last.lost && r.emitted == last.emitted &&
-	    r.untracked == last.untracked && r.track_failed == last.track_failed)
+	    r.untracked == last.untracked && r.track_failed == last.track_failed &&
+	    r.filtered == last.filtered && r.over_budget == last.over_budget)
 		return;
+	if (r.over_budget)
+		top_sources(obj, &r);
 	last = r;
 	if (text_mode) {
-		printf("stats: lost=%llu emitted=%llu untracked=%llu track_failed=%llu%s\n",
+		printf("stats: lost=%llu emitted=%llu untracked=%llu track_failed=%llu filtered=%llu over_budget=%llu",
 		       (unsigned long long)r.lost, (unsigned long long)r.emitted,
 		       (unsigned long long)r.untracked, (unsigned long long)r.track_failed,
-		       final ? " (final)" : "");
+		       (unsigned long long)r.filtered, (unsigned long long)r.over_budget);
+		for (i = 0; i < r.n_top; i++)
+			printf(" source(netns=%u,cgroup=%llu)=%llu", r.top[i].netns_ino,
+			       (unsigned long long)r.top[i].cgroup_id, (unsigned long long)r.top[i].dropped);
+		printf("%s\n", final ? " (final)" : "");
 		fflush(stdout);
 		return;
 	}
 	write_all(&r, sizeof(r));
+}
+
+static int set_verdict(const struct imds_connect_bpf *obj, __u32 ino, __u32 verdict)
+{
+	int fd = bpf_map__fd(obj->maps.netns_verdict);
+
+	if (verdict == 0) {
+		if (bpf_map_delete_elem(fd, &ino) && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map_update_elem(fd, &ino, &verdict, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* One stdin line: "keep INO", "drop INO" or "forget INO". Bad lines: one stderr line each. */
+static void handle_command(const struct imds_connect_bpf *obj, const char *line)
+{
+	char verb[16];
+	unsigned long ino;
+	char arg[32];
+	__u32 verdict;
+	int err;
+
+	if (sscanf(line, "%15s %31s", verb, arg) != 2 || parse_ulong(arg, 0xffffffffUL, &ino) || ino == 0) {
+		fprintf(stderr, PROG ": bad command on stdin: %.64s\n", line);
+		return;
+	}
+	if (!strcmp(verb, "keep"))
+		verdict = IMDS_NETNS_KEEP;
+	else if (!strcmp(verb, "drop"))
+		verdict = IMDS_NETNS_DROP;
+	else if (!strcmp(verb, "forget"))
+		verdict = 0;
+	else {
+		fprintf(stderr, PROG ": bad command on stdin: %.64s\n", line);
+		return;
+	}
+	err = set_verdict(obj, (__u32)ino, verdict);
+	if (err)
+		fprintf(stderr, PROG ": netns verdict %s %lu failed: %s\n", verb, ino, strerror(-err));
+}
+
+/* Split what stdin gave into lines; false on EOF or a read error (the parent is gone). */
+static bool read_commands(const struct imds_connect_bpf *obj)
+{
+	static char buf[4096];
+	static size_t used;
+	ssize_t r = read(STDIN_FILENO, buf + used, sizeof(buf) - 1 - used);
+	char *line, *nl;
+
+	if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+		return false;
+	if (r < 0)
+		return true;
+	used += (size_t)r;
+	buf[used] = '\0';
+	line = buf;
+	while ((nl = strchr(line, '\n')) != NULL) {
+		*nl = '\0';
+		if (*line)
+			handle_command(obj, line);
+		line = nl + 1;
+	}
+	used -= (size_t)(line - buf);
+	memmove(buf, line, used);
+	if (used == sizeof(buf) - 1) {
+		fprintf(stderr, PROG ": stdin line too long, dropped\n");
+		used = 0;
+	}
+	return true;
 }
 
 static bool stdin_is_pipe(void)
@@ -360,12 +588,25 @@ int main(int argc, char **argv)
 	obj->rodata->n_target_v4 = targets.n_v4;
 	obj->rodata->n_target_v6 = targets.n_v6;
 	obj->rodata->n_target_ports = targets.n_ports;
+	obj->rodata->netns_filter = netns_opts.filter;
+	if (budget_rate) {
+		obj->rodata->budget_interval_ns = 1000000000ull / budget_rate;
+		obj->rodata->budget_tolerance_ns = obj->rodata->budget_interval_ns * (budget_burst - 1);
+	}
 
 	t1 = now_ns(CLOCK_MONOTONIC);
 	err = imds_connect_bpf__load(obj);
 	if (err) {
 		rc = fail("load", -err, perm_hint(-err));
 		goto cleanup;
+	}
+
+	for (i = 0; i < netns_opts.n; i++) {
+		err = set_verdict(obj, netns_opts.ino[i], netns_opts.verdict[i]);
+		if (err) {
+			rc = fail("netns verdict", -err, NULL);
+			goto cleanup;
+		}
 	}
 
 	t2 = now_ns(CLOCK_MONOTONIC);
@@ -391,6 +632,10 @@ int main(int argc, char **argv)
 	ready.realtime_ns = now_ns(CLOCK_REALTIME);
 	ready.argv_max = IMDS_ARGV_MAX;
 	ready.ringbuf_bytes = RINGBUF_BYTES;
+	ready.budget_rate = (__u32)budget_rate;
+	ready.budget_burst = budget_rate ? (__u32)budget_burst : 0;
+	ready.netns_filter = netns_opts.filter;
+	ready.exe_max = IMDS_EXE_MAX;
 	if (text_mode) {
 		printf("ready: load %.1f ms, attach %.1f ms; tracing %u IPv4, %u IPv6 address(es), %u port(s)\n",
 		       ready.load_us / 1000.0, ready.attach_us / 1000.0,
@@ -424,10 +669,7 @@ int main(int argc, char **argv)
 			}
 		}
 		if (n > 0 && watch_stdin && pfd[1].revents) {
-			char buf[256];
-			ssize_t r = read(STDIN_FILENO, buf, sizeof(buf));
-
-			if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+			if (!read_commands(obj))
 				break;	/* parent gone */
 		}
 		now = now_ns(CLOCK_MONOTONIC);

@@ -19,12 +19,22 @@
 #ifndef __IMDS_CONNECT_H
 #define __IMDS_CONNECT_H
 
-#define IMDS_LAYOUT_VERSION	1
+#define IMDS_LAYOUT_VERSION	2
 
 #define IMDS_COMM_LEN		16
 #define IMDS_ARGV_MAX		1024	/* bytes of NUL-separated argv kept */
 #define IMDS_MAX_ANCESTORS	4	/* parent, grandparent, ... */
 #define IMDS_MAX_TARGETS	8	/* per list: IPv4, IPv6, ports */
+#define IMDS_EXE_MAX		512	/* bytes of executable path components kept */
+#define IMDS_EXE_NAME_MAX	255	/* longest path component read (NAME_MAX) */
+#define IMDS_EXE_DEPTH		40	/* dentries + mount crossings walked at most */
+#define IMDS_TOP_SOURCES	4	/* sources by budget drops in a stats record */
+#define IMDS_MAX_NETNS		1024	/* network namespaces with a verdict */
+#define IMDS_MAX_SOURCES	1024	/* sources with a budget (LRU) */
+
+/* Verdicts of the netns_verdict map (key: netns inode). No entry: unknown. */
+#define IMDS_NETNS_KEEP		1
+#define IMDS_NETNS_DROP		2
 
 #define IMDS_REC_CONNECT	1
 #define IMDS_REC_READY		2
@@ -71,8 +81,14 @@ struct imds_connect_event {
 	char comm[IMDS_COMM_LEN];	/* 104: comm of the connecting thread */
 	char parent_comm[IMDS_COMM_LEN];/* 120: comm of the parent process */
 	struct imds_ancestor ancestors[IMDS_MAX_ANCESTORS]; /* 136: [0] = parent */
-	char argv[IMDS_ARGV_MAX];	/* 232: NUL-separated, as in /proc/PID/cmdline */
-};					/* 1256 */
+	__u32 isn;			/* 232: client's initial sequence number (SYN seq) */
+	__u16 exe_len;			/* 236: bytes valid in exe[] */
+	__u8 exe_truncated;		/* 238: 1 if the walk stopped before the root (exe[] holds the tail) */
+	__u8 exe_error;			/* 239: 1 if there is no executable (kernel thread) or a read failed */
+	char exe[IMDS_EXE_MAX];		/* 240: executable path components, leaf first, NUL after each:
+					 *      "curl\0bin\0usr\0" is /usr/bin/curl */
+	char argv[IMDS_ARGV_MAX];	/* 752: NUL-separated, as in /proc/PID/cmdline */
+};					/* 1776 */
 
 /* Written once by the loader after the program is loaded and attached. */
 struct imds_ready_record {
@@ -87,7 +103,19 @@ struct imds_ready_record {
 	__u64 realtime_ns;		/* 48: ... and CLOCK_REALTIME at the same moment */
 	__u32 argv_max;			/* 56: IMDS_ARGV_MAX */
 	__u32 ringbuf_bytes;		/* 60 */
-};					/* 64 */
+	__u32 budget_rate;		/* 64: events per second per source (0: no budget) */
+	__u32 budget_burst;		/* 68: events a source may send at once */
+	__u32 netns_filter;		/* 72: 1 if network namespaces with verdict DROP are filtered */
+	__u32 exe_max;			/* 76: IMDS_EXE_MAX */
+};					/* 80 */
+
+/* A source (network namespace + cgroup of the socket) and its budget drops. */
+struct imds_source_drops {
+	__u64 cgroup_id;		/*  0: cgroup v2 id of the socket (0 if the kernel does not say) */
+	__u32 netns_ino;		/*  8 */
+	__u32 _pad;			/* 12 */
+	__u64 dropped;			/* 16: connections not tracked: over budget */
+};					/* 24 */
 
 /* Counters, written every second when they changed, and at exit. */
 struct imds_stats_record {
@@ -99,12 +127,16 @@ struct imds_stats_record {
 	__u64 track_failed;		/* 32: SYN_SENT entries that could not be stored */
 	__u64 mono_ns;			/* 40 */
 	__u32 final;			/* 48: 1 in the last record before exit */
-	__u32 _pad;			/* 52 */
-};					/* 56 */
+	__u32 n_top;			/* 52: valid entries in top[] */
+	__u64 filtered;			/* 56: target connections from a network namespace with verdict DROP */
+	__u64 over_budget;		/* 64: target connections over their source's budget */
+	struct imds_source_drops top[IMDS_TOP_SOURCES]; /* 72: most budget drops first */
+};					/* 168 */
 
 _Static_assert(sizeof(struct imds_ancestor) == 24, "imds_ancestor layout");
-_Static_assert(sizeof(struct imds_connect_event) == 1256, "imds_connect_event layout");
-_Static_assert(sizeof(struct imds_ready_record) == 64, "imds_ready_record layout");
-_Static_assert(sizeof(struct imds_stats_record) == 56, "imds_stats_record layout");
+_Static_assert(sizeof(struct imds_connect_event) == 1776, "imds_connect_event layout");
+_Static_assert(sizeof(struct imds_ready_record) == 80, "imds_ready_record layout");
+_Static_assert(sizeof(struct imds_source_drops) == 24, "imds_source_drops layout");
+_Static_assert(sizeof(struct imds_stats_record) == 168, "imds_stats_record layout");
 
 #endif /* __IMDS_CONNECT_H */

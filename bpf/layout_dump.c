@@ -22,7 +22,8 @@ int main(void)
 	printf("{\"constants\":{");
 	C(IMDS_LAYOUT_VERSION) C(IMDS_COMM_LEN) C(IMDS_ARGV_MAX) C(IMDS_MAX_ANCESTORS)
 	C(IMDS_MAX_TARGETS) C(IMDS_REC_CONNECT) C(IMDS_REC_READY) C(IMDS_REC_STATS)
-	C(IMDS_AF_INET) C(IMDS_AF_INET6)
+	C(IMDS_AF_INET) C(IMDS_AF_INET6) C(IMDS_EXE_MAX) C(IMDS_EXE_NAME_MAX) C(IMDS_EXE_DEPTH)
+	C(IMDS_TOP_SOURCES) C(IMDS_MAX_NETNS) C(IMDS_MAX_SOURCES) C(IMDS_NETNS_KEEP) C(IMDS_NETNS_DROP)
 
 	printf("},\"ancestor\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_ancestor));
 	first = 1;
@@ -42,7 +43,10 @@ int main(void)
 	F(imds_connect_event, v4_mapped) F(imds_connect_event, n_ancestors)
 	F(imds_connect_event, saddr) F(imds_connect_event, daddr)
 	F(imds_connect_event, comm) F(imds_connect_event, parent_comm)
-	F(imds_connect_event, ancestors) F(imds_connect_event, argv)
+	F(imds_connect_event, ancestors) F(imds_connect_event, isn)
+	F(imds_connect_event, exe_len) F(imds_connect_event, exe_truncated)
+	F(imds_connect_event, exe_error) F(imds_connect_event, exe)
+	F(imds_connect_event, argv)
 
 	printf("}},\"ready\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_ready_record));
 	first = 1;
@@ -51,7 +55,14 @@ int main(void)
 	F(imds_ready_record, open_us) F(imds_ready_record, load_us)
 	F(imds_ready_record, attach_us) F(imds_ready_record, mono_ns)
 	F(imds_ready_record, realtime_ns) F(imds_ready_record, argv_max)
-	F(imds_ready_record, ringbuf_bytes)
+	F(imds_ready_record, ringbuf_bytes) F(imds_ready_record, budget_rate)
+	F(imds_ready_record, budget_burst) F(imds_ready_record, netns_filter)
+	F(imds_ready_record, exe_max)
+
+	printf("}},\"source\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_source_drops));
+	first = 1;
+	F(imds_source_drops, cgroup_id) F(imds_source_drops, netns_ino)
+	F(imds_source_drops, _pad) F(imds_source_drops, dropped)
 
 	printf("}},\"stats\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_stats_record));
 	first = 1;
@@ -59,7 +70,8 @@ int main(void)
 	F(imds_stats_record, lost) F(imds_stats_record, emitted)
 	F(imds_stats_record, untracked) F(imds_stats_record, track_failed)
 	F(imds_stats_record, mono_ns) F(imds_stats_record, final)
-	F(imds_stats_record, _pad)
+	F(imds_stats_record, n_top) F(imds_stats_record, filtered)
+	F(imds_stats_record, over_budget) F(imds_stats_record, top)
 	printf("}}}\n");
 	return 0;
 }

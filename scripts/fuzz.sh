@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The long fuzz run: every property of test/unit/properties.test.ts (frame decoding, TCP reassembly,
-# HTTP parsing, the flow table, classification) with many generated and mutated cases each.
+# HTTP parsing, the flow table, classification, TCP copies that disagree, and the differential
+# against Node's own HTTP parser (llhttp on a local 127.0.0.1 socket: one connection per case)) with
+# many generated and mutated cases each.
 #   bash scripts/fuzz.sh [--cases N]      (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,10 +3,12 @@
  * connection, or a bounded time) and for its caller's attribution (bounded), then its record is made.
  * Bounded: beyond maxPending the oldest request is finalised at once.
  */
-import type { Classification } from './classify.js';
-import type { RequestHead } from './wire/http-head.js';
+import { classify, type Classification } from './classify.js';
+import type { Ambiguity, RequestHead } from './wire/http-head.js';
 import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
+import { fitCallRecord } from './fit.js';
+import { DEFAULTS } from './defaults.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
@@ -16,6 +18,10 @@ export interface PendingCallsOptions {
   attributionWaitMs: number;
   maxPending: number;
   redact(s: string): string;
+  /** argv scrubbing (default: the default scrub words, then redact). */
+  redactArgv?(args: string[]): string[];
+  /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
+  maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
   attribution(conn: Conn): Promise<ProcessInfo>;
   emit(rec: CallRecord): void;
@@ -47,7 +53,7 @@ export class PendingCalls {
   add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
     if (this.pending.size >= this.o.maxPending) {
       const oldest = this.pending.values().next().value as Pending;
-      this.forced++;
+      if (oldest.write) this.forced++;
       this.finalise(oldest);
     }
     const key = `${conn.id}:${seq}`;
@@ -65,6 +71,22 @@ export class PendingCalls {
     if (!p || p.done) return;
     p.status = status;
     this.finalise(p);
+  }
+
+  /**
+   * A request still waiting turned out ambiguous (found below HTTP after its head was read): it is
+   * classified again, and written if its new version is wanted. Null when it is no longer waiting.
+   */
+  amend(conn: Conn, seq: number, why: Ambiguity, wanted: (v: Classification['imdsVersion']) => boolean)
+    : { before: Classification; after: Classification; first: boolean } | null {
+    const p = this.pending.get(`${conn.id}:${seq}`);
+    if (!p || p.done) return null;
+    const before = p.cls;
+    const first = !p.head.ambiguity;
+    if (first) p.head = { ...p.head, ambiguity: why };
+    p.cls = classify(p.head);
+    if (wanted(p.cls.imdsVersion)) p.write = true;
+    return { before, after: p.cls, first };
   }
 
   private noteTokenPut(proc: ProcessInfo, p: Pending): void {
@@ -109,12 +131,12 @@ export class PendingCalls {
       const rec = buildCallRecord({
         at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
         tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
-        headersTruncated: h.headersTruncated, status: p.status, connection: this.o.connection(p.conn),
-        process: redactProcess(proc, this.o.redact),
+        headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: p.status, connection: this.o.connection(p.conn),
+        process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
       }, this.o.redact);
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
-      this.o.emit(rec);
+      this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));

@@ -1,10 +1,16 @@
 /**
  * Which metadata service a request is for, and which IMDS version it uses. Pure.
  *
- * - IMDSv2: a request carrying X-aws-ec2-metadata-token, or the token request PUT /latest/api/token.
- * - IMDSv1: any other request on an AWS path (/, /latest..., /<yyyy-mm-dd>..., /1.0...).
+ * - AWS: a request whose path is an AWS path (/, /latest..., /<yyyy-mm-dd>..., /1.0...) is always an
+ *   AWS request, whatever its headers say (the IMDS ignores other clouds' headers and serves it). The
+ *   path is read every way a server might read it (as sent; with dot segments removed; with
+ *   percent-encoded characters decoded, %2F included or not): if any reading is an AWS path, it is AWS.
+ * - IMDSv2: an AWS request carrying X-aws-ec2-metadata-token, or the token request (method `PUT`,
+ *   case-sensitive as methods are, on /latest/api/token read as servers read paths) — unless its head
+ *   is ambiguous (RequestHead.ambiguity): then it is IMDSv1.
+ * - IMDSv1: any other request on an AWS path.
  * - Other clouds' probes that hit the same address (GCE, Azure, OCI, ...) are labelled with their
- *   provider and never counted as IMDSv1.
+ *   provider, from their own paths (and a header only on paths that are not AWS's), never IMDSv1.
  */
 import type { RequestHead } from './wire/http-head.js';
 
@@ -18,9 +24,11 @@ export interface Classification {
   tokenRequest: boolean;
 }
 
-type ClassInput = Pick<RequestHead, 'method' | 'target' | 'tokenPresent' | 'metadataFlavor' | 'metadataHeader'>;
+type ClassInput = Pick<RequestHead, 'method' | 'target' | 'tokenPresent' | 'metadataFlavor' | 'metadataHeader'>
+  & Partial<Pick<RequestHead, 'ambiguity'>>;
 
 const AWS_PATH = /^\/(?:$|latest(?:\/|$)|\d{4}-\d{2}-\d{2}(?:\/|$)|1\.0(?:\/|$))/;
+const TOKEN_PATH = /^\/latest\/api\/token\/?$/;
 const OTHER_CLOUDS: Array<[RegExp, Provider]> = [
   [/^\/computeMetadata(?:\/|$)/i, 'gce'],
   [/^\/metadata\/(?:instance|identity|scheduledevents|attested|loadbalancer|versions)/i, 'azure'],
@@ -40,16 +48,62 @@ export function targetPath(target: string): string {
   return (q >= 0 ? t.slice(0, q) : t).replace(/\/{2,}/g, '/');
 }
 
-export function classify(req: ClassInput): Classification {
-  const path = targetPath(req.target);
-  if (req.metadataFlavor && /google/i.test(req.metadataFlavor)) return other('gce');
-  for (const [re, provider] of OTHER_CLOUDS) if (re.test(path)) return other(provider);
-  if (req.metadataHeader && /^true$/i.test(req.metadataHeader) && /^\/metadata\//i.test(path)) {
-    return other('azure');
+/** RFC 3986 §5.2.4: "." and ".." segments removed (a ".." above the root stays at the root). */
+export function removeDotSegments(path: string): string {
+  if (!/(?:^|\/)\.\.?(?:\/|$)/.test(path)) return path;
+  const out: string[] = [];
+  const segs = path.split('/');
+  for (let i = 0; i < segs.length; i++) {
+    const s = segs[i];
+    const last = i === segs.length - 1;
+    if (s === '.' || s === '..') {
+      if (s === '..' && out.length > 1) out.pop();
+      if (last) out.push('');
+      continue;
+    }
+    out.push(s);
   }
-  const tokenRequest = req.method === 'PUT' && /^\/latest\/api\/token\/?$/.test(path);
-  if (req.tokenPresent || tokenRequest) return { provider: 'aws', imdsVersion: 'v2', tokenRequest };
-  if (AWS_PATH.test(path)) return { provider: 'aws', imdsVersion: 'v1', tokenRequest: false };
+  const joined = out.join('/');
+  return joined.startsWith('/') ? joined : `/${joined}`;
+}
+
+/** Percent-decoding: of unreserved characters only (what every server decodes), or of every octet. */
+export function percentDecode(path: string, all: boolean): string {
+  return path.replace(/%([0-9a-fA-F]{2})/g, (m, hex: string) => {
+    const c = String.fromCharCode(parseInt(hex, 16));
+    return all || /[A-Za-z0-9\-._~]/.test(c) ? c : m;
+  });
+}
+
+/**
+ * Every reading of a request target's path a server behind the IMDS address might make, the
+ * canonical one (unreserved characters decoded, dot segments removed) first.
+ */
+export function pathReadings(target: string): string[] {
+  const raw = targetPath(target);
+  const collapse = (p: string): string => p.replace(/\/{2,}/g, '/');
+  const canonical = collapse(removeDotSegments(percentDecode(raw, false)));
+  const readings = [canonical, raw, collapse(removeDotSegments(raw)),
+    collapse(removeDotSegments(percentDecode(raw, true)))];
+  return [...new Set(readings)];
+}
+
+export function classify(req: ClassInput): Classification {
+  const readings = pathReadings(req.target);
+  const path = readings[0];
+  const aws = readings.some((p) => AWS_PATH.test(p));
+  if (!aws) {
+    if (req.metadataFlavor && /google/i.test(req.metadataFlavor)) return other('gce');
+    for (const [re, provider] of OTHER_CLOUDS) if (re.test(path)) return other(provider);
+    if (req.metadataHeader && /^true$/i.test(req.metadataHeader) && /^\/metadata\//i.test(path)) {
+      return other('azure');
+    }
+  }
+  const tokenRequest = req.method === 'PUT' && TOKEN_PATH.test(path);
+  if ((req.tokenPresent || tokenRequest) && !req.ambiguity) {
+    return { provider: 'aws', imdsVersion: 'v2', tokenRequest };
+  }
+  if (aws || req.tokenPresent || tokenRequest) return { provider: 'aws', imdsVersion: 'v1', tokenRequest };
   return other('unknown');
 }
 

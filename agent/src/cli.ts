@@ -8,12 +8,19 @@ import { DEFAULTS } from './defaults.js';
 import { VERSION } from './paths.js';
 import { EXIT, runTracer, type RunOptions } from './run.js';
 import type { ExtrasOptions } from './output/extras.js';
+import { validScrubWord } from './scrub.js';
 
 function positiveInt(name: string) {
   return (v: string): number => {
     if (!/^\d+$/.test(v) || Number(v) <= 0) throw new InvalidArgumentError(`${name} must be a positive whole number`);
     return Number(v);
   };
+}
+
+/** --scrub-word: repeatable, each a name-character word of two or more characters. */
+function scrubWord(v: string, all: string[] = []): string[] {
+  if (!validScrubWord(v)) throw new InvalidArgumentError('--scrub-word takes a word of letters, digits, "_", "." or "-" (at least 2)');
+  return [...all, v];
 }
 
 export async function main(argv: string[], say = (l: string) => process.stderr.write(`${l}\n`)): Promise<number> {
@@ -42,6 +49,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--cloudwatch-log-stream <name>', 'log stream (default: the instance id, else the hostname)')
     .option('--cloudwatch-region <region>', 'region of the log group (default: AWS_REGION, else the instance\'s)')
     .option('--cloudwatch-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
+    .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)
     .action(async (opts: RunOptions & ExtrasOptions) => {
       status = await runTracer(opts, say);
     });

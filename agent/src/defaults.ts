@@ -22,6 +22,8 @@ export const DEFAULTS = {
   maxOutOfOrderSegments: 64,
   /** A request head larger than this is parsed in part (flagged headers_truncated). */
   maxHeaderBytes: 16 * 1024,
+  /** Per direction: delivered bytes not yet acknowledged, kept to compare retransmitted copies with. */
+  maxUnackedWindowBytes: 16 * 1024,
   /** All flows together hold at most this many bytes (heads in progress, out-of-order segments). */
   maxBufferedBytesTotal: 32 * 1024 * 1024,
   maxPendingCalls: 10_000,
@@ -35,6 +37,13 @@ export const DEFAULTS = {
   joinWaitMs: 2000,
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
+  /** Kernel budget per source (network namespace + cgroup): events per second, and burst. */
+  ebpfBudgetRate: 100,
+  ebpfBudgetBurst: 500,
+  /** How often network namespaces are judged reachable (kept) or not (filtered in the kernel). */
+  netnsRefreshMs: 10_000,
+  /** Network namespaces with a verdict at most (the kernel map's size). */
+  maxNetns: 1024,
   statsIntervalMs: 60_000,
   // --- logs, report, resources, CloudWatch (issue 4) ---
   /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */
@@ -66,6 +75,23 @@ export const DEFAULTS = {
     /** IMDSv2 look-up of the instance id (the default log stream name). */
     imdsTimeoutMs: 1000,
   },
+  // --- secrets on command lines, argv bounds ---
+  /**
+   * Words that mark an argument or key name as holding a secret: matched case-insensitively anywhere
+   * inside a name (`--db-password`, `MYSQL_PWD`, `"X-aws-ec2-metadata-token"`), whose value is then
+   * replaced by [REDACTED]. Datadog's process-agent default list (password, passwd, mysql_pwd,
+   * access_token, auth_token, api_key, apikey, pwd, secret, credentials, stripetoken) plus AWS's.
+   * `run --scrub-word <word>` adds more.
+   */
+  scrubWords: [
+    'password', 'passwd', 'mysql_pwd', 'access_token', 'auth_token', 'api_key', 'apikey', 'pwd', 'secret',
+    'credentials', 'stripetoken',
+    'aws_secret_access_key', 'aws_session_token', 'x-aws-ec2-metadata-token', 'token',
+  ],
+  /** Names that contain a scrub word but hold no secret (the token TTL header). */
+  scrubExempt: ['x-aws-ec2-metadata-token-ttl-seconds'],
+  /** Bytes of argv kept per process, the caller's and each ancestor's: as the eBPF program (IMDS_ARGV_MAX). */
+  argvMaxBytes: 1024,
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';

@@ -4,6 +4,7 @@
  * add fields, never rename them.
  */
 import type { Classification, Provider } from './classify.js';
+import type { Ambiguity } from './wire/http-head.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -11,6 +12,8 @@ export interface Ancestor {
   pid: number;
   comm: string;
   argv: string[] | null;
+  /** Present (true) when argv was cut at its bound (1024 bytes) or to fit the record. */
+  argv_truncated?: boolean;
 }
 
 export interface ProcessInfo {
@@ -27,6 +30,10 @@ export interface ProcessInfo {
   cgroup?: string | null;
   container?: ContainerInfo | null;
   systemd_unit?: string | null;
+  /** The executable path was cut at the kernel walk's bound: `exe` holds its tail (`.../bin/x`). */
+  exe_truncated?: boolean;
+  /** A login session's unit (`session-N.scope`) as one caller: `user-UID.slice/session-*.scope`. */
+  systemd_unit_group?: string;
   /** Why attribution is "none", in a few words. */
   reason?: string;
 }
@@ -61,12 +68,16 @@ export interface CallRecord {
     token_ttl_seconds?: number | null;
     user_agent: string | null;
     headers_truncated?: boolean;
+    /** Why the request head cannot be trusted (the first reason found); such a request is IMDSv1. */
+    ambiguity?: Ambiguity;
   };
   response: { status: number | null };
   connection: ConnectionInfo;
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
   v1_reason?: V1Reason;
+  /** Fields shortened so the record fits in one CloudWatch Logs event (present only then). */
+  truncated?: string[];
 }
 
 export type V1Reason = 'token_put_unanswered' | 'token_put_refused';
@@ -110,6 +121,15 @@ export interface StatsRecord {
   write_errors: number;
   /** The agent's own IMDS calls, never reported as someone else's. */
   calls_self: number;
+  /** The agent's own IMDS requests by version, whether written or not (never v1: see docs/cloudwatch.md). */
+  calls_self_v1?: number;
+  calls_self_v2?: number;
+  /** Requests whose head was ambiguous (request.ambiguity), counted in `calls` as well. */
+  calls_ambiguous?: number;
+  /** TCP segments carrying bytes that differ from another copy of the same bytes. */
+  tcp_overlap_conflicts?: number;
+  /** TCP segments with urgent data (the URG flag). */
+  tcp_urgent?: number;
   /** libpcap's counters (native helper only; since the capture process started). */
   pcap?: { received: number; dropped: number; if_dropped: number };
   /** With the eBPF backend. */
@@ -121,6 +141,14 @@ export interface StatsRecord {
     proc_fallbacks: number;
     loader_restarts: number;
     events_evicted: number;
+    /** Target connections from network namespaces the capture cannot see, dropped in the kernel. */
+    events_filtered: number;
+    /** Target connections over their source's budget in the kernel (not traced). */
+    events_over_budget: number;
+    /** Network namespaces judged unreachable from the capture (filtered) right now. */
+    netns_filtered: number;
+    /** The sources (network namespace + cgroup) with the most budget drops, most first. */
+    sources_over_budget: Array<{ netns_ino: number; cgroup_id: string; cgroup: string | null; dropped: number }>;
   };
   // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
@@ -160,6 +188,7 @@ export interface CallFacts {
   tokenTtlSeconds: number | null;
   userAgent: string | null;
   headersTruncated: boolean;
+  ambiguity?: Ambiguity | null;
   status: number | null;
   connection: ConnectionInfo;
   process: ProcessInfo;
@@ -185,6 +214,7 @@ export function buildCallRecord(f: CallFacts, redact: (s: string) => string): Ca
   };
   if (f.classification.tokenRequest) rec.request.token_ttl_seconds = f.tokenTtlSeconds;
   if (f.headersTruncated) rec.request.headers_truncated = true;
+  if (f.ambiguity) rec.request.ambiguity = f.ambiguity;
   return rec;
 }
 

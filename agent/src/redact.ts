@@ -1,28 +1,35 @@
 /**
- * Removing IMDS tokens from anything the agent writes. Two layers: a pattern for the token header
- * written on a command line (curl -H "X-aws-ec2-metadata-token: ...", wget --header=...), and the
- * exact token values the agent has seen on the wire, wherever they appear. Pure apart from the
- * bounded set of seen values it holds.
+ * Removing secrets from anything the agent writes. Two layers: the scrubber (scrub.ts: sensitive
+ * words in argument and key names, IMDS/STS token shapes), and the exact token values the agent has
+ * seen on the wire, wherever they appear. Pure apart from the bounded set of seen values it holds.
  */
+import { DEFAULTS } from './defaults.js';
 import type { ProcessInfo } from './record.js';
+import { REDACTED, Scrubber } from './scrub.js';
 
-export const REDACTED = '[REDACTED]';
+export { REDACTED };
 
-// The header name, not followed by "-ttl-seconds", then ":" or "=", then the value.
-const HEADER_RE = /(x-aws-ec2-metadata-token(?!-ttl)\s*[:=]\s*)("?)([^\s"';&|]+)/gi;
 const MIN_SECRET = 8;
-// An argument that is the header name alone (optionally with its separator): the value is the next one.
-const BARE_HEADER_RE = /x-aws-ec2-metadata-token(?!-ttl)\s*[:=]?\s*$/i;
+const defaultScrubber = new Scrubber(DEFAULTS.scrubWords, DEFAULTS.scrubExempt);
 
-/** Each argument through redact; an argument following a bare token header is removed whole. */
+/**
+ * argv through redact, with the default words deciding which arguments name a secret (whose value
+ * is the next argument, removed whole).
+ */
 export function redactArgv(args: string[], redact: (s: string) => string): string[] {
-  return args.map((a, i) => (i > 0 && BARE_HEADER_RE.test(args[i - 1]) ? REDACTED : redact(a)));
+  return defaultScrubber.argv(args).map((a) => (a === REDACTED ? a : redact(a)));
 }
 
 export class Redactor {
   private readonly seen = new Set<string>();
+  private readonly scrubber: Scrubber;
 
-  constructor(private readonly maxSecrets = 1024) {}
+  /** extraWords: added to the default scrub words (`run --scrub-word`). */
+  constructor(private readonly maxSecrets = 1024, extraWords: readonly string[] = []) {
+    this.scrubber = extraWords.length
+      ? new Scrubber([...DEFAULTS.scrubWords, ...extraWords], DEFAULTS.scrubExempt)
+      : defaultScrubber;
+  }
 
   /** Remember a secret value seen on the wire (a token in a request header). */
   addSecret(value: string): void {
@@ -36,23 +43,31 @@ export class Redactor {
   }
 
   text(s: string): string {
-    let out = s.replace(HEADER_RE, (_m, name: string, quote: string) => `${name}${quote}${REDACTED}`);
+    return this.seenOut(this.scrubber.text(s));
+  }
+
+  private seenOut(s: string): string {
+    let out = s;
     for (const secret of this.seen) {
       if (out.includes(secret)) out = out.split(secret).join(REDACTED);
     }
     return out;
   }
 
-  /** argv with token values removed, including a value given as the argument after a bare header. */
+  /** argv with secrets removed: values of sensitive names (also the argument after a bare name), token shapes, seen tokens. */
   argv(args: string[]): string[] {
-    return redactArgv(args, (a) => this.text(a));
+    return this.scrubber.argv(args).map((a) => this.seenOut(a));
   }
 }
 
-/** A process description with every argv (its own and its ancestors') passed through redact. */
-export function redactProcess(p: ProcessInfo, redact: (s: string) => string): ProcessInfo {
+/**
+ * A process description with every argv (its own and its ancestors') passed through argv: the one
+ * place both attribution backends' results are scrubbed before any output.
+ */
+export function redactProcess(p: ProcessInfo, redact: (s: string) => string,
+  argv: (args: string[]) => string[] = (a) => redactArgv(a, redact)): ProcessInfo {
   const out: ProcessInfo = { ...p };
-  if (p.argv) out.argv = redactArgv(p.argv, redact);
-  if (p.ancestors) out.ancestors = p.ancestors.map((a) => ({ ...a, argv: a.argv ? redactArgv(a.argv, redact) : null }));
+  if (p.argv) out.argv = argv(p.argv);
+  if (p.ancestors) out.ancestors = p.ancestors.map((a) => ({ ...a, argv: a.argv ? argv(a.argv) : null }));
   return out;
 }

@@ -19,6 +19,8 @@ export interface RunOptions {
   /** Rotation of the log file (issue 4). */
   logMaxBytes?: number;
   logFiles?: number;
+  /** Words added to the default scrub words (`--scrub-word`, repeatable). */
+  scrubWord?: string[];
 }
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -64,6 +66,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,
     ancestors: o.ancestors, logFile: o.logFile || null, statsIntervalMs: o.statsInterval * 1000, writer,
     statsExtra: () => extras.statsExtra(),
+    scrubWords: o.scrubWord ?? [],
   });
   try {
     await tracer.start();

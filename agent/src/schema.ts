@@ -6,6 +6,7 @@
 import type {
   Ancestor, CallRecord, ConnectionInfo, ContainerInfo, ErrorRecord, NoticeRecord, ProcessInfo, ReadyRecord, StatsRecord,
 } from './record.js';
+import { AMBIGUITIES } from './wire/http-head.js';
 
 export type Spec =
   | 'string' | 'number' | 'boolean' | 'null'
@@ -18,7 +19,8 @@ type Shape<T> = { [K in keyof Required<T>]: Spec };
 const obj = <T>(fields: Shape<T>, optional: readonly (keyof T & string)[] = []): Spec => ({ object: fields, optional });
 const nullable = (s: Spec): Spec => ({ anyOf: [s, 'null'] });
 
-const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }) });
+const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }), argv_truncated: 'boolean' },
+  ['argv_truncated']);
 const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string' },
   ['pod_uid', 'task_id']);
 const processSpec = obj<ProcessInfo>({
@@ -26,8 +28,9 @@ const processSpec = obj<ProcessInfo>({
   argv: { array: 'string' }, argv_truncated: 'boolean', uid: 'number', user: nullable('string'), ppid: 'number',
   ancestors: { array: ancestor }, cgroup: nullable('string'), container: nullable(container),
   systemd_unit: nullable('string'), reason: 'string',
+  exe_truncated: 'boolean', systemd_unit_group: 'string',
 }, ['pid', 'comm', 'exe', 'argv', 'argv_truncated', 'uid', 'user', 'ppid', 'ancestors', 'cgroup', 'container',
-  'systemd_unit', 'reason']);
+  'systemd_unit', 'reason', 'exe_truncated', 'systemd_unit_group']);
 const connection = obj<ConnectionInfo>({
   src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
 });
@@ -39,11 +42,13 @@ export const SCHEMAS: Record<string, Spec> = {
     request: obj<CallRecord['request']>({
       method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
-    }, ['token_ttl_seconds', 'headers_truncated']),
+      ambiguity: { enum: AMBIGUITIES },
+    }, ['token_ttl_seconds', 'headers_truncated', 'ambiguity']),
     response: obj<CallRecord['response']>({ status: nullable('number') }),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
-  }, ['v1_reason']),
+    truncated: { array: 'string' },
+  }, ['v1_reason', 'truncated']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
@@ -55,17 +60,20 @@ export const SCHEMAS: Record<string, Spec> = {
     flows_open: 'number', flows_evicted: 'number', nat_duplicates: 'number', http_malformed: 'number',
     tcp_gaps: 'number', buffered_bytes: 'number', calls: obj<StatsRecord['calls']>({ v1: 'number', v2: 'number', other: 'number' }),
     calls_unattributed: 'number', calls_dropped: 'number', records_written: 'number', write_errors: 'number',
-    calls_self: 'number',
+    calls_self: 'number', calls_self_v1: 'number', calls_self_v2: 'number', calls_ambiguous: 'number', tcp_overlap_conflicts: 'number', tcp_urgent: 'number',
     pcap: obj<NonNullable<StatsRecord['pcap']>>({ received: 'number', dropped: 'number', if_dropped: 'number' }),
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
       loader_restarts: 'number', events_evicted: 'number',
+      events_filtered: 'number', events_over_budget: 'number', netns_filtered: 'number',
+      sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number' } } },
     }),
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
-  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch']),
+  }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2', 'calls_ambiguous',
+    'tcp_overlap_conflicts', 'tcp_urgent']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

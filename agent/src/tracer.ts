@@ -22,6 +22,7 @@ import type { CaptureStats } from './capture/framing.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
+import { SelfCalls } from './self-calls.js';
 
 export interface TracerOptions {
   device: string;
@@ -34,13 +35,16 @@ export interface TracerOptions {
   writer: RecordWriter;
   /** More stats fields from outside the tracer (own CPU/RSS, log rotation, CloudWatch). */
   statsExtra?: () => Partial<StatsRecord>;
+  /** Scrub words added to the defaults (`--scrub-word`). */
+  scrubWords?: string[];
 }
 
 export class Tracer {
   private capture: PcapSource | null = null;
   private readonly flows: FlowTable;
   private readonly calls: PendingCalls;
-  private readonly redactor = new Redactor();
+  private readonly redactor: Redactor;
+  private readonly selfCalls = new SelfCalls();
   private attributor: Attributor | null = null;
   private attributionKind: Attribution = 'none';
   private readonly connAttr = new Map<number, Promise<ProcessInfo>>();
@@ -49,9 +53,10 @@ export class Tracer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Date.now();
   private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
-  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0 };
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0, ambiguous: 0 };
 
   constructor(private readonly o: TracerOptions) {
+    this.redactor = new Redactor(undefined, o.scrubWords ?? []);
     this.flows = new FlowTable({
       isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
       onOpen: (conn) => this.startAttribution(conn),
@@ -60,8 +65,20 @@ export class Tracer {
         if (cls.imdsVersion === 'v1') this.counts.v1++;
         else if (cls.imdsVersion === 'v2') this.counts.v2++;
         else this.counts.other++;
+        if (head.ambiguity) this.counts.ambiguous++;
         const write = this.wanted(cls.imdsVersion);
-        if (write || cls.tokenRequest) this.calls.add(conn, head, seq, cls, new Date(ts), write);
+        if (!write) this.countIfSelf(conn, cls.imdsVersion);
+        // AWS requests not written are still tracked: token requests (to explain a later IMDSv1 call),
+        // and any of them may yet turn out ambiguous (onAmbiguity) and so IMDSv1.
+        if (write || cls.provider === 'aws') this.calls.add(conn, head, seq, cls, new Date(ts), write);
+      },
+      onAmbiguity: (conn, seq, why) => {
+        const change = this.calls.amend(conn, seq, why, (v) => this.wanted(v));
+        if (!change) return;
+        if (change.first) this.counts.ambiguous++;
+        const key = (v: 'v1' | 'v2' | null): 'v1' | 'v2' | 'other' => v ?? 'other';
+        this.counts[key(change.before.imdsVersion)]--;
+        this.counts[key(change.after.imdsVersion)]++;
       },
       onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
       onClose: (conn) => {
@@ -75,6 +92,7 @@ export class Tracer {
       attributionWaitMs: DEFAULTS.attributionWaitMs,
       maxPending: DEFAULTS.maxPendingCalls,
       redact: (s) => this.redactor.text(s),
+      redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
       attribution: (conn) => this.attributionFor(conn),
       emit: (rec) => this.emit(rec),
@@ -122,6 +140,7 @@ export class Tracer {
           maxEvents: DEFAULTS.maxPendingJoins, fallback: proc,
           targets: { ipv4: [...DEFAULTS.imdsIPv4], ipv6: [...DEFAULTS.imdsIPv6], ports: [DEFAULTS.imdsPort] },
           loaderPath: process.env.IMDS_TRACER_EBPF_LOADER || undefined,
+          netnsFilter: process.env.IMDS_TRACER_EBPF_ALL_NETNS !== '1',
           onError: (m) => this.o.writer.error('ebpf', m),
           onInfo: (m) => this.o.writer.notice('ebpf', m),
         });
@@ -194,6 +213,18 @@ export class Tracer {
     return again;
   }
 
+  /**
+   * A request that is not written (IMDSv2 without --include-v2) still counts in calls_self_v1/v2
+   * when it was the agent's own: from the caller found at connect time, no new lookup.
+   */
+  private countIfSelf(conn: Conn, version: 'v1' | 'v2' | null): void {
+    const found = this.connAttr.get(conn.id);
+    if (!found || version === null) return;
+    void found.then((p) => {
+      if (p.pid === process.pid) this.selfCalls.count(version, '', '');
+    });
+  }
+
   private connectionInfo(conn: Conn): ConnectionInfo {
     return {
       src: unmapV4(conn.client), sport: conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
@@ -213,6 +244,8 @@ export class Tracer {
   private emit(rec: CallRecord): void {
     if (rec.process.pid === process.pid) {
       this.counts.self++; // the agent's own IMDS calls are not someone else's
+      const alarm = this.selfCalls.count(rec.imds_version, rec.request.method, rec.request.path);
+      if (alarm) this.o.writer.error('self', alarm);
       return;
     }
     if (rec.process.attribution === 'none') this.counts.unattributed++;
@@ -231,6 +264,8 @@ export class Tracer {
       calls_unattributed: this.counts.unattributed, calls_dropped: this.calls.forced,
       records_written: this.o.writer.written, write_errors: this.o.writer.writeErrors,
       calls_self: this.counts.self,
+      calls_self_v1: this.selfCalls.v1, calls_self_v2: this.selfCalls.v2,
+      calls_ambiguous: this.counts.ambiguous, tcp_overlap_conflicts: f.overlapConflicts, tcp_urgent: f.urgent,
     };
     if (this.pcapStats) st.pcap = {
       received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,
@@ -239,7 +274,9 @@ export class Tracer {
     if (this.ebpf) {
       const c = this.ebpf.counters;
       st.kernel = { loaded: this.ebpf.loaded, events: c.events, events_lost: c.lost, joined: c.joined,
-        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted };
+        proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted,
+        events_filtered: c.filtered, events_over_budget: c.overBudget, netns_filtered: this.ebpf.netnsFiltered,
+        sources_over_budget: this.ebpf.sourcesOverBudget };
     }
     Object.assign(st, this.o.statsExtra?.());
     return st;

@@ -25,11 +25,13 @@ export class FakeLogs extends EventEmitter {
   private server: Server | null = null;
   port = 0;
 
-  async start(): Promise<void> {
+  /** Listen on 127.0.0.1 (random port), or on a Unix socket path (reached from a lab namespace through a relay). */
+  async start(socketPath?: string): Promise<void> {
     this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.listen(0, '127.0.0.1');
+    if (socketPath) this.server.listen(socketPath);
+    else this.server.listen(0, '127.0.0.1');
     await once(this.server, 'listening');
-    this.port = (this.server.address() as AddressInfo).port;
+    if (!socketPath) this.port = (this.server.address() as AddressInfo).port;
   }
 
   get endpoint(): string {

@@ -20,7 +20,18 @@ import {
   COMM_LEN,
   CONNECT_EVENT_FIELDS,
   CONNECT_EVENT_SIZE,
+  EXE_DEPTH,
+  EXE_MAX,
+  EXE_NAME_MAX,
   LAYOUT_VERSION,
+  MAX_NETNS,
+  MAX_SOURCES,
+  NETNS_DROP,
+  NETNS_KEEP,
+  SOURCE_DROPS_FIELDS,
+  SOURCE_DROPS_SIZE,
+  TOP_SOURCES,
+  exePath,
   MAX_ANCESTORS,
   MAX_TARGETS,
   READY_RECORD_FIELDS,
@@ -47,6 +58,7 @@ interface CLayout {
   connect: { size: number; fields: Record<string, [number, number]> };
   ready: { size: number; fields: Record<string, [number, number]> };
   stats: { size: number; fields: Record<string, [number, number]> };
+  source: { size: number; fields: Record<string, [number, number]> };
 }
 
 /** Fields sorted by offset must tile the struct: no implicit padding anywhere. */
@@ -88,6 +100,14 @@ describe('record layout: C (bpf/imds_connect.h) == TypeScript (events.ts)', () =
       IMDS_REC_STATS: REC_STATS,
       IMDS_AF_INET: AF_INET,
       IMDS_AF_INET6: AF_INET6,
+      IMDS_EXE_MAX: EXE_MAX,
+      IMDS_EXE_NAME_MAX: EXE_NAME_MAX,
+      IMDS_EXE_DEPTH: EXE_DEPTH,
+      IMDS_TOP_SOURCES: TOP_SOURCES,
+      IMDS_MAX_NETNS: MAX_NETNS,
+      IMDS_MAX_SOURCES: MAX_SOURCES,
+      IMDS_NETNS_KEEP: NETNS_KEEP,
+      IMDS_NETNS_DROP: NETNS_DROP,
     });
   });
 
@@ -110,6 +130,18 @@ describe('record layout: C (bpf/imds_connect.h) == TypeScript (events.ts)', () =
   it('struct imds_stats_record', () => {
     expect(layout.stats.size).toBe(STATS_RECORD_SIZE);
     expect(layout.stats.fields).toEqual(STATS_RECORD_FIELDS);
+    expect(layout.stats.size % 8).toBe(0);
+  });
+
+  it('struct imds_source_drops', () => {
+    expect(layout.source.size).toBe(SOURCE_DROPS_SIZE);
+    expect(layout.source.fields).toEqual(SOURCE_DROPS_FIELDS);
+  });
+
+  it('the exe area lies before argv[] (the kernel walk relies on it: see read_exe)', () => {
+    const F = layout.connect.fields;
+    expect(F.exe[0] + F.exe[1]).toBe(F.argv[0]);
+    expect(F.argv[1]).toBeGreaterThanOrEqual(EXE_NAME_MAX + 1);
   });
 
   it('no implicit padding in any record', () => {
@@ -117,6 +149,7 @@ describe('record layout: C (bpf/imds_connect.h) == TypeScript (events.ts)', () =
     expectNoHoles(layout.ancestor.fields, layout.ancestor.size);
     expectNoHoles(layout.ready.fields, layout.ready.size);
     expectNoHoles(layout.stats.fields, layout.stats.size);
+    expectNoHoles(layout.source.fields, layout.source.size);
   });
 });
 
@@ -146,6 +179,10 @@ interface EventSpec {
   cgroupId?: bigint;
   tsSyn?: bigint;
   tsEmit?: bigint;
+  isn?: number;
+  exeArea?: Buffer;
+  exeTruncated?: boolean;
+  exeError?: boolean;
 }
 
 function argvArea(args: string[]): Buffer {
@@ -180,6 +217,12 @@ function buildEvent(s: EventSpec): Buffer {
   Buffer.from(s.daddr ?? [169, 254, 169, 254]).copy(b, F.daddr[0]);
   b.write(s.comm ?? 'curl', F.comm[0], COMM_LEN - 1, 'utf8');
   b.write(s.parentComm ?? 'bash', F.parent_comm[0], COMM_LEN - 1, 'utf8');
+  b.writeUInt32LE(s.isn ?? 0, F.isn[0]);
+  const exe = s.exeArea ?? argvArea(['curl', 'bin', 'usr']);
+  exe.copy(b, F.exe[0], 0, Math.min(exe.length, EXE_MAX));
+  b.writeUInt16LE(Math.min(exe.length, EXE_MAX), F.exe_len[0]);
+  b.writeUInt8(s.exeTruncated ? 1 : 0, F.exe_truncated[0]);
+  b.writeUInt8(s.exeError ? 1 : 0, F.exe_error[0]);
   const anc = s.ancestors ?? [];
   b.writeUInt8(anc.length, F.n_ancestors[0]);
   anc.forEach((a, i) => {
@@ -204,6 +247,10 @@ function buildReady(): Buffer {
   b.writeBigUInt64LE(1700000000000000000n, F.realtime_ns[0]);
   b.writeUInt32LE(ARGV_MAX, F.argv_max[0]);
   b.writeUInt32LE(1 << 20, F.ringbuf_bytes[0]);
+  b.writeUInt32LE(100, F.budget_rate[0]);
+  b.writeUInt32LE(500, F.budget_burst[0]);
+  b.writeUInt32LE(1, F.netns_filter[0]);
+  b.writeUInt32LE(EXE_MAX, F.exe_max[0]);
   return b;
 }
 
@@ -218,6 +265,16 @@ function buildStats(lost: number, final = false): Buffer {
   b.writeBigUInt64LE(1n, F.track_failed[0]);
   b.writeBigUInt64LE(99n, F.mono_ns[0]);
   b.writeUInt32LE(final ? 1 : 0, F.final[0]);
+  b.writeBigUInt64LE(7n, F.filtered[0]);
+  b.writeBigUInt64LE(40n, F.over_budget[0]);
+  b.writeUInt32LE(2, F.n_top[0]);
+  const S = SOURCE_DROPS_FIELDS;
+  [[4026532000, 99n, 30n], [4026532001, 0n, 10n]].forEach(([ino, cg, n], i) => {
+    const o = F.top[0] + i * SOURCE_DROPS_SIZE;
+    b.writeUInt32LE(ino as number, o + S.netns_ino[0]);
+    b.writeBigUInt64LE(cg as bigint, o + S.cgroup_id[0]);
+    b.writeBigUInt64LE(n as bigint, o + S.dropped[0]);
+  });
   return b;
 }
 
@@ -246,6 +303,7 @@ describe('decodeConnectEvent', () => {
         tsSyn: 9007199254740993n,
         tsEmit: 9007199254740999n,
         argvArea: argvArea(['curl', '-s', '', 'http://169.254.169.254/latest/meta-data/']),
+        isn: 0xfedcba98,
       }),
     );
     expect(e).toEqual({
@@ -275,7 +333,22 @@ describe('decodeConnectEvent', () => {
       v4Mapped: false,
       newState: 1,
       newStateName: 'ESTABLISHED',
+      isn: 0xfedcba98,
+      exe: '/usr/bin/curl',
+      exeTruncated: false,
     });
+  });
+
+  it('executable path: reversed from the kernel walk; a cut walk is marked, never whole', () => {
+    expect(decodeConnectEvent(buildEvent({ exeArea: argvArea(['python3.11', 'bin', 'usr']) })).exe).toBe('/usr/bin/python3.11');
+    const cut = decodeConnectEvent(buildEvent({ exeArea: argvArea(['curl', 'bin']), exeTruncated: true }));
+    expect(cut.exe).toBe('.../bin/curl');
+    expect(cut.exeTruncated).toBe(true);
+    const none = decodeConnectEvent(buildEvent({ exeArea: Buffer.alloc(0), exeError: true }));
+    expect(none.exe).toBeNull();
+    expect(none.exeTruncated).toBe(false);
+    expect(exePath(Buffer.alloc(0), true)).toBeNull();
+    expect(exePath(argvArea(['a', '', 'b']), false)).toBeNull();
   });
 
   it('decodes an IPv6 event, compressed like Node prints it', () => {
@@ -442,7 +515,13 @@ describe('RecordDecoder framing', () => {
     const [rec] = d.push(buildStats(3));
     expect(rec).toEqual({
       kind: 'stats',
-      stats: { lost: 3, emitted: 10, untracked: 2, trackFailed: 1, monoNs: '99', final: false },
+      stats: {
+        lost: 3, emitted: 10, untracked: 2, trackFailed: 1, monoNs: '99', final: false, filtered: 7, overBudget: 40,
+        topSources: [
+          { netnsIno: 4026532000, cgroupId: '99', dropped: 30 },
+          { netnsIno: 4026532001, cgroupId: '0', dropped: 10 },
+        ],
+      },
     });
   });
 
@@ -456,6 +535,6 @@ describe('RecordDecoder framing', () => {
   it('rejects a record whose size differs from the layout (stale build)', () => {
     const bad = buildEvent({});
     bad.writeUInt32LE(CONNECT_EVENT_SIZE - 8, CONNECT_EVENT_FIELDS.size[0]);
-    expect(() => new RecordDecoder().push(bad)).toThrow(/expected 1256/);
+    expect(() => new RecordDecoder().push(bad)).toThrow(new RegExp(`expected ${CONNECT_EVENT_SIZE}`));
   });
 });

@@ -10,7 +10,7 @@
  * and removes it afterwards. Needs root (skipped otherwise).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -216,6 +216,8 @@ describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: 
     expect(e.sport).toBeGreaterThan(0);
     expect(e.sport).toBe(Number(r.stdout));
     expect(e.newStateName).toBe('ESTABLISHED');
+    expect(e.exe).toBe(realpathSync(execFileSync('sh', ['-c', 'command -v curl'], { encoding: 'utf8' }).trim()));
+    expect(e.exeTruncated).toBe(false);
     expect(BigInt(e.tsEmitNs) >= BigInt(e.tsSynNs)).toBe(true);
     expect(BigInt(e.cgroupId) > 0n).toBe(true);
     const wall = source!.monoToEpochMs(e.tsSynNs);
@@ -263,6 +265,77 @@ describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: 
     expect(e.tgid).toBe(r.pid);
     expect(e.argv[0]).toBe(process.execPath);
     expect(e.daddr).toBe('169.254.169.254');
+  });
+
+  it('executable path: walked across mounts (a copy of curl on tmpfs), and a path past the bound is marked', async () => {
+    const curl = realpathSync(execFileSync('sh', ['-c', 'command -v curl'], { encoding: 'utf8' }).trim());
+    const shm = mkdtempSync('/dev/shm/imdst-exe-');
+    try {
+      // /dev/shm is its own mount (tmpfs) on /dev (devtmpfs) on /: two mount crossings.
+      const copy = join(shm, 'curl-copy');
+      copyFileSync(curl, copy);
+      chmodSync(copy, 0o755);
+      const marker = `mx-${randomBytes(4).toString('hex')}`;
+      expect((await inNear(copy, '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker}`)).code).toBe(0);
+      const e = await waitFor('event from the tmpfs copy', () => byMarker(marker));
+      expect(e.exe).toBe(copy);
+      expect(e.exeTruncated).toBe(false);
+
+      // 45 directories deep: more steps than the walk takes (40). Only the tail is known, and marked.
+      const deep = join(shm, ...Array.from({ length: 45 }, (_, i) => `d${i}`));
+      mkdirSync(deep, { recursive: true });
+      copyFileSync(curl, join(deep, 'curl-deep'));
+      chmodSync(join(deep, 'curl-deep'), 0o755);
+      const marker2 = `md-${randomBytes(4).toString('hex')}`;
+      expect((await inNear(join(deep, 'curl-deep'), '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${marker2}`)).code).toBe(0);
+      const d = await waitFor('event from the deep copy', () => byMarker(marker2));
+      expect(d.exeTruncated).toBe(true);
+      expect(d.exe).toMatch(/^\.\.\.\/(d\d+\/)+curl-deep$/);
+      expect(join(deep, 'curl-deep').endsWith(d.exe!.slice(3))).toBe(true);
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('isn is the sequence number of the SYN on the wire (established and refused)', async () => {
+    // A raw-socket sniffer on the far side prints "sport dport seq" for every SYN it sees.
+    const sniffer = spawn('ip', ['netns', 'exec', FAR, 'python3', '-c', `
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+print("ready", flush=True)
+while True:
+    f = s.recv(65535)
+    if struct.unpack("!H", f[12:14])[0] != 0x0800:
+        continue
+    ip = f[14:]
+    if ip[9] != 6:
+        continue
+    tcp = ip[(ip[0] & 15) * 4:]
+    sport, dport, seq = struct.unpack("!HHI", tcp[:8])
+    if tcp[13] & 0x12 == 0x02:
+        print(sport, dport, seq, flush=True)
+`, VETH_FAR], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    sniffer.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    try {
+      await waitFor('sniffer', () => (out.includes('ready') ? true : undefined));
+      const syns = (): Map<number, number> => new Map(out.split('\n').slice(1).filter((l) => /^\d+ \d+ \d+$/.test(l))
+        .map((l) => l.split(' ').map(Number)).map(([sp, , seq]) => [sp, seq]));
+      const ok = `mi-${randomBytes(4).toString('hex')}`;
+      const refused = `mj-${randomBytes(4).toString('hex')}`;
+      expect((await inNear('curl', '-s', '-o', '/dev/null', '--max-time', '5', `http://169.254.169.254/${ok}`)).code).toBe(0);
+      expect((await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${refused}`)).code).not.toBe(0);
+      const a = await waitFor('established event', () => byMarker(ok));
+      const b = await waitFor('refused event', () => byMarker(refused));
+      expect(a.newStateName).toBe('ESTABLISHED');
+      expect(b.newStateName).toBe('CLOSE');
+      const seen = await waitFor('both SYNs on the wire', () => (syns().has(a.sport) && syns().has(b.sport) ? syns() : undefined));
+      expect(a.isn).toBe(seen.get(a.sport));
+      expect(b.isn).toBe(seen.get(b.sport));
+    } finally {
+      sniffer.kill('SIGKILL');
+    }
   });
 
   it('refused connection: one event, state CLOSE, source port set', async () => {
@@ -364,6 +437,49 @@ describe.skipIf(SKIP !== undefined)(`eBPF loader end to end${SKIP ? ` (skipped: 
       expect(got.map((e) => `${e.family}:${e.daddr}:${e.dport}`).sort()).toEqual(['4:169.254.169.254:80', '6:fd00:ec2::254:80']);
     } finally {
       await def.stop();
+    }
+  });
+
+  it('budget per source and network namespace verdicts: counted in the kernel, per source too, never as untracked', async () => {
+    const g = await startEbpfSource({ ipv4: ['169.254.169.254'], ports: [81], budgetRate: 1, budgetBurst: 2, netnsFilter: true });
+    const mine: ConnectEvent[] = [];
+    const st: StatsRecord[] = [];
+    g.on('event', (e) => mine.push(e));
+    g.on('stats', (s) => st.push(s));
+    try {
+      expect(g.ready).toMatchObject({ budgetRate: 1, budgetBurst: 2, netnsFilter: true });
+      const marker = `mb-${randomBytes(4).toString('hex')}`;
+      // Six refused connects in a row from one source (the near namespace, this cgroup): 2 pass.
+      for (let i = 0; i < 6; i++) await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${marker}`);
+      const s1 = await waitFor('stats with the drops', () => st.find((s) => s.overBudget >= 4));
+      expect(s1.overBudget).toBe(4);
+      expect(s1.untracked).toBe(0);
+      expect(s1.topSources[0]).toMatchObject({ netnsIno: nearIno, dropped: 4 });
+      expect(mine.filter((e) => e.argv.some((a) => a.includes(marker)))).toHaveLength(2);
+
+      // Drop the near namespace at run time (a stdin line): filtered, counted, not traced.
+      // (The loader applies stdin lines between polls and says nothing: connect until one is filtered.)
+      const rate = await startEbpfSource({ ipv4: ['169.254.169.254'], ports: [81] }); // no budget: sees them all
+      const all: ConnectEvent[] = [];
+      rate.on('event', (e) => all.push(e));
+      try {
+        expect(g.setNetnsVerdict(nearIno, 'drop')).toBe(true);
+        let marker2 = '';
+        for (let i = 0; i < 50 && !st.some((s) => s.filtered >= 1); i++) {
+          marker2 = `mf-${randomBytes(4).toString('hex')}`;
+          await inNear('curl', '-s', '--max-time', '5', `http://169.254.169.254:81/${marker2}`);
+          await waitFor('the connect seen by the unfiltered loader', () => (all.some((e) => e.argv.some((a) => a.includes(marker2))) ? true : undefined));
+          await waitFor('stats after it', () => (st.some((s) => s.filtered >= 1) || g.exited ? true : undefined), 1500).catch(() => undefined);
+        }
+        const s2 = await waitFor('stats with the filtered one', () => st.find((s) => s.filtered >= 1));
+        expect(s2.filtered).toBeGreaterThanOrEqual(1);
+        expect(s2.untracked).toBe(0);
+        expect(mine.filter((e) => e.argv.some((a) => a.includes(marker2)))).toHaveLength(0);
+      } finally {
+        await rate.stop();
+      }
+    } finally {
+      await g.stop();
     }
   });
 

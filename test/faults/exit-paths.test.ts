@@ -22,6 +22,7 @@ describe('exit statuses and messages', () => {
     [['run', '--duration', 'soon'], /--duration must be a positive whole number/],
     [['run', '--backend', 'magic'], /Allowed choices are auto, ebpf, proc/],
     [['run', '--no-such-flag'], /unknown option '--no-such-flag'/],
+    [['run', '--scrub-word', 'a|b'], /--scrub-word takes a word of letters, digits/],
     [['fly'], /unknown command 'fly'|too many arguments/],
   ])('bad usage %j: exit 2, one clear message', (args, message) => {
     const r = run(args as string[]);

@@ -31,6 +31,10 @@ describe.skipIf(!support.ok)(`imds-tracer demo${support.ok ? '' : ` (skipped: ${
     const groups = JSON.parse(report.stdout) as Array<Record<string, any>>;
     expect(groups.reduce((n, g) => n + g.count, 0)).toBe(4);
     expect(groups.map((g) => g.exe).sort()).toEqual(expect.arrayContaining(['/usr/bin/curl', '/usr/bin/wget']));
+    // Named in the kernel, a caller's executable is known even when it exited before /proc was read.
+    const calls = readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>)
+      .filter((r) => r.event === 'imds_call' && r.process?.attribution === 'ebpf');
+    for (const c of calls) expect(c.process.exe, JSON.stringify(c.process)).toMatch(/^\//);
     const table = spawnSync(process.execPath, [CLI, 'report', log], { encoding: 'utf8' });
     expect(table.status).toBe(0);
 

@@ -12,6 +12,9 @@ import { createLab, labSupported, IMDS_V4, IMDS_V6, type ImdsHandle, type Lab } 
 import { normalisePath } from '../../agent/src/lab/imds-server.js';
 import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
+import { DEFAULTS } from '../../agent/src/defaults.js';
+import { parseCmdlineBounded } from '../../agent/src/attribution/proc-parse.js';
+import { Redactor } from '../../agent/src/redact.js';
 import {
   botocoreCredentials, CLIENT_DRIVERS, curlRequests, runClient, startLongLivedCaller,
 } from '../helpers/clients.js';
@@ -182,7 +185,10 @@ print(s.getsockname()[1])
         for (const [t, how] of [[all, 'ebpf'], [v1only, 'proc']] as const) {
           const [rec] = await t.count((r) => r.event === 'imds_call' && r.connection.sport === called.localPort, 1, 10_000);
           expect(rec.process).toMatchObject({ attribution: how, pid: caller.pid, uid: 0, user: 'root' });
-          expect(rec.process.argv.slice(1)).toEqual(caller.argv.slice(1));
+          // argv as the agent writes it: its first 1024 bytes (both backends), secrets scrubbed.
+          const bounded = parseCmdlineBounded(Buffer.from(`${caller.argv.join('\0')}\0`), DEFAULTS.argvMaxBytes);
+          expect(rec.process.argv.slice(1)).toEqual(new Redactor().argv(bounded.argv).slice(1));
+          expect(rec.process.argv_truncated).toBe(bounded.truncated || undefined);
           expect(rec.process.comm).toBe(runtime === 'node' ? 'node' : 'python3');
           expect(rec.process.ancestors.length).toBeGreaterThan(0);
           expect(rec.process.ancestors[0].argv).not.toBeNull();

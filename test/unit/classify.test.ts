@@ -67,8 +67,8 @@ describe('classify: other clouds are never IMDSv1', () => {
     ['gce', '/computeMetadata/v1/instance/id', {}],
     ['gce', '/computeMetadata', {}],
     ['gce', 'http://metadata.google.internal/computeMetadata/v1/', {}],
-    ['gce', '/', { metadataFlavor: 'Google' }],
-    ['gce', '/latest/meta-data/', { metadataFlavor: 'google' }],
+    ['gce', '/probe', { metadataFlavor: 'Google' }],
+    ['gce', '/computeMetadata/v1/', { metadataFlavor: 'Google' }],
     ['azure', '/metadata/instance?api-version=2021-02-01', {}],
     ['azure', '/metadata/identity/oauth2/token', {}],
     ['azure', '/metadata/scheduledevents', {}],
@@ -120,7 +120,62 @@ describe('classify: from parsed heads', () => {
   it('the TTL header alone on a GET is IMDSv1', () => {
     expect(classify(head('GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600')).imdsVersion).toBe('v1');
   });
-  it('GCE via header on a parsed head', () => {
-    expect(classify(head('GET / HTTP/1.1\r\nMetadata-Flavor: Google')).provider).toBe('gce');
+  it('GCE via header on a parsed head, on a path that is not AWS\'s', () => {
+    expect(classify(head('GET /probe HTTP/1.1\r\nMetadata-Flavor: Google')).provider).toBe('gce');
+  });
+});
+
+describe('classify: no header hides an AWS request', () => {
+  const V1 = { provider: 'aws', imdsVersion: 'v1', tokenRequest: false };
+  it('Metadata-Flavor: Google (or any value containing "google") on an AWS path is IMDSv1', () => {
+    for (const flavor of ['Google', 'google', 'NotGoogle', 'GOOGLE, x']) {
+      for (const t of ['/latest/meta-data/iam/security-credentials/', '/', '/latest/meta-data/', '/2021-07-15/user-data']) {
+        expect(classify(r('GET', t, { metadataFlavor: flavor })), `${flavor} ${t}`).toEqual(V1);
+      }
+    }
+    const h = parseRequestHead('GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\nMetadata-Flavor: Google', false, () => undefined)!;
+    expect(classify(h)).toEqual(V1);
+  });
+  it('an Azure "Metadata: true" header on an AWS path is IMDSv1 too', () => {
+    expect(classify(r('GET', '/latest/meta-data/', { metadataHeader: 'true' }))).toEqual(V1);
+  });
+  it('with the token header, an AWS path is IMDSv2 whatever other clouds\' headers say', () => {
+    expect(classify(r('GET', '/latest/meta-data/', { metadataFlavor: 'Google', tokenPresent: true })))
+      .toEqual({ provider: 'aws', imdsVersion: 'v2', tokenRequest: false });
+  });
+});
+
+describe('classify: paths read the way servers read them', () => {
+  const V1 = { provider: 'aws', imdsVersion: 'v1', tokenRequest: false };
+  it('dot segments are removed before matching', () => {
+    for (const t of ['/x/../latest/meta-data/', '/computeMetadata/../latest/meta-data/iam/security-credentials/',
+      '/./latest/meta-data', '/../latest/meta-data/', '/opc/v2/../../latest/user-data', '/metadata/instance/../../']) {
+      expect(classify(r('GET', t)), t).toEqual(V1);
+    }
+  });
+  it('percent-encoding: unreserved characters, dots and %2F decoded', () => {
+    for (const t of ['/%6catest/meta-data/', '/x/%2e%2e/latest/meta-data/', '/x/%2E%2E/latest/', '/computeMetadata%2F..%2F..%2Flatest/meta-data/',
+      '/%2Flatest/meta-data/', '/%2e/latest', '/computeMetadata/%2e%2e/latest/meta-data/']) {
+      expect(classify(r('GET', t)), t).toEqual(V1);
+    }
+  });
+  it('another cloud\'s path reached through dots or encoding is that cloud', () => {
+    expect(classify(r('GET', '/x/../computeMetadata/v1/')).provider).toBe('gce');
+    expect(classify(r('GET', '/%63omputeMetadata/v1/')).provider).toBe('gce');
+  });
+  it('methods are case-sensitive: "put" is not the token request', () => {
+    expect(classify(r('put', '/latest/api/token'))).toEqual(V1);
+    expect(classify(r('Put', '/latest/api/token'))).toEqual(V1);
+  });
+  it('the token request read through dots and encoding', () => {
+    for (const t of ['/latest/api/../api/token', '/latest/api/%74oken', '/x/../latest/api/token']) {
+      expect(classify(r('PUT', t)), t).toEqual({ provider: 'aws', imdsVersion: 'v2', tokenRequest: true });
+    }
+  });
+  it('an ambiguous head is IMDSv1 even with the token header or as the token request', () => {
+    expect(classify(r('GET', '/latest/meta-data/', { tokenPresent: true, ambiguity: 'obs_fold' }))).toEqual(V1);
+    expect(classify(r('PUT', '/latest/api/token', { ambiguity: 'bare_lf' })))
+      .toEqual({ provider: 'aws', imdsVersion: 'v1', tokenRequest: true });
+    expect(classify(r('GET', '/computeMetadata/v1/', { ambiguity: 'bare_lf' })).provider).toBe('gce');
   });
 });

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { FlowTable, type Conn, type FlowLimits } from '../../agent/src/wire/flows.js';
+import { FlowTable, type Conn, type FlowHandlers, type FlowLimits } from '../../agent/src/wire/flows.js';
 import type { RequestHead, ResponseHead } from '../../agent/src/wire/http-head.js';
 import type { TcpSegment } from '../../agent/src/wire/packet.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
@@ -15,7 +15,7 @@ interface Ev {
   secrets: string[];
 }
 
-function table(limits: Partial<FlowLimits> = {}): { t: FlowTable; ev: Ev } {
+function table(limits: Partial<FlowLimits> = {}, more: Partial<FlowHandlers> = {}): { t: FlowTable; ev: Ev } {
   const ev: Ev = { opens: [], closes: [], requests: [], responses: [], secrets: [] };
   const t = new FlowTable({
     isServer: (addr, port) => port === 80 && (addr === IMDS4 || addr === IMDS6),
@@ -24,6 +24,7 @@ function table(limits: Partial<FlowLimits> = {}): { t: FlowTable; ev: Ev } {
     onRequest: (conn, head, seq, ts) => ev.requests.push({ conn, head, seq, ts }),
     onResponse: (conn, head, reqSeq) => ev.responses.push({ conn, head, reqSeq }),
     onSecret: (v) => ev.secrets.push(v),
+    ...more,
   }, {
     maxFlows: 100, maxOutOfOrderSegments: 16, maxBufferedBytesPerDirection: 65536, maxHeaderBytes: 8192,
     flowIdleMs: 60_000, ...limits,
@@ -391,5 +392,108 @@ describe('FlowTable: tuple reuse, closing, bounds', () => {
     t.closeAll();
     expect(ev.closes).toHaveLength(5);
     expect(t.size).toBe(0);
+  });
+});
+
+describe('FlowTable: TCP tricks that would fake a token header', () => {
+  function tableWithAmb() {
+    const amb: Array<[number, number, string]> = [];
+    const { t, ev } = table({}, { onAmbiguity: (c, n, w) => { amb.push([c.id, n, w]); } });
+    return { t, ev, amb };
+  }
+  const WITH = `GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n`;
+  const WITHOUT = `GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-tokex: ${TOKEN}\r\n\r\n`;
+
+  it('a first copy carrying the token header, then the copy the server kept without it: the request is ambiguous', () => {
+    const { t, ev, amb } = tableWithAmb();
+    const c = new Conversation('10.0.0.5', 40001, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck()]);
+    const seq = c.cseq;
+    feed(t, [c.send(WITH)]); // e.g. a bad checksum or TTL 1: the server never gets it
+    c.cseq = seq;
+    feed(t, [c.send(WITHOUT)]);
+    expect(ev.requests).toHaveLength(1);
+    expect(amb).toEqual([[ev.requests[0].conn.id, 1, 'tcp_overlap_conflict']]);
+    expect(t.stats.overlapConflicts).toBe(1);
+  });
+
+  it('a conflicting copy of part of a head still being read marks that head when it completes', () => {
+    const { t, ev, amb } = tableWithAmb();
+    const c = new Conversation('10.0.0.5', 40002, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck()]);
+    const seq = c.cseq;
+    feed(t, [c.send(WITH.slice(0, 60))]);
+    c.cseq = seq;
+    feed(t, [c.send(WITHOUT.slice(0, 60)), c.send(WITH.slice(60))]);
+    expect(ev.requests).toHaveLength(1);
+    expect(ev.requests[0].head.ambiguity).toBe('tcp_overlap_conflict');
+    expect(amb).toEqual([]);
+  });
+
+  it('retransmitted identical copies, and copies of bytes the server acknowledged, are not ambiguous', () => {
+    const { t, ev, amb } = tableWithAmb();
+    const c = new Conversation('10.0.0.5', 40003, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck()]);
+    const seq = c.cseq;
+    feed(t, [c.send(WITH)]);
+    c.cseq = seq;
+    feed(t, [c.send(WITH), c.reply(res(200, 'x'))]); // the reply acknowledges the request
+    c.cseq = seq;
+    feed(t, [c.send(WITHOUT)]);
+    expect(ev.requests).toHaveLength(1);
+    expect(ev.requests[0].head.ambiguity).toBeNull();
+    expect(amb).toEqual([]);
+    expect(t.stats.overlapConflicts).toBe(0);
+  });
+
+  it('urgent data pointing into a head: the request is ambiguous (tcp_urgent), counted', () => {
+    const { t, ev } = tableWithAmb();
+    const c = new Conversation('10.0.0.5', 40004, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck()]);
+    // The byte before the colon ("x") is urgent: the server drops it and reads the token header.
+    const head = `GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-tokenx: ${TOKEN}\r\n\r\n`;
+    const s = c.send(head, { ack: true, psh: true, urg: true });
+    s.urgent = head.indexOf('x:') + 1;
+    feed(t, [s]);
+    expect(ev.requests[0].head.ambiguity).toBe('tcp_urgent');
+    expect(t.stats.urgent).toBe(1);
+  });
+
+  it('the unacknowledged window counts in the table\'s buffered bytes and is freed by the server\'s ACK', () => {
+    const { t } = table();
+    const c = new Conversation('10.0.0.5', 40005, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck(), c.send(GETMD)]);
+    expect(t.stats.bufferedBytes).toBe(GETMD.length);
+    feed(t, [c.reply(res(200, 'x')), c.clientAck()]);
+    expect(t.stats.bufferedBytes).toBe(0);
+  });
+});
+
+describe('FlowTable: a head the client never finished', () => {
+  it('the client closes its side before the blank line: the request is reported, head_incomplete', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40010, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck(), c.send(`GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n`)]);
+    expect(ev.requests).toHaveLength(0);
+    feed(t, [c.clientFin()]);
+    expect(ev.requests).toHaveLength(1);
+    expect(ev.requests[0].head).toMatchObject({ target: '/latest/meta-data/', tokenPresent: true, ambiguity: 'head_incomplete' });
+    expect(ev.secrets).toEqual([TOKEN]);
+  });
+
+  it('not while bytes before the FIN are missing (the FIN sent again once they are in), nor for a complete head, nor twice', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40011, IMDS4, 80, 1000, 5000);
+    feed(t, [c.syn(), c.synAck(), c.clientAck(), c.send(GETMD)]);
+    const lost = c.send('GET /x HTTP/1.1\r\n');
+    const finSeq = c.cseq + 'Host: y\r\n'.length;
+    feed(t, [c.send('Host: y\r\n'), c.clientFin()]);
+    expect(ev.requests.map((r) => r.head.ambiguity)).toEqual([null]);
+    feed(t, [lost]);
+    c.cseq = finSeq;
+    feed(t, [c.clientFin()]);
+    c.cseq = finSeq;
+    feed(t, [c.clientFin()]);
+    expect(ev.requests.map((r) => [r.head.target, r.head.ambiguity])).toEqual([['/latest/meta-data/', null], ['/x', 'head_incomplete']]);
   });
 });

@@ -8,7 +8,7 @@ export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;
 export const ETH_P_8021Q = 0x8100;
 
-export interface TcpFlags { syn?: boolean; ack?: boolean; fin?: boolean; rst?: boolean; psh?: boolean }
+export interface TcpFlags { syn?: boolean; ack?: boolean; fin?: boolean; rst?: boolean; psh?: boolean; urg?: boolean }
 
 export interface TcpSpec {
   sport: number;
@@ -18,6 +18,8 @@ export interface TcpSpec {
   flags?: TcpFlags;
   /** TCP options, padded to a multiple of 4 bytes. */
   options?: Buffer;
+  /** The urgent pointer field (meaningful with flags.urg). */
+  urgentPointer?: number;
   payload?: Buffer | string;
 }
 
@@ -27,7 +29,7 @@ function toBuf(p: Buffer | string | undefined): Buffer {
 }
 
 export function flagByte(f: TcpFlags = {}): number {
-  return (f.fin ? 1 : 0) | (f.syn ? 2 : 0) | (f.rst ? 4 : 0) | (f.psh ? 8 : 0) | (f.ack ? 16 : 0);
+  return (f.fin ? 1 : 0) | (f.syn ? 2 : 0) | (f.rst ? 4 : 0) | (f.psh ? 8 : 0) | (f.ack ? 16 : 0) | (f.urg ? 32 : 0);
 }
 
 export function tcp(spec: TcpSpec): Buffer {
@@ -41,6 +43,7 @@ export function tcp(spec: TcpSpec): Buffer {
   h[12] = ((20 + opts.length) / 4) << 4;
   h[13] = flagByte(spec.flags);
   h.writeUInt16BE(65535, 14); // window
+  h.writeUInt16BE(spec.urgentPointer ?? 0, 18);
   opts.copy(h, 20);
   return Buffer.concat([h, toBuf(spec.payload)]);
 }
@@ -217,6 +220,7 @@ export function segment(s: SegSpec): TcpSegment {
     seq: s.seq >>> 0, ack: (s.ack ?? 0) >>> 0,
     flags: { syn: !!f.syn, ack: !!f.ack, fin: !!f.fin, rst: !!f.rst, psh: !!f.psh },
     payload: toBuf(s.payload), pktType: null,
+    ...(f.urg ? { urgent: s.urgentPointer ?? 0 } : {}),
   };
 }
 

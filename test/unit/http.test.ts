@@ -4,6 +4,7 @@ import {
   type RequestHead, type ResponseHead,
 } from '../../agent/src/wire/http-head.js';
 import { HttpStream } from '../../agent/src/wire/http-stream.js';
+import { classify } from '../../agent/src/classify.js';
 
 const TOKEN = 'AQAEAFx1Zm9vYmFyLXRva2VuLXZhbHVlLTEyMzQ1Njc4OTA=';
 
@@ -125,7 +126,7 @@ describe('parseRequestHead', () => {
   });
 
   it('rejects malformed request lines', () => {
-    for (const line of ['GET /', 'GET  / HTTP/1.1', 'GET / HTTP/1.1 extra', 'G(T / HTTP/1.1', 'GET / HTTP/11',
+    for (const line of ['GET /', 'GET / HTTP/1.1 extra', 'G(T / HTTP/1.1', 'GET / HTTP/11',
       'GET / http/1.1', '', `${'A'.repeat(33)} / HTTP/1.1`, 'GET / HTTP/1.1\r']) {
       expect(reqHead(`${line}\r\nHost: x`).head, JSON.stringify(line)).toBeNull();
     }
@@ -421,5 +422,231 @@ describe('HttpStream: an oversized head', () => {
     expect(got.map((h) => [h.target, h.headersTruncated])).toEqual([
       ['/latest/meta-data/big-head', true], ['/next', false],
     ]);
+  });
+});
+
+describe('HttpStream: heads read the way RFC 9112 servers read them', () => {
+  const TOK2 = 'AQAEAGb2-second-token-value-0987654321==';
+
+  it('a head ended by a bare-LF blank line is parsed (lenient servers serve it), marked bare_lf, IMDSv1', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('GET /latest/meta-data/ HTTP/1.0\n\n'));
+    expect(h.reqs()).toEqual(['GET /latest/meta-data/']);
+    const head = h.msgs[0] as RequestHead;
+    expect(head.ambiguity).toBe('bare_lf');
+    expect(classify(head).imdsVersion).toBe('v1');
+    expect(h.s.malformed).toBe(0);
+  });
+
+  it('every mix of CRLF and LF in the terminator ends the head; only CRLF CRLF is unambiguous', () => {
+    for (const [term, amb] of [['\r\n\r\n', null], ['\n\n', 'bare_lf'], ['\r\n\n', 'bare_lf'], ['\n\r\n', 'bare_lf']] as const) {
+      const h = stream('request');
+      h.s.push(Buffer.from(`GET /a HTTP/1.1\r\nHost: x${term}GET /b HTTP/1.1\r\nHost: x\r\n\r\n`));
+      expect(h.reqs(), JSON.stringify(term)).toEqual(['GET /a', 'GET /b']);
+      expect((h.msgs[0] as RequestHead).ambiguity, JSON.stringify(term)).toBe(amb);
+      expect((h.msgs[1] as RequestHead).ambiguity).toBe(amb ? 'follows_ambiguous' : null);
+    }
+  });
+
+  it('a bare-LF blank line ends the head: a token header after it is not in the head (no false IMDSv2)', () => {
+    const h = stream('request');
+    const all = `GET /latest/meta-data/ HTTP/1.1\nHost: x\n\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n`;
+    for (let i = 0; i < all.length; i += 5) h.s.push(Buffer.from(all.slice(i, i + 5)));
+    expect(h.reqs()).toEqual(['GET /latest/meta-data/']);
+    const head = h.msgs[0] as RequestHead;
+    expect(head.tokenPresent).toBe(false);
+    expect(head.ambiguity).toBe('bare_lf');
+    expect(classify(head).imdsVersion).toBe('v1');
+    expect(h.secrets).toEqual([TOKEN]); // still learned, so still redacted
+  });
+
+  it('a token header as an obs-fold continuation is not a header: IMDSv1, obs_fold', () => {
+    const { head, secrets } = reqHead(`GET /latest/meta-data/ HTTP/1.1\r\nUser-Agent: x\r\n X-aws-ec2-metadata-token: ${TOKEN}\r\nHost: y`);
+    expect(head!.tokenPresent).toBe(false);
+    expect(head!.ambiguity).toBe('obs_fold');
+    expect(classify(head!).imdsVersion).toBe('v1');
+    expect(secrets).toEqual([TOKEN]);
+  });
+
+  it('a folded line right after the request line is obs_fold too', () => {
+    const { head } = reqHead(`GET /latest/ HTTP/1.1\r\n\tX-aws-ec2-metadata-token: ${TOKEN}`);
+    expect(head!.ambiguity).toBe('obs_fold');
+    expect(classify(head!).imdsVersion).toBe('v1');
+  });
+
+  it('whitespace before the colon: RFC 9112 servers reject it; IMDSv1, space_before_colon', () => {
+    for (const sp of [' ', '\t', '  ']) {
+      const { head, secrets } = reqHead(`GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token${sp}: ${TOKEN}`);
+      expect(head!.ambiguity).toBe('space_before_colon');
+      expect(classify(head!).imdsVersion).toBe('v1');
+      expect(secrets).toEqual([TOKEN]);
+    }
+  });
+
+  it('bare LF line endings inside the head: bare_lf, IMDSv1 even with the token header', () => {
+    const { head } = reqHead(`GET /latest/meta-data/ HTTP/1.1\nX-aws-ec2-metadata-token: ${TOKEN}\r\nHost: x`);
+    expect(head!.tokenPresent).toBe(true);
+    expect(head!.ambiguity).toBe('bare_lf');
+    expect(classify(head!).imdsVersion).toBe('v1');
+  });
+
+  it('a bare CR in a line: bare_cr', () => {
+    const { head, secrets } = reqHead(`GET /latest/ HTTP/1.1\r\nHost: x\rX-aws-ec2-metadata-token: ${TOKEN}`);
+    expect(head!.tokenPresent).toBe(false);
+    expect(head!.ambiguity).toBe('bare_cr');
+    expect(secrets).toEqual([TOKEN]);
+  });
+
+  it('duplicate or empty token headers, invalid names, lines and values: IMDSv1 with the reason', () => {
+    const cases: Array<[string, string]> = [
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\nX-aws-ec2-metadata-token: ${TOK2}`, 'duplicate_token'],
+      ['X-aws-ec2-metadata-token:', 'empty_token'],
+      ['X-aws-ec2-metadata-token:   \t', 'empty_token'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\nno colon here`, 'invalid_header_line'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\n: nameless`, 'invalid_header_line'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\nX(bad): v`, 'invalid_header_name'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\x01`, 'invalid_header_value'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\nContent-Length: 0\r\nTransfer-Encoding: chunked`, 'conflicting_framing'],
+      [`X-aws-ec2-metadata-token: ${TOKEN}\r\nContent-Length: 1\r\nContent-Length: 2`, 'conflicting_framing'],
+    ];
+    for (const [hs, why] of cases) {
+      const { head } = reqHead(`GET /latest/meta-data/ HTTP/1.1\r\n${hs}`);
+      expect(head!.ambiguity, JSON.stringify(hs)).toBe(why);
+      expect(classify(head!).imdsVersion, JSON.stringify(hs)).toBe('v1');
+    }
+  });
+
+  it('a well-formed IMDSv2 head is unambiguous (tabs around the value are optional whitespace)', () => {
+    for (const v of [` ${TOKEN}`, `\t${TOKEN}\t`, TOKEN]) {
+      const { head } = reqHead(`GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nx-aws-ec2-metadata-token:${v}\r\nAccept: */*`);
+      expect(head!.ambiguity).toBeNull();
+      expect(classify(head!).imdsVersion).toBe('v2');
+    }
+  });
+
+  it('the first ambiguity found is the one named', () => {
+    const { head } = reqHead(`GET /x HTTP/1.1\r\n fold\r\nX-aws-ec2-metadata-token : ${TOKEN}\nHost: x`);
+    expect(head!.ambiguity).toBe('obs_fold');
+  });
+
+  it('runs of spaces in the request line are served by lenient servers: parsed, request_line_whitespace', () => {
+    const { head } = reqHead(`GET  /latest/meta-data/  HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}`);
+    expect(head!.target).toBe('/latest/meta-data/');
+    expect(head!.ambiguity).toBe('request_line_whitespace');
+    expect(classify(head!).imdsVersion).toBe('v1');
+  });
+});
+
+describe('HttpStream: a head cut at maxHeaderBytes', () => {
+  it('is IMDSv1 with head_truncated even when the token header follows the cut, whose value is still learned', () => {
+    const h = stream('request', 256);
+    const all = `GET /latest/meta-data/ HTTP/1.1\r\nX-Pad: ${'p'.repeat(400)}\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n${GET('/next')}`;
+    for (let i = 0; i < all.length; i += 37) h.s.push(Buffer.from(all.slice(i, i + 37)));
+    expect(h.reqs()).toEqual(['GET /latest/meta-data/', 'GET /next']);
+    const head = h.msgs[0] as RequestHead;
+    expect(head.headersTruncated).toBe(true);
+    expect(head.ambiguity).toBe('head_truncated');
+    expect(classify(head).imdsVersion).toBe('v1');
+    expect(h.secrets).toEqual([TOKEN]);
+  });
+
+  it('a token header before the cut does not make a cut head IMDSv2', () => {
+    const h = stream('request', 256);
+    h.s.push(Buffer.from(`GET /latest/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\nX-Pad: ${'p'.repeat(400)}\r\n\r\n`));
+    const head = h.msgs[0] as RequestHead;
+    expect(head.tokenPresent).toBe(true);
+    expect(head.ambiguity).toBe('head_truncated');
+    expect(classify(head).imdsVersion).toBe('v1');
+  });
+
+  it('a head larger than the bound in a single push is cut too (as when it comes in pieces)', () => {
+    const h = stream('request', 256);
+    h.s.push(Buffer.from(`GET /big HTTP/1.1\r\nX-Pad: ${'p'.repeat(400)}\r\n\r\n${GET('/next')}`));
+    expect(h.reqs()).toEqual(['GET /big', 'GET /next']);
+    expect((h.msgs[0] as RequestHead).headersTruncated).toBe(true);
+  });
+
+  it('the skipped part ends at a bare-LF blank line too', () => {
+    const h = stream('request', 128);
+    h.s.push(Buffer.from(`GET /big HTTP/1.1\nX-Pad: ${'p'.repeat(200)}\nX-aws-ec2-metadata-token: ${TOKEN}\n\nGET /next HTTP/1.1\r\n\r\n`));
+    expect(h.reqs()).toEqual(['GET /big', 'GET /next']);
+    expect(h.secrets).toEqual([TOKEN]);
+  });
+
+  it('the agent\'s bound is 16 KiB (DEFAULTS.maxHeaderBytes), as SCHEMA.md says', async () => {
+    const { DEFAULTS } = await import('../../agent/src/defaults.js');
+    expect(DEFAULTS.maxHeaderBytes).toBe(16 * 1024);
+    const { readFileSync } = await import('node:fs');
+    const schema = readFileSync(new URL('../../SCHEMA.md', import.meta.url), 'utf8');
+    expect(schema).toMatch(/request head exceeded 16 KiB/);
+    expect(schema).not.toMatch(/32 KiB and was parsed in part/);
+  });
+});
+
+describe('HttpStream: ambiguities found below HTTP', () => {
+  it('an offset inside the head being read marks that head', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from('GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-tok'));
+    h.s.ambiguous(40, 'tcp_overlap_conflict');
+    h.s.push(Buffer.from(`en: ${TOKEN}\r\n\r\n`));
+    expect((h.msgs[0] as RequestHead).ambiguity).toBe('tcp_overlap_conflict');
+    expect(classify(h.msgs[0] as RequestHead).imdsVersion).toBe('v1');
+  });
+
+  it('an offset inside a message already emitted is reported with its number', () => {
+    const got: Array<[number, string]> = [];
+    const s = new HttpStream({ kind: 'request', maxHeaderBytes: 4096, onMessage: () => undefined, onAmbiguity: (n, why) => got.push([n, why]) });
+    const a = GET('/a');
+    const b = GET('/b');
+    s.push(Buffer.from(a + b));
+    s.ambiguous(a.length + 3, 'tcp_overlap_conflict');
+    s.ambiguous(2, 'tcp_urgent');
+    expect(got).toEqual([[2, 'tcp_overlap_conflict'], [1, 'tcp_urgent']]);
+  });
+
+  it('an offset ahead of what was read marks the next head', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(GET('/a')));
+    h.s.ambiguous(GET('/a').length + 5, 'tcp_urgent');
+    h.s.push(Buffer.from(GET('/b')));
+    expect(h.msgs.map((m) => (m as RequestHead).ambiguity)).toEqual([null, 'tcp_urgent']);
+  });
+});
+
+describe('HttpStream: what follows an ambiguous, malformed or closing message', () => {
+  const V2 = (p: string): string => `GET ${p} HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\n\r\n`;
+  for (const [what, first] of [
+    ['an ambiguous head', 'GET /a HTTP/1.1\nHost: x\r\n\r\n'],
+    ['a malformed head', 'GET /no-version\r\n\r\n'],
+    ['garbage', '\x00\x01 junk\r\n\r\n'],
+    ['HTTP/1.0 without keep-alive', 'GET /a HTTP/1.0\r\n\r\n'],
+    ['Connection: close', 'GET /a HTTP/1.1\r\nConnection: close\r\n\r\n'],
+  ] as const) {
+    it(`after ${what}, a request with the token header is IMDSv1 (follows_ambiguous): servers may have stopped there`, () => {
+      const h = stream('request');
+      h.s.push(Buffer.from(first + V2('/latest/meta-data/')));
+      const last = h.msgs.at(-1) as RequestHead;
+      expect(last.target).toBe('/latest/meta-data/');
+      expect(last.ambiguity).toBe('follows_ambiguous');
+      expect(classify(last).imdsVersion).toBe('v1');
+    });
+  }
+
+  it('HTTP/1.0 with keep-alive, and a gap in the capture, do not make the next request ambiguous', () => {
+    const h = stream('request');
+    h.s.push(Buffer.from(`GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n${V2('/b')}`));
+    h.s.push(Buffer.from('GET /lost HTTP/1.1\r\nHo'));
+    h.s.gap();
+    h.s.push(Buffer.from(V2('/c')));
+    expect(h.msgs.map((m) => (m as RequestHead).ambiguity)).toEqual([null, null, null]);
+  });
+
+  it('a method outside RFC 9110 (case-sensitive) is nonstandard_method: "put" with the token header is IMDSv1', () => {
+    for (const m of ['put', 'get', 'Get', 'FOO']) {
+      const { head } = reqHead(`${m} /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}`);
+      expect(head!.ambiguity, m).toBe('nonstandard_method');
+      expect(classify(head!).imdsVersion, m).toBe('v1');
+    }
+    expect(reqHead(`PATCH /latest/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}`).head!.ambiguity).toBeNull();
   });
 });

@@ -253,3 +253,14 @@ describe('ipv6ToString (RFC 5952)', () => {
     expect(ipv6ToString(b, 3)).toBe('fd00:ec2::254');
   });
 });
+
+describe('decodeFrame: urgent data', () => {
+  it('the URG flag gives the urgent pointer; without it there is none', () => {
+    const urg = decodeFrame('ETHERNET', frame('ETHERNET', { ...v4seg, flags: { ack: true, urg: true }, urgentPointer: 7 }))!;
+    expect(urg.urgent).toBe(7);
+    const zero = decodeFrame('ETHERNET', frame('ETHERNET', { ...v6seg, flags: { ack: true, urg: true }, urgentPointer: 0 }))!;
+    expect(zero.urgent).toBe(0);
+    const none = decodeFrame('ETHERNET', frame('ETHERNET', { ...v4seg, urgentPointer: 7 }))!;
+    expect(none.urgent).toBeUndefined();
+  });
+});

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import {
   containerFromCgroup, ipv6FromBytes, parseCgroup, parseCmdline, parseNetTcp, parsePasswd, parseStatus,
-  unitFromCgroup, unmapV4,
+  unitFromCgroup, unitGroup, sessionGroup, unmapV4,
 } from '../../agent/src/attribution/proc-parse.js';
 
 // Captured with `cat /proc/net/tcp` on a Linux 6.x host: a listener on 0.0.0.0:2024, a listener on
@@ -181,5 +181,20 @@ describe('parseCgroup / containerFromCgroup / unitFromCgroup', () => {
     expect(unitFromCgroup('/init.scope')).toBeNull();
     expect(unitFromCgroup('/')).toBeNull();
     expect(unitFromCgroup('/system.slice')).toBeNull();
+  });
+});
+
+describe('unitGroup: a login session is one caller', () => {
+  it.each([
+    ['session-3.scope', '/user.slice/user-1000.slice/session-3.scope', 'user-1000.slice/session-*.scope'],
+    ['session-c12.scope', '/user.slice/user-0.slice/session-c12.scope', 'user-0.slice/session-*.scope'],
+    ['session-3.scope', '/machine.slice/session-3.scope', 'session-3.scope'], // not under a user slice
+    ['sshd.service', '/system.slice/sshd.service', 'sshd.service'],
+    [null, '/', null],
+  ])('%s in %s -> %s', (unit, path, group) => expect(unitGroup(unit, path)).toBe(group));
+  it('sessionGroup adds the field only when it differs', () => {
+    expect(sessionGroup('session-3.scope', '/user.slice/user-1000.slice/session-3.scope'))
+      .toEqual({ systemd_unit_group: 'user-1000.slice/session-*.scope' });
+    expect(sessionGroup('cron.service', '/system.slice/cron.service')).toEqual({});
   });
 });

@@ -1,9 +1,11 @@
 /**
  * Property-based tests (fast-check) for the pure wire modules and the classifier.
  */
-import { describe, it, expect } from 'vitest';
+import { afterAll, beforeAll, describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { decodeFrame, ipv6ToString } from '../../agent/src/wire/packet.js';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { decodeFrame, decodeFrameUnchecked, ipv6ToString } from '../../agent/src/wire/packet.js';
 import { TcpStream } from '../../agent/src/wire/tcp-stream.js';
 import { HttpStream } from '../../agent/src/wire/http-stream.js';
 import { parseRequestHead, type RequestHead, type ResponseHead } from '../../agent/src/wire/http-head.js';
@@ -146,9 +148,9 @@ function parsed(pushes: Buffer[], stats?: { malformed: number }): string[] {
 // ---------------------------------------------------------------------------------------------------
 
 describe('property: decodeFrame', () => {
-  it('never throws on arbitrary bytes, for every link type', () => {
+  it('never throws on arbitrary bytes, for every link type (without the safety net of its catch)', () => {
     fc.assert(fc.property(fc.constantFrom<string>(...LINKS, 'BOGUS'), fc.uint8Array({ maxLength: 160 }), (link, bytes) => {
-      const s = decodeFrame(link, Buffer.from(bytes));
+      const s = decodeFrameUnchecked(link, Buffer.from(bytes));
       if (s !== null) {
         expect(s.payload.length).toBeLessThanOrEqual(bytes.length);
         expect([4, 6]).toContain(s.family);
@@ -188,7 +190,7 @@ describe('property: decodeFrame', () => {
       if (m.cut !== undefined) b = b.subarray(0, m.cut % (b.length + 1));
       for (const link of [spec.link, otherLink]) {
         let s: ReturnType<typeof decodeFrame> = null;
-        expect(() => { s = decodeFrame(link, b); }).not.toThrow();
+        expect(() => { s = decodeFrameUnchecked(link, b); }).not.toThrow();
         if (s !== null) {
           const seg = s as NonNullable<ReturnType<typeof decodeFrame>>;
           expect(seg.payload.length).toBeLessThanOrEqual(b.length);
@@ -336,8 +338,7 @@ describe('property: HttpStream on arbitrary input', () => {
         for (const o of ops) {
           if ('gap' in o) { s.gap(); continue; }
           s.push(o.push);
-          const held = (s as unknown as { buf: Buffer }).buf.length;
-          expect(held).toBeLessThanOrEqual(maxHeaderBytes + o.push.length);
+          expect(s.buffered).toBeLessThanOrEqual(maxHeaderBytes + o.push.length);
         }
         for (const h of heads) expect(h.kind).toBe(kind);
       }), { numRuns: RUNS });
@@ -354,7 +355,7 @@ describe('property: classification', () => {
   );
   const anyTarget = fc.oneof(awsTarget, fc.stringMatching(/^\/[!-~]{0,40}$/), fc.stringMatching(/^[!-~]{1,40}$/));
 
-  it('a request with the token header, in any letter case and position, is never IMDSv1', () => {
+  it('a request with the token header, in any letter case and position, is never IMDSv1 (unless it holds two)', () => {
     fc.assert(fc.property(method, anyTarget, TOKEN_NAME, tokenValue, fc.array(header, { maxLength: 6 }), fc.nat(6),
       (m, t, name, value, others, pos) => {
         const hs = [...others];
@@ -363,8 +364,12 @@ describe('property: classification', () => {
         expect(head).not.toBeNull();
         expect(head!.tokenPresent).toBe(true);
         const c = classify(head!);
-        expect(c.imdsVersion).not.toBe('v1');
-        if (c.provider === 'aws') expect(c.imdsVersion).toBe('v2');
+        // Unambiguous: never IMDSv1. Ambiguous (here: another token header among the others): never IMDSv2.
+        const tokens = hs.filter((h) => /^x-aws-ec2-metadata-token:/i.test(h)).length;
+        expect(head!.ambiguity).toBe(tokens > 1 ? 'duplicate_token' : null);
+        if (head!.ambiguity) expect(c.imdsVersion).not.toBe('v2');
+        else expect(c.imdsVersion).not.toBe('v1');
+        if (c.provider === 'aws') expect(c.imdsVersion).toBe(head!.ambiguity ? 'v1' : 'v2');
       }), { numRuns: RUNS });
   });
 
@@ -374,6 +379,209 @@ describe('property: classification', () => {
       expect(classify(head)).toEqual({ provider: 'aws', imdsVersion: 'v1', tokenRequest: false });
       const withToken = parseRequestHead(`${m} ${t} HTTP/1.1\r\nX-aws-ec2-metadata-token: AAAAAAAAAA`, false, () => undefined)!;
       expect(classify(withToken).imdsVersion).toBe('v2');
+    }), { numRuns: RUNS });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Differential: our head parser against Node's own (llhttp), on the same bytes over a real socket.
+
+/** Cases for the differential property (one local TCP connection each, about 0.2 ms): as many as the others. */
+const DIFF_RUNS = RUNS;
+
+interface LlhttpView {
+  requests: Array<{ method: string; url: string; rawHeaders: string[] }>;
+  error: string | null;
+}
+
+/** A local llhttp server: every connection's parsed requests (or its parse error), once the connection is closed. */
+async function llhttpServer(): Promise<{ send(bytes: Buffer): Promise<LlhttpView>; close(): Promise<void> }> {
+  const views = new Map<number, LlhttpView>();
+  const done = new Map<number, () => void>();
+  const view = (port: number): LlhttpView => {
+    let v = views.get(port);
+    if (!v) { v = { requests: [], error: null }; views.set(port, v); }
+    return v;
+  };
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 5000 }, (req, res) => {
+    view(req.socket.remotePort!).requests.push({ method: req.method!, url: req.url!, rawHeaders: req.rawHeaders });
+    req.resume();
+    res.end('ok');
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, sock) => {
+    view(sock.remotePort!).error ??= err.code ?? String(err);
+    sock.destroy();
+  });
+  server.on('connection', (sock) => {
+    const port = sock.remotePort!;
+    view(port);
+    sock.on('close', () => done.get(port)?.());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    send: (bytes) => new Promise<LlhttpView>((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', () => undefined); // the server may reset it after a parse error
+      c.on('data', () => undefined);
+      c.once('connect', () => {
+        const local = c.localPort!;
+        done.set(local, () => {
+          done.delete(local);
+          const v = views.get(local) ?? { requests: [], error: null };
+          views.delete(local);
+          c.destroy();
+          resolve(v);
+        });
+        c.end(bytes);
+      });
+      c.once('close', () => undefined);
+      setTimeout(() => reject(new Error('llhttp server did not close the connection')), 10_000).unref();
+    }),
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+/** Mostly the usual piece, sometimes a hostile one: so both well-formed IMDSv2 heads and tricks are common. */
+function usually<T>(common: T, ...rare: T[]): fc.Arbitrary<T> {
+  return fc.oneof({ weight: 12 * rare.length, arbitrary: fc.constant(common) }, { weight: rare.length, arbitrary: fc.constantFrom(...rare) });
+}
+const LINE_END = usually('\r\n', '\n', '\r', '\r\r\n', '\n\r');
+const TERMINATOR = usually('\r\n\r\n', '\n\n', '\r\n\n', '\n\r\n', '\r\n\r\r\n');
+const DIFF_TOKEN = 'AQAEAN-differential-token-value-1234567890=';
+const tokenHeaderPiece = fc.record({
+  name: TOKEN_NAME,
+  sep: usually(': ', ':', ' : ', ' :', '\t:', ':\t', ':  '),
+  value: usually(DIFF_TOKEN, '', ' ', `${DIFF_TOKEN}\x01`, `${DIFF_TOKEN} `, `\t${DIFF_TOKEN}`),
+  fold: usually('', ' ', '\t'),
+}).map((t) => `${t.fold}${t.name}${t.sep}${t.value}`);
+const headPiece = fc.oneof(
+  { weight: 4, arbitrary: tokenHeaderPiece },
+  { weight: 3, arbitrary: fc.constantFrom('Host: 169.254.169.254', 'User-Agent: curl/8.5', 'Accept: */*', 'Connection: keep-alive',
+    'X-aws-ec2-metadata-token-ttl-seconds: 21600', 'Metadata-Flavor: Google', 'Content-Length: 0', 'Connection: close') },
+  { weight: 1, arbitrary: fc.constantFrom('Transfer-Encoding: chunked', 'Content-Length: 2', ' folded continuation', '\tX: y',
+    ': nameless', 'no colon', 'X(bad): v', 'X-Empty:', 'Host : x') },
+  { weight: 2, arbitrary: fc.tuple(headerName, plainValue).map(([n, v]) => `${n}: ${v}`) },
+);
+const diffTarget = fc.constantFrom('/latest/meta-data/', '/latest/api/token', '/', '/latest/meta-data/iam/security-credentials/',
+  '/x/../latest/meta-data/', '/%6catest/meta-data/', '/computeMetadata/v1/', '/latest/meta-data/?a=1', '/2021-07-15/user-data',
+  'http://169.254.169.254/latest/meta-data/');
+const diffHead = fc.record({
+  method: usually('GET', 'PUT', 'get', 'put', 'HEAD', 'POST', 'GETX'),
+  sp1: usually(' ', '  ', '\t'),
+  target: diffTarget,
+  sp2: usually(' ', '  ', '\t'),
+  version: usually('HTTP/1.1', 'HTTP/1.0'),
+  lines: fc.array(fc.tuple(headPiece, LINE_END), { maxLength: 6 }),
+  firstEnd: LINE_END,
+  terminator: TERMINATOR,
+  lead: usually('', '\r\n', '\n'),
+}).map((h) => {
+  const body = h.lines.map(([l, e], i) => (i === h.lines.length - 1 ? l : `${l}${e}`)).join('');
+  return `${h.lead}${h.method}${h.sp1}${h.target}${h.sp2}${h.version}${h.lines.length ? `${h.firstEnd}${body}` : ''}${h.terminator}`;
+});
+/** One or two heads, sometimes followed by a token line that belongs to no head. */
+const diffStream = fc.tuple(fc.array(diffHead, { minLength: 1, maxLength: 2 }),
+  usually('', `X-aws-ec2-metadata-token: ${DIFF_TOKEN}\r\n\r\n`))
+  .map(([heads, tail]) => Buffer.from(heads.join('') + tail, 'latin1'));
+
+function ours(bytes: Buffer): RequestHead[] {
+  const heads: RequestHead[] = [];
+  const s = new HttpStream({ kind: 'request', maxHeaderBytes: 16 * 1024, onMessage: (h) => { if (h.kind === 'request') heads.push(h); } });
+  s.push(bytes);
+  s.end(); // the client half-closes after its bytes, as the llhttp side sees
+  return heads;
+}
+
+function llhttpTokenHeaders(raw: string[]): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i].toLowerCase() === 'x-aws-ec2-metadata-token') values.push(raw[i + 1]);
+  return values;
+}
+
+describe('property: no false IMDSv2 against Node\'s own HTTP parser (llhttp), and nothing it serves is hidden', () => {
+  let srv: Awaited<ReturnType<typeof llhttpServer>>;
+  beforeAll(async () => { srv = await llhttpServer(); });
+  afterAll(async () => { await srv?.close(); });
+
+  it('whenever we say IMDSv2, llhttp parsed that request with one non-empty token header (or it is the token PUT)', async () => {
+    await fc.assert(fc.asyncProperty(diffStream, async (bytes) => {
+      const mine = ours(bytes);
+      const theirs = await srv.send(bytes);
+      const ctx = (): string => `bytes ${JSON.stringify(bytes.toString('latin1'))}; llhttp ${JSON.stringify(theirs)}`;
+      mine.forEach((h, i) => {
+        const c = classify(h);
+        if (c.imdsVersion !== 'v2') return;
+        const r = theirs.requests[i];
+        expect(r, `we say v2 for request ${i}, llhttp saw no such request: ${ctx()}`).toBeDefined();
+        expect(r.url, ctx()).toBe(h.target);
+        if (c.tokenRequest && !h.tokenPresent) {
+          expect(r.method, ctx()).toBe('PUT');
+        } else {
+          const tokens = llhttpTokenHeaders(r.rawHeaders);
+          expect(tokens.length, `llhttp sees ${tokens.length} token headers: ${ctx()}`).toBe(1);
+          expect(tokens[0].length, ctx()).toBeGreaterThan(0);
+        }
+      });
+      // Nothing hidden: every request llhttp parsed on an AWS path is one of ours, on the same target, aws.
+      theirs.requests.forEach((r, i) => {
+        const probe = classify({ method: r.method, target: r.url, tokenPresent: false, metadataFlavor: null, metadataHeader: null });
+        if (probe.provider !== 'aws') return;
+        expect(mine[i], `llhttp served request ${i} that we do not report: ${ctx()}`).toBeDefined();
+        expect(mine[i].target, ctx()).toBe(r.url);
+        expect(classify(mine[i]).provider, ctx()).toBe('aws');
+      });
+    }), { numRuns: DIFF_RUNS });
+  }, 600_000);
+
+  it('the differential can fail: a parser that ignores folds and spaces before the colon is caught', async () => {
+    // The old rule ("a line with the token name before a colon, trimmed") against the same server.
+    const naive = (bytes: Buffer): boolean => /\n[ \t]*x-aws-ec2-metadata-token[ \t]*:[ \t]*\S/i.test(bytes.toString('latin1'));
+    let caught = 0;
+    for (const text of [`GET /latest/ HTTP/1.1\r\nUser-Agent: x\r\n X-aws-ec2-metadata-token: ${DIFF_TOKEN}\r\n\r\n`,
+      `GET /latest/ HTTP/1.1\r\nX-aws-ec2-metadata-token : ${DIFF_TOKEN}\r\n\r\n`]) {
+      const bytes = Buffer.from(text, 'latin1');
+      const theirs = await srv.send(bytes);
+      if (naive(bytes) && !(theirs.requests[0] && llhttpTokenHeaders(theirs.requests[0].rawHeaders).length === 1)) caught++;
+      expect(classify(ours(bytes)[0]).imdsVersion).toBe('v1');
+    }
+    expect(caught).toBe(2);
+  });
+});
+
+describe('property: TCP copies that disagree never leave a false IMDSv2', () => {
+  it('pieces of two versions of a request (the token header, and a near-miss of it) in any order: v2 only if no near-miss byte was sent', () => {
+    const A = `GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: ${'T'.repeat(40)}\r\n\r\n`;
+    const B = A.replace('X-aws-ec2-metadata-token:', 'X-aws-ec2-metadata-tokex:');
+    const diffAt = A.indexOf('token:') + 4;
+    const piece = fc.record({ fromB: fc.boolean(), start: fc.nat(A.length - 1), len: fc.integer({ min: 1, max: 40 }) });
+    fc.assert(fc.property(fc.array(piece, { minLength: 1, maxLength: 12 }), fc.nat(0xffffffff), fc.boolean(), (pieces, isn, urgent) => {
+      const heads: RequestHead[] = [];
+      const amb: number[] = [];
+      const t = new FlowTable({
+        isServer: (a, p) => p === 80 && a === IMDS4,
+        onOpen: () => undefined, onClose: () => undefined, onResponse: () => undefined, onSecret: () => undefined,
+        onRequest: (_c, h) => heads.push(h), onAmbiguity: (_c, n) => amb.push(n),
+      }, { maxFlows: 10, maxOutOfOrderSegments: 64, maxBufferedBytesPerDirection: 1 << 20, maxHeaderBytes: 8192, flowIdleMs: 60_000, maxBufferedBytesTotal: 1 << 24 });
+      const send = (seq: number, payload: string, flags: Record<string, boolean>, urgentPointer?: number): void => {
+        t.handle(decodeFrame('ETHERNET', ethernet(ETH_P_IP, ipv4({ src: '10.0.0.5', dst: IMDS4 },
+          tcp({ sport: 45000, dport: 80, seq, flags, payload, urgentPointer }))))!, 0, 'eth0');
+      };
+      send(isn, '', { syn: true });
+      let nearMissSent = false;
+      for (const p of pieces) {
+        const end = Math.min(A.length, p.start + p.len);
+        const text = (p.fromB ? B : A).slice(p.start, end);
+        if (p.fromB && p.start <= diffAt && diffAt < end) nearMissSent = true;
+        send((isn + 1 + p.start) >>> 0, text, { ack: true, psh: true });
+      }
+      // Whatever is missing, from the version with the token; urgent data into the head, sometimes.
+      send((isn + 1) >>> 0, A, urgent ? { ack: true, psh: true, urg: true } : { ack: true, psh: true }, urgent ? 5 : undefined);
+      expect(heads.length).toBe(1);
+      const h = heads[0];
+      const v2 = classify(h).imdsVersion === 'v2' && amb.length === 0;
+      if (nearMissSent || urgent) expect(v2).toBe(false);
+      if (v2) expect(h.tokenPresent).toBe(true);
     }), { numRuns: RUNS });
   });
 });

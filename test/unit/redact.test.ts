@@ -138,3 +138,108 @@ describe('Redactor.argv and redactProcess', () => {
     expect(out).toEqual({ attribution: 'none', reason: 'x' });
   });
 });
+
+describe('scrubbing secrets by sensitive words (Datadog-style) and token shapes', () => {
+  const r = new Redactor();
+  const S = 'hunter2-canary';
+  // [argv in, argv out]: every shape the agent must scrub, in the caller's argv or a parent's.
+  const argvCases: Array<[string, string[], string[]]> = [
+    ['--password value', ['mysql', '--password', S, 'db'], ['mysql', '--password', REDACTED, 'db']],
+    ['--db-password=value', ['app', `--db-password=${S}`], ['app', `--db-password=${REDACTED}`]],
+    ['--api-key value', ['tool', '--api-key', S], ['tool', '--api-key', REDACTED]],
+    ['--api-key=value with spaces', ['tool', `--api-key=${S} more`], ['tool', `--api-key=${REDACTED}`]],
+    ['-passwd value', ['x', '-passwd', S], ['x', '-passwd', REDACTED]],
+    ['AWS_SECRET_ACCESS_KEY=value', ['env', `AWS_SECRET_ACCESS_KEY=${S}`, 'app'], ['env', `AWS_SECRET_ACCESS_KEY=${REDACTED}`, 'app']],
+    ['AWS_SESSION_TOKEN=value', ['env', `AWS_SESSION_TOKEN=${S}`], ['env', `AWS_SESSION_TOKEN=${REDACTED}`]],
+    ['TOKEN=value', ['env', `TOKEN=${S}`], ['env', `TOKEN=${REDACTED}`]],
+    ['mysql_pwd: value', ['x', `MYSQL_PWD: ${S}`], ['x', `MYSQL_PWD: ${REDACTED}`]],
+    ['T=<IMDS token> (token shape)', ['env', `T=${TOKEN}`], ['env', `T=${REDACTED}`]],
+    ['a bare name, then its value', ['tool', 'client_secret', S], ['tool', 'client_secret', REDACTED]],
+    ['a name with its separator, then a value that looks like an option', ['tool', '--secret=', '-x9'], ['tool', '--secret=', REDACTED]],
+    ['a name followed by an option: not a value', ['tool', '--password-stdin', '--user', 'bob'], ['tool', '--password-stdin', '--user', 'bob']],
+    ['argv[0] is never a name', ['secret-tool', 'lookup', 'x'], ['secret-tool', 'lookup', 'x']],
+  ];
+  for (const [name, input, want] of argvCases) {
+    it(`argv: ${name}`, () => {
+      const out = r.argv(input);
+      expect(out).toEqual(want);
+      expect(JSON.stringify(out)).not.toContain(S);
+    });
+  }
+
+  // [text in, text out]: inside one argument (a script given to sh -c / python3 -c, a header).
+  const textCases: Array<[string, string, string]> = [
+    ['JSON', `{"X-aws-ec2-metadata-token": "${S}"}`, `{"X-aws-ec2-metadata-token": "${REDACTED}"}`],
+    ['Python dict', `h = {'X-aws-ec2-metadata-token': '${S}'}`, `h = {'X-aws-ec2-metadata-token': '${REDACTED}'}`],
+    ['Python dict, escaped quotes in a shell string', `{\\"X-aws-ec2-metadata-token\\": \\"${S}\\"}`, `{\\"X-aws-ec2-metadata-token\\": \\"${REDACTED}\\"}`],
+    ['PowerShell hashtable', `@{"X-aws-ec2-metadata-token" = '${S}'}`, `@{"X-aws-ec2-metadata-token" = '${REDACTED}'}`],
+    ['PowerShell hashtable, unquoted value', `@{"X-aws-ec2-metadata-token" = ${S}}`, `@{"X-aws-ec2-metadata-token" = ${REDACTED}}`],
+    ['a variable or command substitution is a reference, kept', `@{"X-aws-ec2-metadata-token" = $t}; TOKEN=$(curl -s -X PUT x) T2="$TOKEN"`,
+      `@{"X-aws-ec2-metadata-token" = $t}; TOKEN=$(curl -s -X PUT x) T2="$TOKEN"`],
+    ['…but the same in quotes is a literal', `PASSWORD='$${S}'`, `PASSWORD='${REDACTED}'`],
+    ['a call with the name quoted', `req.add_header('X-aws-ec2-metadata-token', '${S}')`, `req.add_header('X-aws-ec2-metadata-token', '${REDACTED}')`],
+    ['index assignment', `h["Api_Key"] = "${S}"`, `h["Api_Key"] = "${REDACTED}"`],
+    ['shell assignment in a script', `TOKEN=${S}; curl -s http://x`, `TOKEN=${REDACTED}; curl -s http://x`],
+    ['option with a space in a script', `mysql --password ${S} -h db`, `mysql --password ${REDACTED} -h db`],
+    ['option with a quoted value in a script', `mysql --password "${S} x" -h db`, `mysql --password "${REDACTED}" -h db`],
+    ['a query string', `/latest/x?access_token=${S}&a=1`, `/latest/x?access_token=${REDACTED}&a=1`],
+    ['YAML-ish', `auth_token: ${S}`, `auth_token: ${REDACTED}`],
+    ['an STS session token anywhere', `echo IQoJb3JpZ2luX2VjEFAKEFAKEFAKEFAKE0123456789`, `echo ${REDACTED}`],
+    ['an IMDS token anywhere', `echo ${TOKEN} | x`, `echo ${REDACTED} | x`],
+    ['a cut IMDS token (argv bound) anywhere', 'x AQAEAGJfRUe3o', `x ${REDACTED}`],
+    ['a URL with a password', `git clone https://bob:${S}@git.example.com/r.git`, `git clone https://bob:${REDACTED}@git.example.com/r.git`],
+    ['a Java system property', `-Dspring.datasource.password=${S}`, `-Dspring.datasource.password=${REDACTED}`],
+  ];
+  for (const [name, input, want] of textCases) {
+    it(`text: ${name}`, () => {
+      const out = r.text(input);
+      expect(out).toBe(want);
+      expect(out).not.toContain(S);
+    });
+  }
+
+  it('leaves ordinary command lines and paths alone', () => {
+    for (const s of ['/latest/meta-data/iam/security-credentials/', '/latest/api/token', 'python3 /opt/app.py --poll',
+      'X-aws-ec2-metadata-token-ttl-seconds: 21600', 'curl -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" http://x',
+      'Boto3/1.29.27 md/Botocore#1.29.27', 'echo [REDACTED]', 'http://169.254.169.254:80/latest/meta-data/',
+      'ssh://git@example.com/r.git']) {
+      expect(r.text(s)).toBe(s);
+    }
+    expect(r.argv(['java', '-cp', 'a.jar:b.jar', 'com.example.Main', '--port', '8080'])).toEqual(
+      ['java', '-cp', 'a.jar:b.jar', 'com.example.Main', '--port', '8080']);
+  });
+
+  it('is idempotent', () => {
+    const once = r.argv(['sh', '-c', `T=${TOKEN}; curl -H "X-aws-ec2-metadata-token: $T" --password ${S} x`, '--api-key', S]);
+    expect(r.argv(once)).toEqual(once);
+    expect(JSON.stringify(once)).not.toContain(S);
+    expect(JSON.stringify(once)).not.toContain(TOKEN);
+  });
+
+  it('extra words (--scrub-word) are scrubbed too; the defaults stay', () => {
+    const plain = new Redactor();
+    const more = new Redactor(undefined, ['licence']);
+    expect(plain.argv(['app', '--licence-key', S])).toEqual(['app', '--licence-key', S]);
+    expect(more.argv(['app', '--licence-key', S, `--password=${S}`])).toEqual(['app', '--licence-key', REDACTED, `--password=${REDACTED}`]);
+  });
+
+  it('validScrubWord refuses patterns and single characters', async () => {
+    const { validScrubWord } = await import('../../agent/src/scrub.js');
+    expect(validScrubWord('licence')).toBe(true);
+    expect(validScrubWord('x-api-key')).toBe(true);
+    expect(validScrubWord('p')).toBe(false);
+    expect(validScrubWord('a|b')).toBe(false);
+    expect(validScrubWord('.*')).toBe(false);
+  });
+
+  it('redactProcess with the argv scrubber: the caller and every ancestor', () => {
+    const p: ProcessInfo = {
+      attribution: 'ebpf', pid: 7, argv: ['python3', '-c', 'x', '--api-key', S],
+      ancestors: [{ pid: 6, comm: 'sh', argv: ['sh', '-c', `AWS_SECRET_ACCESS_KEY=${S} python3 -c x`] },
+        { pid: 5, comm: 'bash', argv: ['bash', '--db-password', S] }],
+    };
+    const out = redactProcess(p, (s) => r.text(s), (a) => r.argv(a));
+    expect(JSON.stringify(out)).not.toContain(S);
+    expect(out.ancestors![1].argv).toEqual(['bash', '--db-password', REDACTED]);
+  });
+});

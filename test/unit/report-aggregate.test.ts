@@ -188,3 +188,30 @@ describe('reading files', () => {
     }
   });
 });
+
+describe('Aggregator: login sessions are one caller', () => {
+  const session = (n: number, extra: P = {}): P => ({
+    attribution: 'ebpf', pid: 100 + n, comm: 'curl', exe: '/usr/bin/curl', argv: ['curl', '-s', 'http://169.254.169.254/'],
+    uid: 1000, user: 'alice', container: null, cgroup: `/user.slice/user-1000.slice/session-${n}.scope`,
+    systemd_unit: `session-${n}.scope`, ...extra,
+  });
+  it('five SSH logins running the same command are one row (with or without systemd_unit_group)', () => {
+    const a = new Aggregator({ includeV2: false, maxPaths: 5 });
+    for (let n = 1; n <= 3; n++) a.add(call(`2026-11-28T15:00:0${n}.000Z`, '/latest/meta-data/instance-id', 200, session(n)));
+    for (let n = 4; n <= 5; n++) {
+      a.add(call(`2026-11-28T15:00:0${n}.000Z`, '/latest/meta-data/instance-id', 200,
+        session(n, { systemd_unit_group: 'user-1000.slice/session-*.scope' })));
+    }
+    const groups = a.result();
+    expect(groups).toHaveLength(1);
+    expect(groups[0]).toMatchObject({ count: 5, systemd_unit: 'user-1000.slice/session-*.scope', exe: '/usr/bin/curl' });
+  });
+  it('other users\' sessions and real units stay apart', () => {
+    const a = new Aggregator({ includeV2: false, maxPaths: 5 });
+    a.add(call('2026-11-28T15:00:01.000Z', '/x', 200, session(1)));
+    a.add(call('2026-11-28T15:00:02.000Z', '/x', 200, session(2, { cgroup: '/user.slice/user-1001.slice/session-2.scope' })));
+    a.add(call('2026-11-28T15:00:03.000Z', '/x', 200, session(3, { cgroup: '/system.slice/cron.service', systemd_unit: 'cron.service' })));
+    expect(a.result().map((g) => g.systemd_unit).sort()).toEqual([
+      'cron.service', 'user-1000.slice/session-*.scope', 'user-1001.slice/session-*.scope']);
+  });
+});

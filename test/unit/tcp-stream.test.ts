@@ -195,3 +195,93 @@ describe('TcpStream', () => {
     expect(s.duplicateBytes).toBe(2);
   });
 });
+
+describe('TcpStream: copies that disagree', () => {
+  function make2(maxWindowBytes?: number) {
+    const events: string[] = [];
+    const s = new TcpStream({
+      onData: (x) => events.push(`d:${x.toString('latin1')}`), onGap: () => events.push('GAP'),
+      onConflict: (at) => events.push(`C@${at}`), onUrgent: (at) => events.push(`U@${at}`),
+    }, { maxOutOfOrderSegments: 8, maxBufferedBytes: 1 << 20, maxWindowBytes });
+    return { s, events };
+  }
+
+  it('a retransmission of delivered, unacknowledged bytes that differs is a conflict at its first differing byte', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(100, b('token: AAAA'));
+    s.onSegment(100, b('tokex: AAAA'));
+    expect(events).toEqual(['d:token: AAAA', 'C@4']);
+    expect(s.conflicts).toBe(1);
+  });
+
+  it('identical retransmissions are no conflict (same segment on two interfaces)', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(100, b('hello'));
+    s.onSegment(100, b('hello'));
+    s.onSegment(102, b('llo world'));
+    expect(events).toEqual(['d:hello', 'd: world']);
+    expect(s.conflicts).toBe(0);
+  });
+
+  it('a larger retransmission whose old part differs: conflict, and only the new part is delivered', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(100, b('abc'));
+    s.onSegment(100, b('aXcdef'));
+    expect(events).toEqual(['d:abc', 'C@1', 'd:def']);
+  });
+
+  it('two held copies of the same out-of-order segment that differ: conflict', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(105, b('world'));
+    s.onSegment(105, b('w0rld'));
+    s.onSegment(100, b('hello'));
+    expect(events).toEqual(['C@6', 'd:hello', 'd:world']);
+  });
+
+  it('overlapping held segments that differ are compared when they drain', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(105, b('world'));
+    s.onSegment(107, b('RLD!!'));
+    s.onSegment(100, b('hello'));
+    expect(events).toEqual(['d:hello', 'd:world', 'C@7', 'd:!!']);
+  });
+
+  it('bytes the receiver acknowledged are no longer compared (nor held)', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(100, b('abcdef'));
+    expect(s.buffered).toBe(6);
+    s.onAck(103);
+    expect(s.buffered).toBe(3);
+    s.onSegment(100, b('XYZdef'));
+    expect(events).toEqual(['d:abcdef']);
+    s.onSegment(100, b('XYZdeF'));
+    expect(events).toEqual(['d:abcdef', 'C@5']);
+    s.onAck(106);
+    expect(s.buffered).toBe(0);
+  });
+
+  it('the window of unacknowledged bytes is bounded', () => {
+    const { s, events } = make2(4);
+    s.onSyn(99);
+    s.onSegment(100, b('abcdefgh'));
+    expect(s.buffered).toBe(4);
+    s.onSegment(100, b('XXXXefgX'));
+    expect(events).toEqual(['d:abcdefgh', 'C@7']);
+  });
+
+  it('urgent data: reported at seq + pointer - 1 (seq with pointer 0), even on an empty segment', () => {
+    const { s, events } = make2();
+    s.onSyn(99);
+    s.onSegment(100, b('abcdef'), 3);
+    s.onSegment(106, b(''), 0);
+    s.onSegment(106, b('ghi'), 10);
+    expect(events).toEqual(['U@2', 'd:abcdef', 'U@6', 'U@15', 'd:ghi']);
+    expect(s.urgent).toBe(3);
+  });
+});

@@ -52,6 +52,12 @@ export class CgroupPaths {
     this.lastWalk = Date.now();
     if (this.root === undefined) {
       this.root = cgroup2Mount(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+      if (!this.root) {
+        // No cgroup2 mount in this mount namespace (e.g. under `ip netns exec`, which mounts its own
+        // /sys): walk init's, through its root.
+        const init = cgroup2Mount(await readFile('/proc/1/mountinfo', 'utf8').catch(() => ''));
+        this.root = init ? join('/proc/1/root', init) : null;
+      }
     }
     if (!this.root) return;
     const next = new Map<string, string>();

@@ -1,24 +1,22 @@
 /**
  * A kernel connect event turned into the record's process description: what the kernel saw at
- * connect time (pid, uid, argv, parents' names, cgroup id) completed from /proc while the process
- * may still be there (exe, parents' argv), and from the cgroup id when it is not.
+ * connect time (pid, uid, argv, executable path, parents' names, cgroup id) completed from /proc while
+ * the process may still be there (parents' argv), and from the cgroup id when it is not.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import type { ConnectEvent } from '../ebpf/events.js';
 import type { Ancestor, ProcessInfo } from '../record.js';
 import type { CgroupPaths } from './cgroup-paths.js';
-import { containerFromCgroup, parseCgroup, parseCmdline, unitFromCgroup } from './proc-parse.js';
-import { readAncestors, type UserNames } from './proc-process.js';
+import { DEFAULTS } from '../defaults.js';
+import { containerFromCgroup, parseCgroup, parseCmdlineBounded, sessionGroup, unitFromCgroup } from './proc-parse.js';
+import { readAncestors, readHeadSync, type UserNames } from './proc-process.js';
 
 // Small /proc files are read synchronously: one open/read/close each, no thread-pool round trip
 // (measured: the async reads cost ~1.5 ms of CPU per connection; see bench/RESULTS.md).
-function cmdline(pid: number): string[] | null {
-  try {
-    const b = readFileSync(`/proc/${pid}/cmdline`);
-    return b.length ? parseCmdline(b) : null;
-  } catch {
-    return null;
-  }
+// argv is bounded as in the kernel (DEFAULTS.argvMaxBytes), never read whole.
+function cmdline(pid: number): { argv: string[]; truncated: boolean } | null {
+  const b = readHeadSync(`/proc/${pid}/cmdline`, DEFAULTS.argvMaxBytes + 1);
+  return b && b.length ? parseCmdlineBounded(b, DEFAULTS.argvMaxBytes) : null;
 }
 
 function tryLink(path: string): string | null {
@@ -33,12 +31,14 @@ function tryText(path: string): string | null {
  * Parents' argv by (pid, comm), kept for a few seconds: a script calling curl in a loop has the
  * same parents for every call. A reused pid comes back with another comm, or after the entry aged.
  */
+type Argv = { argv: string[]; truncated: boolean };
+
 export class AncestorCache {
-  private readonly m = new Map<string, { argv: string[] | null; at: number; more?: Ancestor[] }>();
+  private readonly m = new Map<string, { argv: Argv | null; at: number; more?: Ancestor[] }>();
 
   constructor(private readonly ttlMs = 5000, private readonly max = 4096) {}
 
-  argv(pid: number, comm: string, now: number): string[] | null {
+  argv(pid: number, comm: string, now: number): Argv | null {
     const k = `${pid}:${comm}`;
     const hit = this.m.get(k);
     if (hit && now - hit.at < this.ttlMs) return hit.argv;
@@ -50,15 +50,31 @@ export class AncestorCache {
   }
 }
 
+/**
+ * The executable: the path the kernel walked at connect time when it is whole (right even if the
+ * caller exited or exec-ed since, and the same text for every run of a program); else /proc's link
+ * while the caller lives; else the tail the kernel walked, marked truncated; else null.
+ */
+export function exeOf(e: ConnectEvent, readLink: (path: string) => string | null = tryLink):
+  { exe: string | null; exeTruncated: boolean } {
+  if (e.exe !== null && !e.exeTruncated) return { exe: e.exe, exeTruncated: false };
+  const live = readLink(`/proc/${e.tgid}/exe`);
+  if (live !== null) return { exe: live, exeTruncated: false };
+  return { exe: e.exe, exeTruncated: e.exe !== null };
+}
+
 export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
   cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache()): Promise<ProcessInfo> {
   const pid = e.tgid;
-  const exe = tryLink(`/proc/${pid}/exe`);
+  const { exe, exeTruncated } = exeOf(e);
   const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
   const now = Date.now();
-  const ancestors: Ancestor[] = e.ancestors.slice(0, depth).map((a) => ({
-    pid: a.pid, comm: a.comm, argv: parents.argv(a.pid, a.comm, now),
-  }));
+  const ancestors: Ancestor[] = e.ancestors.slice(0, depth).map((a) => {
+    const argv = parents.argv(a.pid, a.comm, now);
+    const out: Ancestor = { pid: a.pid, comm: a.comm, argv: argv ? argv.argv : null };
+    if (argv?.truncated) out.argv_truncated = true;
+    return out;
+  });
   const last = e.ancestors.at(-1);
   if (ancestors.length < depth && ancestors.length === e.ancestors.length && last && last.pid > 1) {
     const status = tryText(`/proc/${last.pid}/status`) ?? '';
@@ -73,12 +89,14 @@ export async function processFromEvent(e: ConnectEvent, depth: number, users: Us
     if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
     else cgroups.remember(e.cgroupId, cgroup);
   }
+  const unit = cgroup ? unitFromCgroup(cgroup) : null;
   const info: ProcessInfo = {
-    attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv ?? e.argv, uid: e.uid,
+    attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv?.argv ?? e.argv, uid: e.uid,
     user: await users.name(e.uid), ppid: e.ppid, ancestors, cgroup,
     container: cgroup ? containerFromCgroup(cgroup) : null,
-    systemd_unit: cgroup ? unitFromCgroup(cgroup) : null,
+    systemd_unit: unit, ...sessionGroup(unit, cgroup),
   };
-  if (e.argvTruncated && !liveArgv) info.argv_truncated = true;
+  if (liveArgv ? liveArgv.truncated : e.argvTruncated) info.argv_truncated = true;
+  if (exeTruncated) info.exe_truncated = true;
   return info;
 }

@@ -4,10 +4,15 @@
  * little after the packets still joins). A connection with no event (it began before the agent, or
  * the loader is down) is looked up through /proc instead, and says so. If the loader dies it is
  * restarted with backoff, and the gap is reported.
+ *
+ * Guards in the kernel (counted in stats.kernel): network namespaces the capture cannot see are
+ * filtered (netns-reach.ts judges them), and every source (network namespace + cgroup) has a
+ * budget of events, so a flood from one cannot evict everyone else's events.
  */
-import { readlinkSync } from 'node:fs';
+import { DEFAULTS } from '../defaults.js';
 import { startEbpfSource, type EbpfSource } from '../ebpf/loader.js';
-import type { ConnectEvent } from '../ebpf/events.js';
+import type { ConnectEvent, SourceDrops } from '../ebpf/events.js';
+import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
@@ -27,6 +32,12 @@ export interface EbpfAttributorOptions {
   fallback: Attributor;
   onError(message: string): void;
   onInfo(message: string): void;
+  /** Filter, in the kernel, network namespaces the capture cannot see (default true). */
+  netnsFilter?: boolean;
+  /** Kernel budget per source; defaults: DEFAULTS.ebpfBudgetRate / ebpfBudgetBurst (rate 0: none). */
+  budgetRate?: number;
+  budgetBurst?: number;
+  netnsRefreshMs?: number;
 }
 
 export interface EbpfCounters {
@@ -35,11 +46,18 @@ export interface EbpfCounters {
   joined: number;
   fallbacks: number;
   restarts: number;
+  /** Kernel: target connections from a filtered network namespace, and over their source's budget. */
+  filtered: number;
+  overBudget: number;
 }
 
-function ownNetns(): number | null {
-  const m = /\[(\d+)\]/.exec((() => { try { return readlinkSync('/proc/self/ns/net'); } catch { return ''; } })());
-  return m ? Number(m[1]) : null;
+/** A source over its budget, as stats.kernel reports it. */
+export interface SourceOverBudget {
+  netns_ino: number;
+  cgroup_id: string;
+  /** the cgroup's path when known */
+  cgroup: string | null;
+  dropped: number;
 }
 
 export class EbpfAttributor implements Attributor {
@@ -55,14 +73,57 @@ export class EbpfAttributor implements Attributor {
   private backoffMs = 1000;
   private stopped = false;
   private lostBase = 0;
-  readonly counters: EbpfCounters = { events: 0, lost: 0, joined: 0, fallbacks: 0, restarts: 0 };
+  private filteredBase = 0;
+  private overBudgetBase = 0;
+  private topSources: SourceDrops[] = [];
+  private readonly reach: NetnsReach | null;
+  private reachTimer: NodeJS.Timeout | null = null;
+  readonly counters: EbpfCounters = {
+    events: 0, lost: 0, joined: 0, fallbacks: 0, restarts: 0, filtered: 0, overBudget: 0,
+  };
   loadMs = 0;
   attachMs = 0;
 
   private constructor(private readonly o: EbpfAttributorOptions) {
-    this.table = new JoinTable(o.joinWindowMs, o.maxEvents, ownNetns());
+    const own = ownNetnsInode();
+    this.table = new JoinTable(o.joinWindowMs, o.maxEvents, own);
     this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs);
     this.sweepTimer.unref();
+    this.reach = own !== null && o.netnsFilter !== false
+      ? new NetnsReach(own, {
+        max: DEFAULTS.maxNetns,
+        onVerdict: (ino, v) => { this.source?.setNetnsVerdict(ino, v); },
+        onError: (m) => this.o.onError(`network namespaces: ${m}`),
+      })
+      : null;
+  }
+
+  /** Judge every namespace now and then; the first pass starts at once. */
+  private startReach(): void {
+    if (!this.reach || this.reachTimer) return;
+    const tick = (): Promise<void> => (this.reach?.refresh() ?? Promise.resolve())
+      .catch((err) => this.o.onError(`network namespaces: ${(err as Error).message}`));
+    void tick().then(() => {
+      if (!this.reach || this.stopped) return;
+      this.o.onInfo(`network namespaces judged: ${this.reach.verdicts.size}, of which ${this.netnsFiltered} `
+        + 'not reachable from this namespace\'s interfaces (their IMDS connections are filtered in the kernel)');
+    });
+    this.reachTimer = setInterval(tick, this.o.netnsRefreshMs ?? DEFAULTS.netnsRefreshMs);
+    this.reachTimer.unref();
+  }
+
+  /** Network namespaces judged unreachable (their connections are filtered in the kernel). */
+  get netnsFiltered(): number {
+    let n = 0;
+    for (const v of this.reach?.verdicts.values() ?? []) if (v === 'drop') n++;
+    return n;
+  }
+
+  /** The sources with the most budget drops (of the running loader), with their cgroup path when known. */
+  get sourcesOverBudget(): SourceOverBudget[] {
+    return this.topSources.map((s) => ({
+      netns_ino: s.netnsIno, cgroup_id: s.cgroupId, cgroup: this.cgroups.cached(s.cgroupId), dropped: s.dropped,
+    }));
   }
 
   /** Load and attach the program; rejects with the reason when it cannot. */
@@ -78,19 +139,37 @@ export class EbpfAttributor implements Attributor {
   }
 
   private async attach(): Promise<void> {
-    const src = await startEbpfSource({ ...this.o.targets, binaryPath: this.o.loaderPath });
+    const keep: number[] = [];
+    const drop: number[] = [];
+    for (const [ino, v] of this.reach?.verdicts ?? []) (v === 'keep' ? keep : drop).push(ino);
+    const src = await startEbpfSource({
+      ...this.o.targets, binaryPath: this.o.loaderPath,
+      netnsFilter: this.reach !== null, keepNetns: keep, dropNetns: drop,
+      budgetRate: this.o.budgetRate ?? DEFAULTS.ebpfBudgetRate, budgetBurst: this.o.budgetBurst ?? DEFAULTS.ebpfBudgetBurst,
+    });
     this.source = src;
     this.loadMs = src.loadMs;
     this.attachMs = src.attachMs;
     this.lostBase = this.counters.lost;
+    this.filteredBase = this.counters.filtered;
+    this.overBudgetBase = this.counters.overBudget;
+    this.topSources = [];
     src.on('event', (e) => this.onEvent(e, src));
-    src.on('stats', (s) => { this.counters.lost = this.lostBase + s.lost; });
+    src.on('stats', (s) => {
+      this.counters.lost = this.lostBase + s.lost;
+      this.counters.filtered = this.filteredBase + s.filtered;
+      this.counters.overBudget = this.overBudgetBase + s.overBudget;
+      this.topSources = s.topSources;
+    });
+    this.startReach();
     src.on('warning', (line) => this.o.onInfo(`eBPF loader: ${line}`));
     src.once('exit', (_code, reason) => this.onExit(src, reason));
   }
 
   private onEvent(e: ConnectEvent, src: EbpfSource): void {
     this.counters.events++;
+    // A namespace not judged yet (made since the last pass): judge it now, while its caller lives.
+    if (this.reach && !this.reach.verdicts.has(e.netnsIno)) void this.reach.judge(e.netnsIno, e.tgid);
     const at = src.monoToEpochMs(e.tsSynNs);
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
@@ -170,6 +249,7 @@ export class EbpfAttributor implements Attributor {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweepTimer);
+    if (this.reachTimer) clearInterval(this.reachTimer);
     if (this.restartTimer) clearTimeout(this.restartTimer);
     await this.source?.stop();
   }

@@ -82,6 +82,21 @@ export function parseCmdline(buf: Buffer): string[] {
   return parts;
 }
 
+/**
+ * argv from the first bytes of /proc/<pid>/cmdline, bounded as the eBPF program bounds it: at most
+ * maxBytes of the NUL-separated area (the last argument cut there); truncated when the area was
+ * longer (head holds maxBytes + 1 bytes or more then).
+ */
+export function parseCmdlineBounded(head: Buffer, maxBytes: number): { argv: string[]; truncated: boolean } {
+  if (head.length <= maxBytes) return { argv: parseCmdline(head), truncated: false };
+  let cut = head.subarray(0, maxBytes);
+  // Do not end inside a multi-byte UTF-8 character of the last argument.
+  let end = cut.length;
+  while (end > 0 && (head[end] & 0xc0) === 0x80) end--;
+  cut = cut.subarray(0, end);
+  return { argv: parseCmdline(cut), truncated: true };
+}
+
 export function parsePasswd(text: string): Map<number, string> {
   const m = new Map<number, string>();
   for (const line of text.split('\n')) {
@@ -132,6 +147,22 @@ export function containerFromCgroup(path: string): ContainerInfo | null {
   }
   if (pod) return { runtime: 'kubernetes', id: null, pod_uid: pod[1].replace(/_/g, '-') };
   return null;
+}
+
+/**
+ * The unit as a caller: a login session (`session-N.scope` under `user-UID.slice`, a new unit for
+ * every SSH login or cron run) is `user-UID.slice/session-*.scope`; any other unit is itself.
+ */
+export function unitGroup(unit: string | null, cgroupPath: string | null): string | null {
+  if (!unit || !/^session-[^/]+\.scope$/.test(unit)) return unit;
+  const m = /(?:^|\/)(user-\d+\.slice)\/session-[^/]+\.scope(?:\/|$)/.exec(cgroupPath ?? '');
+  return m ? `${m[1]}/session-*.scope` : unit;
+}
+
+/** `{ systemd_unit_group }` for a record when the group differs from the unit, else nothing. */
+export function sessionGroup(unit: string | null, cgroupPath: string | null): { systemd_unit_group?: string } {
+  const g = unitGroup(unit, cgroupPath);
+  return g !== null && g !== unit ? { systemd_unit_group: g } : {};
 }
 
 export function unitFromCgroup(path: string): string | null {

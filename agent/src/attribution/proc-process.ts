@@ -1,7 +1,9 @@
 /** Reading one process's identity from /proc: argv, exe, user, cgroup, and its ancestors. */
-import { readFile, readlink } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { open, readFile, readlink } from 'node:fs/promises';
+import { DEFAULTS } from '../defaults.js';
 import type { Ancestor, ProcessInfo } from '../record.js';
-import { parseCgroup, parseCmdline, parsePasswd, parseStatus } from './proc-parse.js';
+import { parseCgroup, parseCmdlineBounded, parsePasswd, parseStatus, sessionGroup } from './proc-parse.js';
 
 export class UserNames {
   private names = new Map<number, string>();
@@ -42,22 +44,75 @@ async function tryLink(path: string): Promise<string | null> {
   }
 }
 
+/** The first n bytes of a file (fewer at its end), or null when it cannot be read. */
+async function readHead(path: string, n: number): Promise<Buffer | null> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+    const buf = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await fh.read(buf, got, n - got, null);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } catch {
+    return null;
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/** The same, synchronously (one open/read/close: the eBPF path's small reads). */
+export function readHeadSync(path: string, n: number): Buffer | null {
+  let fd = -1;
+  try {
+    fd = openSync(path, 'r');
+    const buf = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const r = readSync(fd, buf, got, n - got, null);
+      if (r === 0) break;
+      got += r;
+    }
+    return buf.subarray(0, got);
+  } catch {
+    return null;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/**
+ * A process's argv from /proc, bounded like the kernel's (DEFAULTS.argvMaxBytes): a 300 KB class
+ * path is cut, never read whole. null when it cannot be read.
+ */
+export async function readArgv(pid: number, procRoot = '/proc',
+  maxBytes: number = DEFAULTS.argvMaxBytes): Promise<{ argv: string[]; truncated: boolean } | null> {
+  const head = await readHead(`${procRoot}/${pid}/cmdline`, maxBytes + 1);
+  return head ? parseCmdlineBounded(head, maxBytes) : null;
+}
+
 /** Everything /proc tells of pid, or null if it is gone. */
 export async function readProcess(pid: number, ancestorDepth: number, users: UserNames,
   procRoot = '/proc'): Promise<Omit<ProcessInfo, 'attribution'> | null> {
   const [status, cmdline, exe, cgroup] = await Promise.all([
-    tryRead(`${procRoot}/${pid}/status`), tryRead(`${procRoot}/${pid}/cmdline`),
+    tryRead(`${procRoot}/${pid}/status`), readArgv(pid, procRoot),
     tryLink(`${procRoot}/${pid}/exe`), tryRead(`${procRoot}/${pid}/cgroup`),
   ]);
   if (!status) return null;
   const st = parseStatus(status.toString('utf8'));
   const cg = parseCgroup(cgroup ? cgroup.toString('utf8') : '');
-  return {
-    pid, comm: st.name, exe, argv: cmdline ? parseCmdline(cmdline) : [], uid: st.uid,
+  const info: Omit<ProcessInfo, 'attribution'> = {
+    pid, comm: st.name, exe, argv: cmdline ? cmdline.argv : [], uid: st.uid,
     user: await users.name(st.uid), ppid: st.ppid,
     ancestors: await readAncestors(st.ppid, ancestorDepth, procRoot),
     cgroup: cg.path, container: cg.container, systemd_unit: cg.systemdUnit,
+    ...sessionGroup(cg.systemdUnit, cg.path),
   };
+  if (cmdline?.truncated) info.argv_truncated = true;
+  return info;
 }
 
 export async function readAncestors(ppid: number, depth: number, procRoot = '/proc'): Promise<Ancestor[]> {
@@ -67,8 +122,10 @@ export async function readAncestors(ppid: number, depth: number, procRoot = '/pr
     const status = await tryRead(`${procRoot}/${pid}/status`);
     if (!status) break;
     const st = parseStatus(status.toString('utf8'));
-    const cmdline = await tryRead(`${procRoot}/${pid}/cmdline`);
-    out.push({ pid, comm: st.name, argv: cmdline ? parseCmdline(cmdline) : null });
+    const cmdline = await readArgv(pid, procRoot);
+    const a: Ancestor = { pid, comm: st.name, argv: cmdline ? cmdline.argv : null };
+    if (cmdline?.truncated) a.argv_truncated = true;
+    out.push(a);
     pid = st.ppid;
   }
   return out;

@@ -9,11 +9,19 @@
  */
 import { ipv6ToString } from '../wire/packet.js';
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 export const COMM_LEN = 16;
 export const ARGV_MAX = 1024;
 export const MAX_ANCESTORS = 4;
 export const MAX_TARGETS = 8;
+export const EXE_MAX = 512;
+export const EXE_NAME_MAX = 255;
+export const EXE_DEPTH = 40;
+export const TOP_SOURCES = 4;
+export const MAX_NETNS = 1024;
+export const MAX_SOURCES = 1024;
+export const NETNS_KEEP = 1;
+export const NETNS_DROP = 2;
 
 export const REC_CONNECT = 1;
 export const REC_READY = 2;
@@ -24,9 +32,10 @@ export const AF_INET6 = 10;
 
 export const HEADER_SIZE = 8;
 export const ANCESTOR_SIZE = 24;
-export const CONNECT_EVENT_SIZE = 1256;
-export const READY_RECORD_SIZE = 64;
-export const STATS_RECORD_SIZE = 56;
+export const CONNECT_EVENT_SIZE = 1776;
+export const READY_RECORD_SIZE = 80;
+export const SOURCE_DROPS_SIZE = 24;
+export const STATS_RECORD_SIZE = 168;
 
 /** [offset, size] in bytes, named as in the C struct. */
 export type FieldLayout = Readonly<Record<string, readonly [number, number]>>;
@@ -63,7 +72,12 @@ export const CONNECT_EVENT_FIELDS = {
   comm: [104, COMM_LEN],
   parent_comm: [120, COMM_LEN],
   ancestors: [136, ANCESTOR_SIZE * MAX_ANCESTORS],
-  argv: [232, ARGV_MAX],
+  isn: [232, 4],
+  exe_len: [236, 2],
+  exe_truncated: [238, 1],
+  exe_error: [239, 1],
+  exe: [240, EXE_MAX],
+  argv: [752, ARGV_MAX],
 } as const satisfies FieldLayout;
 
 export const READY_RECORD_FIELDS = {
@@ -78,6 +92,17 @@ export const READY_RECORD_FIELDS = {
   realtime_ns: [48, 8],
   argv_max: [56, 4],
   ringbuf_bytes: [60, 4],
+  budget_rate: [64, 4],
+  budget_burst: [68, 4],
+  netns_filter: [72, 4],
+  exe_max: [76, 4],
+} as const satisfies FieldLayout;
+
+export const SOURCE_DROPS_FIELDS = {
+  cgroup_id: [0, 8],
+  netns_ino: [8, 4],
+  _pad: [12, 4],
+  dropped: [16, 8],
 } as const satisfies FieldLayout;
 
 export const STATS_RECORD_FIELDS = {
@@ -89,7 +114,10 @@ export const STATS_RECORD_FIELDS = {
   track_failed: [32, 8],
   mono_ns: [40, 8],
   final: [48, 4],
-  _pad: [52, 4],
+  n_top: [52, 4],
+  filtered: [56, 8],
+  over_budget: [64, 8],
+  top: [72, SOURCE_DROPS_SIZE * TOP_SOURCES],
 } as const satisfies FieldLayout;
 
 const RECORD_SIZES: Readonly<Record<number, number>> = {
@@ -157,6 +185,15 @@ export interface ConnectEvent {
   /** TCP state the socket moved to from SYN_SENT: 1 ESTABLISHED, 7 CLOSE */
   newState: number;
   newStateName: string;
+  /** The client's initial sequence number (the SYN's sequence number), unsigned 32-bit */
+  isn: number;
+  /**
+   * The executable's path as the kernel walked it at connect time (in the caller's mount
+   * namespace); null when there is none (kernel thread) or it could not be read. When the walk was
+   * cut by its bounds, only the tail is known: it starts with ".../" and exeTruncated is set.
+   */
+  exe: string | null;
+  exeTruncated: boolean;
 }
 
 export interface ReadyRecord {
@@ -170,6 +207,20 @@ export interface ReadyRecord {
   realtimeNs: string;
   argvMax: number;
   ringbufBytes: number;
+  /** events per second per source in the kernel (0: no budget), and the burst */
+  budgetRate: number;
+  budgetBurst: number;
+  /** connections from network namespaces with verdict "drop" are filtered */
+  netnsFilter: boolean;
+  exeMax: number;
+}
+
+/** A source (network namespace + cgroup of the socket) and the connections its budget refused. */
+export interface SourceDrops {
+  netnsIno: number;
+  /** cgroup v2 id, decimal ("0": not known) */
+  cgroupId: string;
+  dropped: number;
 }
 
 export interface StatsRecord {
@@ -181,6 +232,12 @@ export interface StatsRecord {
   untracked: number;
   /** SYN_SENT entries that could not be stored */
   trackFailed: number;
+  /** target connections from a network namespace with verdict "drop" (not traced) */
+  filtered: number;
+  /** target connections over their source's budget (not traced) */
+  overBudget: number;
+  /** sources with the most budget drops, most first (at most TOP_SOURCES) */
+  topSources: SourceDrops[];
   monoNs: string;
   final: boolean;
 }
@@ -223,6 +280,18 @@ export function formatIPv6(b: Uint8Array, offset = 0): string {
 function isV4Mapped(b: Uint8Array, offset: number): boolean {
   for (let i = 0; i < 10; i++) if (b[offset + i] !== 0) return false;
   return b[offset + 10] === 0xff && b[offset + 11] === 0xff;
+}
+
+/**
+ * The executable path from the kernel's exe area: components leaf first, each followed by a NUL
+ * ("curl\0bin\0usr\0" is /usr/bin/curl). A truncated walk holds only the tail: ".../bin/curl".
+ */
+export function exePath(area: Buffer, truncated: boolean): string | null {
+  const parts = splitArgv(area);
+  if (parts.length === 0) return truncated ? null : '/';
+  if (parts.some((p) => p.length === 0 || p.includes('/'))) return null; // not a walk's output
+  const path = parts.reverse().join('/');
+  return truncated ? `.../${path}` : `/${path}`;
 }
 
 /** Split a /proc/PID/cmdline style NUL-separated area into arguments. */
@@ -274,6 +343,10 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
 
   const argvLen = Math.min(buf.readUInt16LE(at(F.argv_len)), ARGV_MAX);
   const newState = buf.readUInt32LE(at(F.new_state));
+  const exeLen = Math.min(buf.readUInt16LE(at(F.exe_len)), EXE_MAX);
+  const exeTruncated = buf.readUInt8(at(F.exe_truncated)) !== 0;
+  const exeError = buf.readUInt8(at(F.exe_error)) !== 0;
+  const exe = exeError ? null : exePath(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
 
   return {
     pid: buf.readUInt32LE(at(F.pid)),
@@ -299,6 +372,9 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     v4Mapped,
     newState,
     newStateName: TCP_STATE_NAMES[newState] ?? String(newState),
+    isn: buf.readUInt32LE(at(F.isn)),
+    exe,
+    exeTruncated: exe !== null && exeTruncated,
   };
 }
 
@@ -315,6 +391,10 @@ export function decodeReadyRecord(buf: Buffer, offset = 0): ReadyRecord {
     realtimeNs: u64(buf, offset + F.realtime_ns[0]).toString(),
     argvMax: buf.readUInt32LE(offset + F.argv_max[0]),
     ringbufBytes: buf.readUInt32LE(offset + F.ringbuf_bytes[0]),
+    budgetRate: buf.readUInt32LE(offset + F.budget_rate[0]),
+    budgetBurst: buf.readUInt32LE(offset + F.budget_burst[0]),
+    netnsFilter: buf.readUInt32LE(offset + F.netns_filter[0]) !== 0,
+    exeMax: buf.readUInt32LE(offset + F.exe_max[0]),
   };
 }
 
@@ -326,6 +406,16 @@ export function decodeStatsRecord(buf: Buffer, offset = 0): StatsRecord {
     emitted: n(F.emitted),
     untracked: n(F.untracked),
     trackFailed: n(F.track_failed),
+    filtered: n(F.filtered),
+    overBudget: n(F.over_budget),
+    topSources: Array.from({ length: Math.min(buf.readUInt32LE(offset + F.n_top[0]), TOP_SOURCES) }, (_, i) => {
+      const o = offset + F.top[0] + i * SOURCE_DROPS_SIZE;
+      return {
+        netnsIno: buf.readUInt32LE(o + SOURCE_DROPS_FIELDS.netns_ino[0]),
+        cgroupId: u64(buf, o + SOURCE_DROPS_FIELDS.cgroup_id[0]).toString(),
+        dropped: Number(u64(buf, o + SOURCE_DROPS_FIELDS.dropped[0])),
+      };
+    }),
     monoNs: u64(buf, offset + F.mono_ns[0]).toString(),
     final: buf.readUInt32LE(offset + F.final[0]) !== 0,
   };

@@ -10,7 +10,8 @@
  *   await src.stop();
  *
  * The loader's stdin is kept as a pipe: if this process dies, the loader sees
- * EOF and exits by itself.
+ * EOF and exits by itself. It also carries network namespace verdicts at run
+ * time (setNetnsVerdict: one "keep|drop|forget INO" line each).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -19,6 +20,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  MAX_NETNS,
   MAX_TARGETS,
   LAYOUT_VERSION,
   RecordDecoder,
@@ -38,7 +40,17 @@ export interface EbpfSourceOptions {
   ports?: number[];
   /** How long to wait for load+attach (default 30000 ms) */
   readyTimeoutMs?: number;
+  /** Filter connections from network namespaces given verdict "drop" (on when keep/drop lists are given) */
+  netnsFilter?: boolean;
+  /** Network namespace inodes with verdict "keep" / "drop" from the start */
+  keepNetns?: number[];
+  dropNetns?: number[];
+  /** Budget per source (network namespace + cgroup): events per second (0 or absent: none) and burst */
+  budgetRate?: number;
+  budgetBurst?: number;
 }
+
+export type NetnsVerdict = 'keep' | 'drop' | 'forget';
 
 export type EbpfStats = StatsRecord;
 
@@ -60,6 +72,8 @@ export interface EbpfSource {
   once(event: 'exit', listener: (code: number | null, reason: string) => void): this;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   off(event: string, listener: (...args: any[]) => void): this;
+  /** Give a network namespace a verdict in the kernel; false if the loader is gone. */
+  setNetnsVerdict(ino: number, verdict: NetnsVerdict): boolean;
   /** CLOCK_MONOTONIC ns (ConnectEvent.tsSynNs/tsEmitNs) -> ms since the epoch */
   monoToEpochMs(monoNs: string | bigint): number;
   /** SIGTERM the loader and wait for it to exit (SIGKILL after 5 s). */
@@ -83,6 +97,8 @@ export function defaultBinaryPath(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bpf', '.output', 'imds_connect');
 }
 
+const validIno = (ino: number): boolean => Number.isInteger(ino) && ino > 0 && ino <= 0xffffffff;
+
 function buildArgs(opts: EbpfSourceOptions): string[] {
   const args: string[] = [];
   const check = (list: unknown[] | undefined, what: string): void => {
@@ -105,6 +121,18 @@ function buildArgs(opts: EbpfSourceOptions): string[] {
   for (const p of opts.ports ?? []) {
     if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`not a TCP port: ${p}`);
     args.push('--port', String(p));
+  }
+  const inos = [...(opts.keepNetns ?? []), ...(opts.dropNetns ?? [])];
+  if (inos.length > MAX_NETNS) throw new Error(`too many network namespaces (at most ${MAX_NETNS})`);
+  for (const ino of inos) if (!validIno(ino)) throw new Error(`not a network namespace inode: ${ino}`);
+  if (opts.netnsFilter) args.push('--netns-filter');
+  for (const ino of opts.keepNetns ?? []) args.push('--keep-netns', String(ino));
+  for (const ino of opts.dropNetns ?? []) args.push('--drop-netns', String(ino));
+  if (opts.budgetRate) {
+    const burst = opts.budgetBurst ?? 1;
+    if (!Number.isInteger(opts.budgetRate) || opts.budgetRate < 0) throw new Error(`bad budget rate: ${opts.budgetRate}`);
+    if (!Number.isInteger(burst) || burst < 1) throw new Error(`bad budget burst: ${burst}`);
+    args.push('--budget-rate', String(opts.budgetRate), '--budget-burst', String(burst));
   }
   return args;
 }
@@ -158,6 +186,14 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
 
   monoToEpochMs(monoNs: string | bigint): number {
     return Number(BigInt(monoNs) + this.clockOffsetNs) / 1e6;
+  }
+
+  setNetnsVerdict(ino: number, verdict: NetnsVerdict): boolean {
+    if (!validIno(ino)) throw new Error(`not a network namespace inode: ${ino}`);
+    const stdin = this.child.stdin;
+    if (this.exited || !stdin || stdin.destroyed || !stdin.writable) return false;
+    stdin.write(`${verdict} ${ino}\n`);
+    return true;
   }
 
   async stop(): Promise<void> {

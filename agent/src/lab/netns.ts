@@ -482,6 +482,25 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A namespace linked to nothing
+
+/**
+ * A bare namespace of the lab (loopback up, `addresses` on it), linked to no other: nothing it sends
+ * reaches the instance's wire. Removed by lab.destroy().
+ */
+export async function addIsolated(lab: Lab, addresses: string[] = []): Promise<string> {
+  const ns = `${NS_PREFIX}x-${lab.id}`;
+  const register = (lab as unknown as Record<symbol, (ns: string) => void>)[ADD_NS];
+  if (typeof register !== 'function') throw new Error('addIsolated needs a lab made by createLab');
+  if (lab.namespaces().includes(ns)) throw new Error(`lab ${lab.id} already has an isolated namespace`);
+  await ip(['netns', 'add', ns], `netns add ${ns}`);
+  register(ns);
+  await ip(['-n', ns, 'link', 'set', 'lo', 'up'], `link set lo up (${ns})`);
+  for (const a of addresses) await ip(['-n', ns, 'addr', 'add', a, 'dev', 'lo'], `addr add ${a} (${ns})`);
+  return ns;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Container case
 
 /** iptables binaries to try, in order (the first one that can install the rule wins). */

@@ -62,11 +62,13 @@ export async function resolveTarget(o: TargetOptions, deps: TargetDeps): Promise
   return { logGroup: o.logGroup, logStream, region, ...(o.endpoint ? { endpoint: o.endpoint } : {}), notes };
 }
 
-/** The instance identity document through IMDSv2 (token first), with a short time-out. */
+/**
+ * The instance identity document through IMDSv2 only (token first), with a short time-out. A token
+ * request that is refused or unanswered ends it: never an IMDSv1 request instead.
+ */
 export async function imdsIdentity(env: NodeJS.ProcessEnv = process.env,
-  timeoutMs: number = DEFAULTS.cloudwatch.imdsTimeoutMs): Promise<InstanceIdentity> {
+  timeoutMs: number = DEFAULTS.cloudwatch.imdsTimeoutMs, base = `http://${DEFAULTS.imdsIPv4[0]}`): Promise<InstanceIdentity> {
   if (env.AWS_EC2_METADATA_DISABLED === 'true') throw new Error('AWS_EC2_METADATA_DISABLED is set');
-  const base = `http://${DEFAULTS.imdsIPv4[0]}`;
   const signal = AbortSignal.timeout(timeoutMs);
   try {
     const t = await fetch(`${base}/latest/api/token`, {

@@ -52,6 +52,22 @@ export interface CloudWatchCounters {
 
 const CW = DEFAULTS.cloudwatch;
 
+/**
+ * The agent never calls IMDSv1, also not through its AWS SDK. When the token PUT is refused
+ * (403/404/405) or times out, the SDK's instance-metadata credential provider falls back to IMDSv1
+ * unless told not to: by the `ec2MetadataV1Disabled` option (handed from the client's configuration
+ * to the default credential chain) and by AWS_EC2_METADATA_V1_DISABLED, which
+ * @smithy/credential-provider-imds reads from process.env at each credential fetch (that also covers
+ * providers built from a config profile, e.g. `credential_source = Ec2InstanceMetadata`).
+ * `defaultsMode: 'legacy'` (the SDK's default) pins it against AWS_DEFAULTS_MODE=auto, which would
+ * have the SDK look the region up in the IMDS.
+ */
+export const IMDS_V2_ONLY = { ec2MetadataV1Disabled: true, defaultsMode: 'legacy' } as const;
+
+export function forbidImdsV1(env: NodeJS.ProcessEnv = process.env): void {
+  env.AWS_EC2_METADATA_V1_DISABLED = 'true';
+}
+
 export class CloudWatchShipper implements LineSink {
   private readonly client: Sender;
   private readonly limits: BatchLimits;
@@ -72,7 +88,9 @@ export class CloudWatchShipper implements LineSink {
   readonly counters = { sent: 0, failed_batches: 0, retries: 0, dropped: 0 };
 
   constructor(private readonly o: CloudWatchOptions) {
+    forbidImdsV1();
     this.client = o.client ?? new CloudWatchLogsClient({
+      ...IMDS_V2_ONLY,
       region: o.region,
       ...(o.endpoint ? { endpoint: o.endpoint } : {}),
       maxAttempts: 1, // retries are ours: counted, with backoff, and without losing the batch

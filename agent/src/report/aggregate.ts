@@ -1,7 +1,10 @@
 /**
  * `imds-tracer report`, the pure part: fold JSON-lines records into the distinct callers a person
  * must fix. A caller is (IMDS version, executable — `process.exe`, else `comm` —, normalised command
- * line, user, container, systemd unit). Calls whose caller was not identified
+ * line, user, container, systemd unit). Login sessions are one unit: `session-N.scope` under
+ * `user-UID.slice` (a new scope for every SSH login or cron run) groups as
+ * `user-UID.slice/session-*.scope` (`process.systemd_unit_group`, or worked out from the cgroup for
+ * records written before that field). Calls whose caller was not identified
  * (`attribution: "none"`) are grouped by their User-Agent instead, so they still point somewhere.
  *
  * Command-line normalisation is deliberately small: every argument has its whitespace runs collapsed
@@ -10,6 +13,7 @@
  * runs with different arguments (e.g. different temp paths) are two lines.
  */
 import { shellJoin } from '../format/table.js';
+import { unitGroup } from '../attribution/proc-parse.js';
 
 export const NOT_IDENTIFIED = '(caller not identified)';
 
@@ -30,6 +34,7 @@ export interface ReportGroup {
   user: string | null;
   /** Container id (first 12 characters), else pod UID / task id / runtime; null on the host. */
   container: string | null;
+  /** The unit; login sessions grouped as `user-UID.slice/session-*.scope`. */
   systemd_unit: string | null;
   /** With an unidentified caller: the User-Agent that groups its calls (null: none sent). */
   user_agent: string | null;
@@ -107,7 +112,7 @@ export class Aggregator {
         command: argv ? normaliseCommand(argv) : null,
         user: str(p.user) ?? (typeof p.uid === 'number' ? String(p.uid) : null),
         container: containerName(p.container),
-        systemd_unit: str(p.systemd_unit),
+        systemd_unit: str(p.systemd_unit_group) ?? unitGroup(str(p.systemd_unit), str(p.cgroup)),
         user_agent: null,
       }
       : {

@@ -9,7 +9,7 @@
 import type { TcpSegment } from './packet.js';
 import { TcpStream } from './tcp-stream.js';
 import { HttpStream } from './http-stream.js';
-import type { RequestHead, ResponseHead } from './http-head.js';
+import type { Ambiguity, RequestHead, ResponseHead } from './http-head.js';
 
 export interface Conn {
   id: number;
@@ -39,6 +39,8 @@ export interface FlowHandlers {
   onResponse(conn: Conn, head: ResponseHead, requestSeq: number | null, ts: number): void;
   onClose(conn: Conn): void;
   onSecret(value: string): void;
+  /** A request already reported (its seqNo) turned out ambiguous below HTTP (TCP overlap, urgent data). */
+  onAmbiguity?(conn: Conn, seqNo: number, why: Ambiguity): void;
 }
 
 export interface FlowLimits {
@@ -49,6 +51,8 @@ export interface FlowLimits {
   flowIdleMs: number;
   /** All flows together hold at most this many bytes; beyond it the oldest flows are evicted. */
   maxBufferedBytesTotal: number;
+  /** Per direction: delivered bytes the receiver has not acknowledged, kept to compare retransmissions. */
+  maxUnackedWindowBytes?: number;
 }
 
 export interface FlowStats {
@@ -59,6 +63,10 @@ export interface FlowStats {
   gaps: number;
   malformed: number;
   bufferedBytes: number;
+  /** TCP segments whose bytes differed from another copy of the same bytes (either direction). */
+  overlapConflicts: number;
+  /** TCP segments with urgent data (either direction). */
+  urgent: number;
 }
 
 interface FlowState {
@@ -79,7 +87,8 @@ export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
   private readonly byIsn = new Map<string, { id: number; at: number }>();
   private nextId = 1;
-  readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0 };
+  readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0,
+    overlapConflicts: 0, urgent: 0 };
 
   constructor(private readonly h: FlowHandlers, private readonly limits: FlowLimits) {}
 
@@ -107,10 +116,14 @@ export class FlowTable {
     c.lastSeen = ts;
     if (toServer) {
       if (seg.flags.syn) { st.up.onSyn(seg.seq); c.clientIsn ??= seg.seq; }
-      st.up.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
+      st.up.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload, seg.urgent);
+      if (seg.flags.ack) st.down.onAck(seg.ack);
+      // The client sent all it will: a head it left without its blank line is still a request.
+      if (seg.flags.fin && !seg.flags.rst && !st.up.holding) st.upHttp.end();
     } else {
       if (seg.flags.syn) st.down.onSyn(seg.seq);
-      st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload);
+      st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload, seg.urgent);
+      if (seg.flags.ack) st.up.onAck(seg.ack);
     }
     this.account(st);
     if (seg.flags.rst) this.close(st);
@@ -135,6 +148,7 @@ export class FlowTable {
     const limits = {
       maxOutOfOrderSegments: this.limits.maxOutOfOrderSegments,
       maxBufferedBytes: this.limits.maxBufferedBytesPerDirection,
+      maxWindowBytes: this.limits.maxUnackedWindowBytes,
     };
     let upSeq = 0;
     const upHttp = new HttpStream({
@@ -146,6 +160,9 @@ export class FlowTable {
         conn.awaiting.push({ method: head.method, seq: seqNo });
         if (conn.awaiting.length > 64) conn.awaiting.shift();
         if (conn.natViewOf === null) this.h.onRequest(conn, head, seqNo, conn.lastSeen);
+      },
+      onAmbiguity: (seqNo, why) => {
+        if (conn.natViewOf === null) this.h.onAmbiguity?.(conn, seqNo, why);
       },
     });
     const downHttp = new HttpStream({
@@ -159,8 +176,16 @@ export class FlowTable {
     });
     const st: FlowState = {
       conn, upHttp, downHttp, finUp: false, finDown: false, bytes: 0,
-      up: new TcpStream({ onData: (b) => upHttp.push(b), onGap: () => upHttp.gap() }, limits),
-      down: new TcpStream({ onData: (b) => downHttp.push(b), onGap: () => downHttp.gap() }, limits),
+      up: new TcpStream({
+        onData: (b) => upHttp.push(b), onGap: () => upHttp.gap(),
+        onConflict: (at) => { this.stats.overlapConflicts++; upHttp.ambiguous(at, 'tcp_overlap_conflict'); },
+        onUrgent: (at) => { this.stats.urgent++; upHttp.ambiguous(at, 'tcp_urgent'); },
+      }, limits),
+      // Responses decide nothing about the IMDS version: their delivered bytes are not kept for comparing.
+      down: new TcpStream({
+        onData: (b) => downHttp.push(b), onGap: () => downHttp.gap(),
+        onConflict: () => { this.stats.overlapConflicts++; }, onUrgent: () => { this.stats.urgent++; },
+      }, { ...limits, maxWindowBytes: 0 }),
     };
     this.flows.set(key, st);
     this.stats.flows++;

@@ -18,7 +18,53 @@ export interface RequestHead {
   metadataHeader: string | null;
   headerCount: number;
   headersTruncated: boolean;
+  /**
+   * Why this head cannot be trusted to say what the server saw (the first reason found), or null:
+   * see Ambiguity. An ambiguous AWS request is IMDSv1 whatever its headers say.
+   */
+  ambiguity: Ambiguity | null;
+  /** The connection ends after this request (HTTP/1.0 without keep-alive, or Connection: close). */
+  connectionClose: boolean;
   body: BodyFraming;
+}
+
+/**
+ * Ways a request head can mean different things to different HTTP parsers (RFC 9112 servers reject or
+ * read them differently), or to the tracer and the server (TCP tricks, a head cut at the bound).
+ */
+export type Ambiguity =
+  | 'bare_lf' // a line ended by LF alone (lenient servers accept it, strict ones reject the request)
+  | 'bare_cr' // a CR not followed by LF
+  | 'obs_fold' // a line starting with SP/HTAB: a folded continuation, or whitespace after the start line
+  | 'space_before_colon' // "name : value" (RFC 9112 §5.1: reject)
+  | 'invalid_header_line' // a header line without a colon, or with an empty name
+  | 'invalid_header_name' // a name with characters outside tchar
+  | 'invalid_header_value' // control characters in a value
+  | 'duplicate_token' // more than one X-aws-ec2-metadata-token header
+  | 'empty_token' // an X-aws-ec2-metadata-token header with an empty value
+  | 'conflicting_framing' // Content-Length and Transfer-Encoding, differing or bad Content-Length
+  | 'request_line_whitespace' // the request line's parts separated by more than one SP (or by HTAB)
+  | 'nonstandard_method' // not a method of RFC 9110 (methods are case-sensitive: "put" is not PUT)
+  | 'head_truncated' // the head was longer than maxHeaderBytes and parsed in part
+  | 'head_incomplete' // the client closed its side before the blank line (lenient servers serve it at EOF)
+  | 'follows_ambiguous' // an earlier message on the connection was ambiguous, malformed or asked to
+  //                       close the connection: servers may have stopped there, or disagree on where
+  //                       this message starts
+  | 'tcp_overlap_conflict' // a TCP segment overlapping bytes of this request carried different bytes
+  | 'tcp_urgent'; // TCP urgent data pointed into this request (the server drops that byte)
+
+export const AMBIGUITIES: readonly Ambiguity[] = [
+  'bare_lf', 'bare_cr', 'obs_fold', 'space_before_colon', 'invalid_header_line', 'invalid_header_name',
+  'invalid_header_value', 'duplicate_token', 'empty_token', 'conflicting_framing', 'request_line_whitespace',
+  'nonstandard_method', 'head_truncated', 'head_incomplete', 'follows_ambiguous', 'tcp_overlap_conflict', 'tcp_urgent',
+];
+
+/** How the stream delimited a head: facts the head's text alone does not show. */
+export interface HeadContext {
+  /** The blank line ending the head was not CRLF CRLF (a bare LF in the terminator). */
+  bareLfTerminator?: boolean;
+  /** Found below HTTP (TCP), before this head was parsed: it wins over anything the parser finds. */
+  ambiguity?: Ambiguity | null;
 }
 
 export interface ResponseHead {
@@ -36,6 +82,13 @@ export type BodyFraming = { type: 'none' } | { type: 'length'; length: number } 
 const TOKEN_HEADER = 'x-aws-ec2-metadata-token';
 const TTL_HEADER = 'x-aws-ec2-metadata-token-ttl-seconds';
 const METHOD_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
+const TCHARS_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** RFC 9110 §9 and PATCH (RFC 5789): the methods every server knows; others are refused by strict ones. */
+const STANDARD_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+// Control characters other than HTAB are invalid in a field value (RFC 9110 §5.5); obs-text is allowed.
+const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** A token header line however it is spelled (leading or inner whitespace, any case): for redaction only. */
+export const TOKEN_LINE_RE = /^[ \t]*x-aws-ec2-metadata-token[ \t]*:(.*)$/is;
 const MAX_FIELD = 512;
 
 export function looksLikeRequestStart(b: Buffer): boolean {
@@ -63,32 +116,94 @@ function cap(s: string): string {
   return s.length > MAX_FIELD ? s.slice(0, MAX_FIELD) : s;
 }
 
+function trimOws(s: string): string {
+  return s.replace(/^[ \t]+|[ \t]+$/g, '');
+}
+
+/**
+ * The request line: strictly "method SP target SP HTTP/d.d"; leniently (as Python's http.server and
+ * llhttp do) parts separated by runs of whitespace, which is served but ambiguous. Null when not a
+ * request line at all.
+ */
+function requestLine(line: string): { parts: string[]; ambiguous: boolean } | null {
+  const strict = line.split(' ');
+  const ok = (p: string[]): boolean => p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2])
+    && p[1].length > 0;
+  if (ok(strict)) return { parts: strict, ambiguous: false };
+  const loose = line.split(/[ \t\v\f]+/).filter((p) => p.length > 0);
+  return ok(loose) ? { parts: loose, ambiguous: true } : null;
+}
+
+/**
+ * One request head: `text` is the head without its final blank line, lines ended by CRLF (or, in a
+ * head from a lenient client, LF). Every token value seen, however its line is spelled, goes to
+ * onSecret (so it is redacted); only a head every RFC 9112 server reads the same way is unambiguous.
+ */
 export function parseRequestHead(text: string, truncated: boolean,
-  onSecret: (value: string) => void): RequestHead | null {
-  const lines = splitLines(text);
-  const parts = (lines[0] ?? '').split(' ');
-  if (parts.length !== 3 || !METHOD_RE.test(parts[0]) || !/^HTTP\/\d\.\d$/.test(parts[2])
-    || parts[1].length === 0) return null;
+  onSecret: (value: string) => void, ctx: HeadContext = {}): RequestHead | null {
+  const raw = text.split('\n');
+  // Token values first, from every line however it is spelled (even in a head that does not parse).
+  for (const l of text.split(/[\r\n]/)) {
+    const secret = TOKEN_LINE_RE.exec(l);
+    const v = secret ? trimOws(secret[1]) : '';
+    if (v) onSecret(v);
+  }
+  const first = raw[0].endsWith('\r') ? raw[0].slice(0, -1) : raw[0];
+  const rl = requestLine(first.includes('\r') ? '' : first);
+  if (!rl) return null;
+  const parts = rl.parts;
+  let ambiguity: Ambiguity | null = ctx.ambiguity ?? null;
+  const note = (a: Ambiguity): void => { ambiguity ??= a; };
   const head: RequestHead = {
     kind: 'request', method: parts[0], target: cap(parts[1]), version: parts[2].slice(5),
     tokenPresent: false, tokenTtlSeconds: null, userAgent: null, host: null, forwardedFor: false,
     metadataFlavor: null, metadataHeader: null, headerCount: 0, headersTruncated: truncated,
-    body: { type: 'none' },
+    ambiguity: null, connectionClose: false, body: { type: 'none' },
   };
+  let connection = '';
+  if (raw.length > 1 && !raw[0].endsWith('\r')) note('bare_lf');
+  if (rl.ambiguous) note('request_line_whitespace');
+  if (!STANDARD_METHODS.has(parts[0])) note('nonstandard_method');
   const framing = new Framing();
-  for (const [name, value] of headers(lines)) {
+  let tokens = 0;
+  for (let i = 1; i < raw.length; i++) {
+    let line = raw[i];
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    else if (i < raw.length - 1) note('bare_lf');
+    if (line.includes('\r')) note('bare_cr');
+    if (line === '') { note('bare_cr'); continue; } // an empty line within a head: it held CR CR LF
+    if (line[0] === ' ' || line[0] === '\t') { note('obs_fold'); continue; }
+    const colon = line.indexOf(':');
+    if (colon <= 0) { note('invalid_header_line'); continue; }
+    const rawName = line.slice(0, colon);
+    const name = trimOws(rawName).toLowerCase();
+    if (name !== rawName.toLowerCase()) note('space_before_colon');
+    else if (!TCHARS_RE.test(rawName)) note('invalid_header_name');
+    const value = trimOws(line.slice(colon + 1));
+    if (BAD_VALUE_RE.test(value)) note('invalid_header_value');
     head.headerCount++;
     switch (name) {
-      case TOKEN_HEADER: head.tokenPresent = true; if (value) onSecret(value); break;
+      case TOKEN_HEADER:
+        head.tokenPresent = true;
+        if (++tokens > 1) note('duplicate_token');
+        if (!value) note('empty_token');
+        break;
       case TTL_HEADER: head.tokenTtlSeconds = /^\d{1,9}$/.test(value) ? Number(value) : null; break;
       case 'user-agent': head.userAgent = cap(value); break;
       case 'host': head.host = cap(value); break;
       case 'x-forwarded-for': head.forwardedFor = true; break;
       case 'metadata-flavor': head.metadataFlavor = cap(value); break;
       case 'metadata': head.metadataHeader = cap(value); break;
+      case 'connection': connection += `,${value}`; break;
       default: framing.see(name, value);
     }
   }
+  head.connectionClose = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(connection)
+    || (head.version === '1.0' && !/(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i.test(connection));
+  if (framing.conflicting) note('conflicting_framing');
+  if (ctx.bareLfTerminator) note('bare_lf');
+  if (truncated) note('head_truncated');
+  head.ambiguity = ambiguity;
   head.body = framing.forRequest();
   return head;
 }
@@ -125,10 +240,25 @@ function* headers(lines: string[]): Generator<[string, string]> {
 class Framing {
   private length: number | null = null;
   private chunked = false;
+  /** Content-Length with Transfer-Encoding, two or a malformed Content-Length, or a request
+   * Transfer-Encoding whose last coding is not chunked: servers disagree on (or reject) the body. */
+  conflicting = false;
+  private te = false;
 
   see(name: string, value: string): void {
-    if (name === 'content-length' && /^\d{1,15}$/.test(value)) this.length = Number(value);
-    if (name === 'transfer-encoding' && /chunked/i.test(value)) this.chunked = true;
+    if (name === 'content-length') {
+      const ok = /^\d{1,15}$/.test(value);
+      // Even two equal ones: RFC 9110 lets a server merge them, llhttp refuses the request.
+      if (!ok || this.length !== null) this.conflicting = true;
+      if (ok) this.length = Number(value);
+      if (this.te) this.conflicting = true;
+    }
+    if (name === 'transfer-encoding') {
+      if (this.length !== null || this.te) this.conflicting = true;
+      this.te = true;
+      if (!/(?:^|,)[ \t]*chunked[ \t]*$/i.test(value)) this.conflicting = true;
+      if (/chunked/i.test(value)) this.chunked = true;
+    }
   }
 
   forRequest(): BodyFraming {

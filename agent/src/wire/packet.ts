@@ -12,6 +12,12 @@ export interface TcpSegment {
   ack: number;
   flags: { syn: boolean; ack: boolean; fin: boolean; rst: boolean; psh: boolean };
   payload: Buffer;
+  /**
+   * The urgent pointer, present only when the URG flag is set: the receiver takes the byte at
+   * seq + urgent - 1 (seq when 0) out of the stream (Linux, RFC 6093), so the server reads other
+   * bytes than the wire carries.
+   */
+  urgent?: number;
   /** Linux cooked capture: 4 = sent by this host, 0 = to us, 3 = another host's; null when unknown. */
   pktType: number | null;
 }
@@ -25,13 +31,14 @@ const IPPROTO_TCP = 6;
 
 export function decodeFrame(link: string, frame: Buffer): TcpSegment | null {
   try {
-    return decodeUnsafe(link, frame);
+    return decodeFrameUnchecked(link, frame);
   } catch {
     return null; // a bounds error on a hostile frame is a malformed frame, nothing more
   }
 }
 
-function decodeUnsafe(link: string, frame: Buffer): TcpSegment | null {
+/** The decoder without decodeFrame's safety net: every read is bounds-checked (the property tests prove it). */
+export function decodeFrameUnchecked(link: string, frame: Buffer): TcpSegment | null {
   let off = 0;
   let etherType: number;
   let pktType: number | null = null;
@@ -119,7 +126,7 @@ function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: stri
   const dataOff = (b[off + 12] >> 4) * 4;
   if (dataOff < 20 || off + dataOff > end) return null;
   const f = b[off + 13];
-  return {
+  const seg: TcpSegment = {
     family, src, dst, pktType,
     sport: b.readUInt16BE(off),
     dport: b.readUInt16BE(off + 2),
@@ -128,6 +135,8 @@ function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: stri
     flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
     payload: Buffer.from(b.subarray(off + dataOff, end)), // copy: capture buffers are reused
   };
+  if (f & 0x20) seg.urgent = b.readUInt16BE(off + 18);
+  return seg;
 }
 
 /** RFC 5952 text form (lower case, longest zero run compressed), as Node prints addresses. */

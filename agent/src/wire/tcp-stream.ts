@@ -3,15 +3,27 @@
  * retransmitted and duplicated bytes (the same segment captured on two interfaces) are delivered once,
  * out-of-order segments wait (up to a bound) for the gap to fill, and a gap that never fills is
  * reported with onGap() so the parser above can resynchronise instead of guessing.
+ *
+ * The first copy of a byte is the one delivered, but it may not be the one the receiver kept (a copy
+ * with a bad checksum, or one that expired on the way, is dropped there and the sender's next copy is
+ * kept). So delivered bytes the receiver has not acknowledged yet are kept (bounded), every later copy
+ * of them is compared, and a copy that differs is reported with onConflict(). Urgent data (the URG
+ * flag), whose byte the receiver takes out of the stream, is reported with onUrgent().
  */
 export interface StreamSink {
   onData(bytes: Buffer): void;
   onGap(): void;
+  /** Bytes at this stream offset (counted over the bytes delivered) arrived again, different. */
+  onConflict?(offset: number): void;
+  /** The urgent byte sits at this stream offset (it may lie ahead of what was delivered). */
+  onUrgent?(offset: number): void;
 }
 
 export interface StreamLimits {
   maxOutOfOrderSegments: number;
   maxBufferedBytes: number;
+  /** Delivered, unacknowledged bytes kept to compare retransmissions with (default 16 KiB). */
+  maxWindowBytes?: number;
 }
 
 /** Signed distance a - b in 32-bit sequence space. */
@@ -19,29 +31,70 @@ export function seqDiff(a: number, b: number): number {
   return ((a - b) | 0);
 }
 
+const DEFAULT_WINDOW = 16 * 1024;
+
 export class TcpStream {
   private next: number | null = null;
   private pending = new Map<number, Buffer>();
   private pendingBytes = 0;
-  /** Counters for stats: bytes dropped as duplicates, gaps given up on. */
+  /** Bytes delivered so far (the stream offset of `next`). */
+  private delivered = 0;
+  /** Delivered bytes not yet acknowledged by the receiver; window[0] is at sequence winSeq. */
+  private window: Buffer = Buffer.alloc(0);
+  private winSeq = 0;
+  /** Counters for stats: bytes dropped as duplicates, gaps given up on, conflicting copies, urgent data. */
   duplicateBytes = 0;
   gaps = 0;
+  conflicts = 0;
+  urgent = 0;
 
   constructor(private readonly sink: StreamSink, private readonly limits: StreamLimits) {}
 
-  /** Bytes held out of order, waiting for a gap to fill. */
+  /** Bytes held: out of order, waiting for a gap to fill, and delivered but not yet acknowledged. */
   get buffered(): number {
-    return this.pendingBytes;
+    return this.pendingBytes + this.window.length;
+  }
+
+  /** Segments are held out of order (bytes before them are missing). */
+  get holding(): boolean {
+    return this.pending.size > 0;
   }
 
   /** The SYN (or SYN-ACK) fixes the initial sequence number: data starts at isn + 1. */
   onSyn(isn: number): void {
-    if (this.next === null) this.next = (isn + 1) >>> 0;
+    if (this.next === null) {
+      this.next = (isn + 1) >>> 0;
+      this.winSeq = this.next;
+    }
   }
 
-  onSegment(seq: number, payload: Buffer): void {
+  /** The receiver acknowledged everything before `ack`: those bytes need no comparing any more. */
+  onAck(ack: number): void {
+    if (this.window.length === 0) return;
+    const d = seqDiff(ack, this.winSeq);
+    if (d <= 0) return;
+    if (d >= this.window.length) {
+      this.window = Buffer.alloc(0);
+      this.winSeq = this.next as number;
+      return;
+    }
+    this.window = this.window.subarray(d);
+    this.winSeq = (this.winSeq + d) >>> 0;
+  }
+
+  /** The offset in the delivered stream of sequence number seq (relative to the current position). */
+  private offsetOf(seq: number): number {
+    return this.delivered + seqDiff(seq, this.next as number);
+  }
+
+  onSegment(seq: number, payload: Buffer, urgentPointer?: number): void {
+    if (urgentPointer !== undefined) {
+      if (this.next === null) { this.next = seq; this.winSeq = seq; }
+      this.urgent++;
+      this.sink.onUrgent?.(this.offsetOf((seq + (urgentPointer > 0 ? urgentPointer - 1 : 0)) >>> 0));
+    }
     if (payload.length === 0) return;
-    if (this.next === null) this.next = seq; // picked up mid-stream: start here
+    if (this.next === null) { this.next = seq; this.winSeq = seq; } // picked up mid-stream: start here
     const d = seqDiff(seq, this.next);
     if (d > 0) {
       this.hold(seq, payload);
@@ -49,6 +102,7 @@ export class TcpStream {
     }
     if (d < 0) {
       const skip = -d;
+      this.compare(seq, payload.subarray(0, Math.min(skip, payload.length)));
       if (skip >= payload.length) {
         this.duplicateBytes += payload.length;
         return;
@@ -60,13 +114,51 @@ export class TcpStream {
     this.drain();
   }
 
+  /** A copy of bytes already delivered: does it say the same as the delivered ones still kept? */
+  private compare(seq: number, copy: Buffer): void {
+    const from = seqDiff(seq, this.winSeq);
+    const a = Math.max(0, from);
+    const b = Math.min(this.window.length, from + copy.length);
+    for (let i = a; i < b; i++) {
+      if (this.window[i] !== copy[i - from]) {
+        this.conflict(this.offsetOf((this.winSeq + i) >>> 0));
+        return;
+      }
+    }
+  }
+
+  private conflict(offset: number): void {
+    this.conflicts++;
+    this.sink.onConflict?.(offset);
+  }
+
   private deliver(bytes: Buffer): void {
+    const max = this.limits.maxWindowBytes ?? DEFAULT_WINDOW;
+    if (max > 0) {
+      let w = this.window.length ? Buffer.concat([this.window, bytes]) : Buffer.from(bytes);
+      if (w.length > max) {
+        this.winSeq = (this.winSeq + (w.length - max)) >>> 0;
+        w = w.subarray(w.length - max);
+      }
+      this.window = w;
+    } else {
+      this.winSeq = (this.winSeq + bytes.length) >>> 0;
+    }
     this.next = ((this.next as number) + bytes.length) >>> 0;
+    this.delivered += bytes.length;
     this.sink.onData(bytes);
   }
 
   private hold(seq: number, payload: Buffer): void {
     const existing = this.pending.get(seq);
+    if (existing) {
+      const n = Math.min(existing.length, payload.length);
+      if (!existing.subarray(0, n).equals(payload.subarray(0, n))) {
+        let i = 0;
+        while (existing[i] === payload[i]) i++;
+        this.conflict(this.offsetOf((seq + i) >>> 0));
+      }
+    }
     if (existing && existing.length >= payload.length) {
       this.duplicateBytes += payload.length;
       return;
@@ -90,6 +182,8 @@ export class TcpStream {
     this.gaps++;
     this.sink.onGap();
     this.next = lowest;
+    this.window = Buffer.alloc(0);
+    this.winSeq = lowest;
     this.drain();
   }
 
@@ -102,6 +196,7 @@ export class TcpStream {
         this.pending.delete(s);
         this.pendingBytes -= buf.length;
         progressed = true;
+        if (d < 0) this.compare(s, buf.subarray(0, Math.min(-d, buf.length)));
         if (-d < buf.length) this.deliver(buf.subarray(-d));
         else this.duplicateBytes += buf.length;
       }

@@ -1,0 +1,103 @@
+/**
+ * The last guard before a call record is written: no record may be larger than a CloudWatch Logs
+ * event may be (a larger one would be written to the log file but never reach the fleet view). An
+ * oversized record is shrunk, biggest field first, until it fits — never dropped. Every shortened
+ * field is named in `truncated`; a shortened argv also sets its `argv_truncated`. Pure.
+ */
+import type { Ancestor, CallRecord } from './record.js';
+
+const bytes = (v: unknown): number => Buffer.byteLength(JSON.stringify(v) ?? '');
+
+/** s cut to at most n UTF-8 bytes, never in the middle of a character. */
+export function cutUtf8(s: string, n: number): string {
+  const b = Buffer.from(s, 'utf8');
+  if (b.length <= n) return s;
+  let end = Math.max(0, n);
+  while (end > 0 && (b[end] & 0xc0) === 0x80) end--; // do not split a multi-byte character
+  return b.subarray(0, end).toString('utf8');
+}
+
+/** argv cut to at most n bytes of NUL-separated arguments (as the kernel and /proc bounds do). */
+export function cutArgv(argv: string[], n: number): string[] {
+  const out: string[] = [];
+  let left = n;
+  for (const a of argv) {
+    const size = Buffer.byteLength(a) + 1;
+    if (size <= left) {
+      out.push(a);
+      left -= size;
+      continue;
+    }
+    if (left > 1) out.push(cutUtf8(a, left - 1));
+    break;
+  }
+  return out;
+}
+
+interface Field {
+  name: string;
+  size: number;
+  /** Shrink this field to about half its size. */
+  shrink(): void;
+}
+
+function fields(rec: CallRecord): Field[] {
+  const out: Field[] = [];
+  const str = (name: string, get: () => string | null | undefined, set: (v: string) => void): void => {
+    const v = get();
+    if (typeof v === 'string' && v.length > 0) out.push({ name, size: bytes(v), shrink: () => set(cutUtf8(v, Math.floor(Buffer.byteLength(v) / 2))) });
+  };
+  str('request.path', () => rec.request.path, (v) => { rec.request.path = v; });
+  str('request.user_agent', () => rec.request.user_agent, (v) => { rec.request.user_agent = v; });
+  const p = rec.process;
+  str('process.exe', () => p.exe, (v) => { p.exe = v; });
+  str('process.cgroup', () => p.cgroup, (v) => { p.cgroup = v; });
+  str('process.systemd_unit', () => p.systemd_unit, (v) => { p.systemd_unit = v; });
+  str('process.reason', () => p.reason, (v) => { p.reason = v; });
+  str('process.comm', () => p.comm, (v) => { p.comm = v; });
+  if (p.argv && p.argv.length > 0) {
+    const argv = p.argv;
+    out.push({ name: 'process.argv', size: bytes(argv), shrink: () => {
+      p.argv = cutArgv(argv, Math.floor(argvBytes(argv) / 2));
+      p.argv_truncated = true;
+    } });
+  }
+  const ancestors = p.ancestors ?? [];
+  ancestors.forEach((a: Ancestor, i) => {
+    const argv = a.argv;
+    if (!argv || argv.length === 0) return;
+    out.push({ name: `process.ancestors[${i}].argv`, size: bytes(argv), shrink: () => {
+      a.argv = cutArgv(argv, Math.floor(argvBytes(argv) / 2));
+      a.argv_truncated = true;
+    } });
+  });
+  if (ancestors.length > 1) {
+    out.push({ name: 'process.ancestors', size: bytes(ancestors), shrink: () => {
+      p.ancestors = ancestors.slice(0, Math.ceil(ancestors.length / 2));
+    } });
+  }
+  return out;
+}
+
+const argvBytes = (argv: string[]): number => argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+
+/**
+ * rec if it fits in maxBytes (as one JSON line without its newline); else a copy shrunk to fit:
+ * the biggest field halved, again and again, each shortened field named in `truncated`.
+ */
+export function fitCallRecord(rec: CallRecord, maxBytes: number): CallRecord {
+  if (bytes(rec) <= maxBytes) return rec;
+  const out = structuredClone(rec);
+  const names = new Set(out.truncated ?? []);
+  out.truncated = [];
+  for (let round = 0; round < 10_000; round++) {
+    out.truncated = [...names];
+    if (bytes(out) <= maxBytes) return out;
+    const biggest = fields(out).sort((a, b) => b.size - a.size)[0];
+    if (!biggest || biggest.size <= 2) break;
+    biggest.shrink();
+    names.add(biggest.name.replace(/\[\d+\]/, '[]'));
+  }
+  out.truncated = [...names];
+  return out;
+}
