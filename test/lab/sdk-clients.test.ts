@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  addContainer, createLab, labSupported, type ContainerInfo, type ImdsHandle, type ImdsStartOptions, type Lab,
+  addContainer, createLab, IMDS_V4, labSupported, type ContainerInfo, type ImdsHandle, type ImdsStartOptions, type Lab,
 } from '../../agent/src/lab/netns.js';
 import { INSTANCE } from '../../agent/src/lab/imds-server.js';
 import { startTracer, type TracedRecord, type TracerProcess } from '../../agent/src/lab/traced.js';
@@ -104,6 +104,16 @@ describe.skipIf(!support.ok)(`real SDKs and tools, token PUT answered / refused 
     }
     lab = await createLab();
     container = await addContainer(lab);
+    // Anything a client sends anywhere but the metadata address (DNS, STS, other credential
+    // endpoints, IPv6) is dropped and counted, in the instance and in the container.
+    for (const ns of [lab.instanceNs, container.ns]) {
+      for (const [bin, allowed] of [['iptables', IMDS_V4], ['ip6tables', null]] as const) {
+        for (const proto of ['tcp', 'udp']) {
+          const r = await lab.exec(ns, bin, ['-w', '-A', 'OUTPUT', '!', '-o', 'lo', ...(allowed ? ['!', '-d', allowed] : []), '-p', proto, '-j', 'DROP']);
+          expect(r.exitCode, `${bin} in ${ns}: ${r.stderr}`).toBe(0);
+        }
+      }
+    }
     tracer = await startTracer(lab, ['--no-log-file', '--include-v2', '--stats-interval', '3600']);
   }, 300_000);
 
@@ -114,6 +124,19 @@ describe.skipIf(!support.ok)(`real SDKs and tools, token PUT answered / refused 
     go?.remove();
     if (home) rmSync(home, { recursive: true, force: true });
   });
+
+  /**
+   * A marker request (curl, from the instance), and its index in the stand-in's log once logged.
+   * The log comes through a pipe of its own: once the marker is in, every earlier request is.
+   */
+  let marks = 0;
+  const mark = async (): Promise<number> => {
+    const path = `/imdst-ledger-mark-${++marks}`;
+    await lab.exec(lab.instanceNs, 'curl', ['-s', '-o', '/dev/null', '--noproxy', '*', '--max-time', '10', `http://${IMDS_V4}${path}`]);
+    const find = (): number => imds!.requests().findIndex((e) => e.path === path);
+    while (find() === -1) await imds!.waitForRequests(imds!.requests().length + 1);
+    return find();
+  };
 
   /** The records of a client's calls: its own process, or a child of it (ec2-metadata runs curl). */
   const callsOf = (pid: number) => (r: TracedRecord): boolean => r.event === 'imds_call'
@@ -131,13 +154,10 @@ describe.skipIf(!support.ok)(`real SDKs and tools, token PUT answered / refused 
         const why = missing(name);
         it.skipIf(why !== null)(`${name}: ${outcome}${why ? ` (skipped: ${why})` : ''}`, async () => {
           const client = clients.get(name)!;
-          const before = imds!.requests().length;
+          const start = await mark();
           const run = await client.run(lab, sc.inContainer ? container.ns : lab.instanceNs, home, 60_000);
-          // The ledger: every request of this client the stand-in answered. Its log comes through
-          // a pipe of its own: read it again once the tracer has reported, then hold both to it.
-          let seen = imds!.requests().slice(before);
-          await tracer.count(callsOf(run.pid), Math.max(1, seen.length), 20_000, `${name}'s calls`);
-          seen = imds!.requests().slice(before);
+          const end = await mark();
+          const seen = imds!.requests().slice(start + 1, end); // the ledger: every request of this client
           const recs = await tracer.count(callsOf(run.pid), seen.length, 20_000, `${name}'s calls`);
           expect(recs).toHaveLength(seen.length); // each request the stand-in saw is one record, no more
           for (const r of recs) expect(validate(r)).toEqual([]);
@@ -192,4 +212,16 @@ describe.skipIf(!support.ok)(`real SDKs and tools, token PUT answered / refused 
       }
     });
   }
+
+  it('no client sent anything anywhere but the metadata address (no DNS, no other endpoint)', async () => {
+    for (const ns of [lab.instanceNs, container.ns]) {
+      for (const bin of ['iptables', 'ip6tables']) {
+        const r = await lab.exec(ns, bin, ['-w', '-n', '-v', '-x', '-L', 'OUTPUT']);
+        expect(r.exitCode, r.stderr).toBe(0);
+        const dropped = r.stdout.split('\n').filter((l) => /\bDROP\b/.test(l)).map((l) => l.trim().split(/\s+/));
+        expect(dropped.length).toBe(2); // the rules are there (tcp, udp)
+        expect(dropped.map((f) => Number(f[0])), `${bin} in ${ns}:\n${r.stdout}`).toEqual([0, 0]); // packets dropped
+      }
+    }
+  });
 });
