@@ -442,7 +442,7 @@ describe.skipIf(!support.ok)(
     describe('--canary and --hop-limit', () => {
       const imds = withImds({ canary: 'LABCANARY42', hopLimit: 1 });
 
-      it('puts the chosen canary in tokens and secrets; reports the (unenforced) hop limit', async () => {
+      it('puts the chosen canary in tokens and secrets; reports the hop limit (the lab enforces it with a TTL rule)', async () => {
         expect(imds().ready.hopLimit).toBe(1);
         const tok = await token();
         expect(tok).toContain('LABCANARY42');
