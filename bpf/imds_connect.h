@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * imds_connect.h - records shared by imds_connect.bpf.c (kernel),
- * imds_connect.c (loader) and agent/src/ebpf/events.ts (decoder).
+ * imds_connect.c (loader) and agent/src/attribution/ebpf/events.ts (decoder).
  *
  * The loader writes these records, unchanged, to its stdout. Every record
  * starts with the same 8-byte header {type, size}; sizes are fixed per type.

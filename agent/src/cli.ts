@@ -6,8 +6,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { pathToFileURL } from 'node:url';
 import { DEFAULTS } from './defaults.js';
 import { VERSION } from './paths.js';
-import { EXIT, runTracer, type RunOptions } from './run.js';
-import type { ExtrasOptions } from './output/extras.js';
+import { EXIT, runTracer, type RunOptions } from './commands/run.js';
+import type { ExtrasOptions } from './commands/run-outputs.js';
 import { validScrubWord } from './scrub.js';
 
 function positiveInt(name: string) {
@@ -42,7 +42,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--duration <seconds>', 'stop after this many seconds', positiveInt('--duration'))
     .option('--ancestors <n>', 'parent processes to include', positiveInt('--ancestors'), DEFAULTS.ancestors)
     .option('--stats-interval <seconds>', 'seconds between stats records', positiveInt('--stats-interval'), DEFAULTS.statsIntervalMs / 1000)
-    // issue 4: log rotation, CloudWatch Logs shipping
+    // log rotation, CloudWatch Logs shipping
     .option('--log-max-bytes <n>', 'rotate the log file before it would pass this size', positiveInt('--log-max-bytes'), DEFAULTS.logMaxBytes)
     .option('--log-files <n>', 'rotated log files kept (calls.jsonl.1 … .N)', positiveInt('--log-files'), DEFAULTS.logFiles)
     .option('--cloudwatch-log-group <name>', 'also ship records to this CloudWatch Logs group')
@@ -63,7 +63,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--max-paths <n>', 'paths listed per caller before "+N more"', positiveInt('--max-paths'), DEFAULTS.reportMaxPaths)
     .option('--log-file <path>', 'with no files named: read this file and its rotated siblings', DEFAULTS.logFile)
     .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string }) => {
-      const { runReport } = await import('./report/cli.js');
+      const { runReport } = await import('./commands/report.js');
       status = await runReport(files, opts, say);
     });
 
@@ -71,7 +71,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .description('build a throw-away lab (network namespaces, an IMDS stand-in), trace real clients, print what was found')
     .option('--keep-log <path>', 'where to leave the JSON lines of the demo run')
     .action(async (opts: { keepLog?: string }) => {
-      const { runDemo } = await import('./demo.js');
+      const { runDemo } = await import('./commands/demo.js');
       status = await runDemo(opts, say);
     });
 
@@ -80,7 +80,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--log-file <path>', 'JSON lines file whose directory is checked', DEFAULTS.logFile)
     .option('--json', 'print the results as one JSON object', false)
     .action(async (opts: { logFile: string; json: boolean }) => {
-      const { runDoctor } = await import('./doctor.js');
+      const { runDoctor } = await import('./commands/doctor.js');
       status = await runDoctor(opts);
     });
 

@@ -48,7 +48,7 @@ export const DEFAULTS = {
   /** Records for connections the kernel saw and the wire did not: a burst of this many, then this many a minute; beyond, counted only. */
   unseenRecordBurst: 100,
   unseenRecordsPerMinute: 60,
-  // --- logs, report, resources, CloudWatch (issue 4) ---
+  // --- logs, report, resources, CloudWatch ---
   /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */
   logMaxBytes: 10 * 1024 * 1024,
   /** Rotated files kept: calls.jsonl.1 (newest) … calls.jsonl.N (oldest) (`--log-files`). */

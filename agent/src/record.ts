@@ -182,7 +182,7 @@ export interface StatsRecord {
   calls_unseen_unrecorded?: number;
   /** Of calls_unseen.not_captured, those from network namespaces judged unreachable from the capture: counted only. */
   calls_unseen_filtered?: number;
-  // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
+  // --- the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
   cpu_percent?: number;
   /** The agent's resident memory, bytes. */

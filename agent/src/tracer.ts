@@ -10,9 +10,10 @@ import { FlowTable, type Conn } from './wire/flows.js';
 import { classify } from './classify.js';
 import { Redactor } from './redact.js';
 import { PendingCalls } from './calls.js';
-import { ProcAttributor, type Attributor } from './attribution/proc.js';
-import { EbpfAttributor, LOADER_DOWN_REASON } from './attribution/ebpf.js';
-import { unmapV4 } from './attribution/proc-parse.js';
+import { ProcAttributor } from './attribution/proc/attributor.js';
+import type { Attributor } from './attribution/attributor.js';
+import { EbpfAttributor, LOADER_DOWN_REASON } from './attribution/ebpf/attributor.js';
+import { unmapV4 } from './net.js';
 import { captureFilter } from './capture/filter.js';
 import { interfaceFor, isHostAddress, type InterfaceTable } from './capture/interfaces.js';
 import { openCapture, type PcapSource } from './capture/pcap.js';
@@ -24,7 +25,7 @@ import { UnseenCalls } from './unseen.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
-import { SelfCalls } from './self-calls.js';
+import { SelfCalls } from './self/calls.js';
 
 export interface TracerOptions {
   device: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DeferredShipper } from '../../agent/src/output/cloudwatch-deferred.js';
-import type { CloudWatchShipper } from '../../agent/src/output/cloudwatch.js';
+import { DeferredShipper } from '../../agent/src/cloudwatch/deferred.js';
+import type { CloudWatchShipper } from '../../agent/src/cloudwatch/shipper.js';
 
 /** Stands in for the real shipper (named as a mock: only its LineSink surface is used here). */
 function mockShipper() {

@@ -6,8 +6,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createImdsServer, type ImdsRequestEvent, type ImdsServer } from '../../agent/src/lab/imds-server.js';
-import { CloudWatchShipper } from '../../agent/src/output/cloudwatch.js';
-import { imdsIdentity } from '../../agent/src/output/cloudwatch-target.js';
+import { CloudWatchShipper } from '../../agent/src/cloudwatch/shipper.js';
+import { imdsIdentity } from '../../agent/src/cloudwatch/target.js';
 import { FakeLogs } from './fake-logs.js';
 
 const saved = { ...process.env };

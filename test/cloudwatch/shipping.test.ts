@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CloudWatchShipper, type CloudWatchOptions } from '../../agent/src/output/cloudwatch.js';
+import { CloudWatchShipper, type CloudWatchOptions } from '../../agent/src/cloudwatch/shipper.js';
 import { FakeLogs } from './fake-logs.js';
 
 const ROOT = join(import.meta.dirname, '../..');

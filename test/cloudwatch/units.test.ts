@@ -2,9 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import {
   backoffMs, batchBytes, batchLength, describeError, failureAction, type QueuedEvent,
-} from '../../agent/src/output/cloudwatch-batch.js';
-import { resolveTarget } from '../../agent/src/output/cloudwatch-target.js';
-import { cpuPercent, ResourceSampler } from '../../agent/src/output/resources.js';
+} from '../../agent/src/cloudwatch/batch.js';
+import { resolveTarget } from '../../agent/src/cloudwatch/target.js';
+import { cpuPercent, ResourceSampler } from '../../agent/src/self/resources.js';
 
 const LIMITS = { maxEvents: 10_000, maxBytes: 1_048_576, overheadBytes: 26, maxSpanMs: 24 * 3600_000 };
 const ev = (bytes: number, timestamp = 0): QueuedEvent => ({ message: 'm'.repeat(bytes), bytes, timestamp });

@@ -1,6 +1,6 @@
 /**
  * Pins the binary record layout shared by bpf/imds_connect.h (C) and
- * agent/src/ebpf/events.ts (TypeScript), and checks the decoder on
+ * agent/src/attribution/ebpf/events.ts (TypeScript), and checks the decoder on
  * hand-built buffers. No root needed.
  */
 import { execFileSync } from 'node:child_process';
@@ -48,7 +48,7 @@ import {
   splitArgv,
   type DecodedRecord,
   type FieldLayout,
-} from '../../agent/src/ebpf/events.js';
+} from '../../agent/src/attribution/ebpf/events.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 

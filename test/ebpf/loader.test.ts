@@ -16,9 +16,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConnectEvent, StatsRecord } from '../../agent/src/ebpf/events.js';
-import { ARGV_MAX } from '../../agent/src/ebpf/events.js';
-import { EBPF_NOT_BUILT, startEbpfSource, type EbpfSource } from '../../agent/src/ebpf/loader.js';
+import type { ConnectEvent, StatsRecord } from '../../agent/src/attribution/ebpf/events.js';
+import { ARGV_MAX } from '../../agent/src/attribution/ebpf/events.js';
+import { EBPF_NOT_BUILT, startEbpfSource, type EbpfSource } from '../../agent/src/attribution/ebpf/loader.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BINARY = join(ROOT, 'bpf', '.output', 'imds_connect');

@@ -1,5 +1,5 @@
 /**
- * Issue 6, faults: the capture interface is removed and created again. With a named interface the
+ * Faults: the capture interface is removed and created again. With a named interface the
  * capture worker dies with it and is restarted until the interface is back; with `any` capture
  * simply goes on. Either way calls made after the interface is back are reported.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 6: how the agent ends. SIGTERM during a burst writes every request already seen; users,
+ * How the agent ends. SIGTERM during a burst writes every request already seen; users,
  * flags and privileges that are wrong get one clear sentence and a documented exit status.
  */
 import { mkdtempSync, readFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * Issue 6, hostile input in the lab: garbage, huge and endless heads, slowloris, a SYN flood of
+ * Hostile input in the lab: garbage, huge and endless heads, slowloris, a SYN flood of
  * 20,000 half-open flows and many keep-alive connections, all at once. The agent stays up, its memory
  * stays under the documented cap, evictions are counted, and genuine IMDSv1 calls made during the
  * flood are still reported.

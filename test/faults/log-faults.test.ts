@@ -1,5 +1,5 @@
 /**
- * Issue 6, faults of the log file on a real (small) filesystem: the disk fills up, the filesystem
+ * Faults of the log file on a real (small) filesystem: the disk fills up, the filesystem
  * turns read-only. An error record on stdout, tracing goes on, writing resumes when it can, and
  * nothing already written is lost or cut. The agent runs in a private mount namespace with its own
  * tmpfs, so the host's mounts are never touched.

@@ -1,5 +1,5 @@
 /**
- * End to end, issue 3: the real eBPF program in the real kernel names callers that the wire shows,
+ * End to end: the real eBPF program in the real kernel names callers that the wire shows,
  * short-lived ones and ones in a NATed "container" included; the /proc backend runs beside it on the
  * same traffic for the honest comparison.
  */
@@ -12,7 +12,7 @@ import {
   addContainer, createLab, labSupported, CONTAINER_V4, IMDS_V4, type ContainerInfo, type Lab,
 } from '../../agent/src/lab/netns.js';
 import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
-import { cgroup2Mount } from '../../agent/src/attribution/cgroup-paths.js';
+import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
 import { validate } from '../../agent/src/schema.js';
 import { startLongLivedCaller } from '../helpers/clients.js';
 

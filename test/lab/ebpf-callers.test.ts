@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupported, IMDS_V4, type Lab } from '../../agent/src/lab/netns.js';
 import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
-import { cgroup2Mount } from '../../agent/src/attribution/cgroup-paths.js';
+import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
 import { validate } from '../../agent/src/schema.js';
 
 const support = labSupported();

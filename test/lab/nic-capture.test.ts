@@ -15,7 +15,7 @@ import {
   addContainer, createLab, labSupported, IMDS_V4, IMDS_V6, INSTANCE_V4, INSTANCE_V6, type ContainerInfo, type ImdsHandle, type Lab,
 } from '../../agent/src/lab/netns.js';
 import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
-import { CONNECT_EVENT_FIELDS } from '../../agent/src/ebpf/events.js';
+import { CONNECT_EVENT_FIELDS } from '../../agent/src/attribution/ebpf/events.js';
 import { validate } from '../../agent/src/schema.js';
 import { makeDockerScopes, runInScope, type DockerScope, type DockerScopes } from '../helpers/containers.js';
 import type { ClientRun } from '../helpers/clients.js';

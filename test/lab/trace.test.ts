@@ -1,5 +1,5 @@
 /**
- * End to end, issue 2: real clients in a lab namespace call the IMDS stand-in; the real agent (built
+ * End to end: real clients in a lab namespace call the IMDS stand-in; the real agent (built
  * CLI, real libpcap) traces them. The stand-in's own request log is the ledger every record is
  * checked against: each IMDSv1 request reported exactly once, IMDSv2 never as v1.
  */
@@ -13,7 +13,7 @@ import { normalisePath } from '../../agent/src/lab/imds-server.js';
 import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
 import { DEFAULTS } from '../../agent/src/defaults.js';
-import { parseCmdlineBounded } from '../../agent/src/attribution/proc-parse.js';
+import { parseCmdlineBounded } from '../../agent/src/attribution/proc/parse.js';
 import { Redactor } from '../../agent/src/redact.js';
 import {
   botocoreCredentials, CLIENT_DRIVERS, curlRequests, runClient, startLongLivedCaller,

@@ -11,7 +11,7 @@ import { CHECK_IDS } from '../../agent/src/doctor/checks.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const CLI = join(REPO, 'dist', 'cli.js');
-const reason = !existsSync(join(REPO, 'dist', 'doctor.js')) ? 'dist/ not built: run npm run build'
+const reason = !existsSync(join(REPO, 'dist', 'commands', 'doctor.js')) ? 'dist/ not built: run npm run build'
   : process.getuid?.() !== 0 ? 'needs root (capture and eBPF)' : '';
 if (reason) console.warn(`doctor end-to-end skipped: ${reason}`);
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { exeOf } from '../../agent/src/attribution/ebpf-process.js';
-import type { ConnectEvent } from '../../agent/src/ebpf/events.js';
+import { exeOf } from '../../agent/src/attribution/ebpf/process.js';
+import type { ConnectEvent } from '../../agent/src/attribution/ebpf/events.js';
 
 const ev = (exe: string | null, exeTruncated = false): ConnectEvent => ({ tgid: 4242, exe, exeTruncated } as ConnectEvent);
 

@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../agent/src/defaults.js';
 import { cutArgv, cutUtf8, fitCallRecord } from '../../agent/src/fit.js';
-import { parseCmdlineBounded } from '../../agent/src/attribution/proc-parse.js';
-import { readAncestors, readArgv, readProcess, UserNames } from '../../agent/src/attribution/proc-process.js';
+import { parseCmdlineBounded } from '../../agent/src/attribution/proc/parse.js';
+import { readAncestors, readArgv, readProcess, UserNames } from '../../agent/src/attribution/proc/process.js';
 import type { CallRecord } from '../../agent/src/record.js';
 import { validate } from '../../agent/src/schema.js';
-import { SelfCalls } from '../../agent/src/self-calls.js';
+import { SelfCalls } from '../../agent/src/self/calls.js';
 
 const MAX = DEFAULTS.cloudwatch.maxEventBytes;
 const size = (r: unknown): number => Buffer.byteLength(JSON.stringify(r));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { JoinTable } from '../../agent/src/attribution/join.js';
-import { cgroup2Mount } from '../../agent/src/attribution/cgroup-paths.js';
+import { JoinTable } from '../../agent/src/attribution/ebpf/join.js';
+import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
 
 const ev = (over: Partial<{ saddr: string; sport: number; daddr: string; dport: number; netnsIno: number; id: string }> = {}) => ({
   saddr: '169.254.10.2', sport: 40000, daddr: '169.254.169.254', dport: 80, netnsIno: 1, id: 'a', ...over,

@@ -4,7 +4,7 @@
  * forward (hop limit 1) reported as not reaching the caller.
  */
 import { describe, expect, it } from 'vitest';
-import { JoinTable, noEventReason } from '../../agent/src/attribution/join.js';
+import { JoinTable, noEventReason } from '../../agent/src/attribution/ebpf/join.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
 import { FlowTable, type Conn } from '../../agent/src/wire/flows.js';
 import type { ResponseHead } from '../../agent/src/wire/http-head.js';
@@ -17,7 +17,7 @@ import { interfaceFor, isHostAddress } from '../../agent/src/capture/interfaces.
 import type { CallRecord, ConnectionInfo, ProcessInfo } from '../../agent/src/record.js';
 import { validate } from '../../agent/src/schema.js';
 import { Conversation, IMDS4, frame, req, res } from './frames.js';
-import { AF_INET, CONNECT_EVENT_FIELDS as F, CONNECT_EVENT_SIZE, REC_CONNECT, decodeConnectEvent } from '../../agent/src/ebpf/events.js';
+import { AF_INET, CONNECT_EVENT_FIELDS as F, CONNECT_EVENT_SIZE, REC_CONNECT, decodeConnectEvent } from '../../agent/src/attribution/ebpf/events.js';
 
 const CONTAINER = '172.17.0.2';
 const NIC = '10.0.0.5';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { linkedTo, netnsInode, NetnsReach, parseIpLinks, type NetLink } from '../../agent/src/attribution/netns-reach.js';
+import { linkedTo, netnsInode, NetnsReach, parseIpLinks, type NetLink } from '../../agent/src/attribution/ebpf/netns-reach.js';
 
 // `ip -j link show` as iproute2 prints it (trimmed): the agent's namespace has lo, eth0, a bridge and a
 // veth whose peer (ifindex 2, in another namespace) is a container's eth0.

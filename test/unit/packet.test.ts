@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { decodeFrame, ipv6ToString } from '../../agent/src/wire/packet.js';
+import { decodeFrame } from '../../agent/src/wire/packet.js';
+import { ipv6ToString } from '../../agent/src/net.js';
 import {
   ETH_P_IP, ETH_P_IPV6, ethernet, frame, ipv4, ipv6, nullLink, sll, sll2, tcp, v6Bytes, IMDS4, IMDS6,
 } from './frames.js';

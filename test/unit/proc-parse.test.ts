@@ -1,8 +1,9 @@
 import { describe, it, expect } from 'vitest';
 import {
   containerFromCgroup, ipv6FromBytes, parseCgroup, parseCmdline, parseNetTcp, parsePasswd, parseStatus,
-  unitFromCgroup, unitGroup, sessionGroup, unmapV4,
-} from '../../agent/src/attribution/proc-parse.js';
+  unitFromCgroup, unitGroup, sessionGroup,
+} from '../../agent/src/attribution/proc/parse.js';
+import { unmapV4 } from '../../agent/src/net.js';
 
 // Captured with `cat /proc/net/tcp` on a Linux 6.x host: a listener on 0.0.0.0:2024, a listener on
 // 127.0.0.1:38080 with one loopback connection (both ends), and (as uid 65534) a listener on

@@ -5,13 +5,14 @@ import { afterAll, beforeAll, describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { decodeFrame, decodeFrameUnchecked, ipv6ToString } from '../../agent/src/wire/packet.js';
+import { decodeFrame, decodeFrameUnchecked } from '../../agent/src/wire/packet.js';
+import { ipv6ToString } from '../../agent/src/net.js';
 import { TcpStream } from '../../agent/src/wire/tcp-stream.js';
 import { HttpStream } from '../../agent/src/wire/http-stream.js';
 import { parseRequestHead, type RequestHead, type ResponseHead } from '../../agent/src/wire/http-head.js';
 import { FlowTable } from '../../agent/src/wire/flows.js';
 import { classify } from '../../agent/src/classify.js';
-import { ipv6FromBytes } from '../../agent/src/attribution/proc-parse.js';
+import { ipv6FromBytes } from '../../agent/src/attribution/proc/parse.js';
 import {
   ETH_P_IP, ETH_P_IPV6, ethernet, ipv4, ipv6, nullLink, sll, sll2, splitStream, tcp, IMDS4, IMDS6,
   type ExtHeader, type Link, type Piece,

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   Aggregator, containerName, formatPaths, formatStatuses, normaliseCommand, NOT_IDENTIFIED,
 } from '../../agent/src/report/aggregate.js';
-import { renderReport } from '../../agent/src/report/cli.js';
-import { describeReadError } from '../../agent/src/report/cli.js';
+import { renderReport } from '../../agent/src/commands/report.js';
+import { describeReadError } from '../../agent/src/commands/report.js';
 import { LineSplitter, ReadError, readJsonLines, siblingsOldestFirst } from '../../agent/src/report/files.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Aggregator } from '../../agent/src/report/aggregate.js';
-import { runReport } from '../../agent/src/report/cli.js';
+import { runReport } from '../../agent/src/commands/report.js';
 
 const curl = { attribution: 'ebpf', pid: 700, comm: 'curl', exe: null, argv: ['curl', 'http://169.254.169.254/latest/meta-data/'], uid: 0, user: 'root',
   cgroup: '/', container: null, systemd_unit: null };

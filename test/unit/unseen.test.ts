@@ -3,11 +3,11 @@
  * (capture/timeline.ts), and what becomes of them (unseen.ts: records within a budget, counts beyond).
  */
 import { describe, expect, it } from 'vitest';
-import { JoinTable, type UnseenKind } from '../../agent/src/attribution/join.js';
+import { JoinTable, type UnseenKind } from '../../agent/src/attribution/ebpf/join.js';
 import { CaptureTimeline } from '../../agent/src/capture/timeline.js';
 import { Budget, buildUnseenRecord, UnseenCalls } from '../../agent/src/unseen.js';
 import { validate } from '../../agent/src/schema.js';
-import type { ConnectEvent } from '../../agent/src/ebpf/events.js';
+import type { ConnectEvent } from '../../agent/src/attribution/ebpf/events.js';
 import type { CallRecord } from '../../agent/src/record.js';
 import { Redactor } from '../../agent/src/redact.js';
 

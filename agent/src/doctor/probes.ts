@@ -10,7 +10,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { captureFilter } from '../capture/filter.js';
 import { loadCap } from '../capture/pcap.js';
 import { DEFAULTS } from '../defaults.js';
-import { startEbpfSource } from '../ebpf/loader.js';
+import { startEbpfSource } from '../attribution/ebpf/loader.js';
 import type { EbpfProbe, InterfaceInfo, LogDirProbe, PcapProbe, ProcProbe } from './checks.js';
 
 const message = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? (err as Error).message;

@@ -13,7 +13,7 @@
  * runs with different arguments (e.g. different temp paths) are two lines.
  */
 import { shellJoin } from '../format/table.js';
-import { unitGroup } from '../attribution/proc-parse.js';
+import { unitGroup } from '../attribution/proc/parse.js';
 
 export const NOT_IDENTIFIED = '(caller not identified)';
 

@@ -8,6 +8,7 @@
  * (`nat`), and an answer seen only on the post-NAT view (it died on its way in: hop limit) still answers
  * its request, once.
  */
+import { wireKey } from '../net.js';
 import type { TcpSegment } from './packet.js';
 import { TcpStream } from './tcp-stream.js';
 import { HttpStream } from './http-stream.js';
@@ -110,7 +111,7 @@ export class FlowTable {
     if (!toServer && !this.h.isServer(seg.src, seg.sport)) return;
     const [client, cport, server, sport] = toServer
       ? [seg.src, seg.sport, seg.dst, seg.dport] : [seg.dst, seg.dport, seg.src, seg.sport];
-    const key = `${client}|${cport}|${server}|${sport}`;
+    const key = wireKey(client, cport, server, sport);
     let st = this.flows.get(key);
     const isSyn = seg.flags.syn && !seg.flags.ack && toServer;
     // A client SYN whose ISN differs from the one we know (or that follows a connection picked up

@@ -2,6 +2,7 @@
  * Link, IP and TCP decoding of one captured frame. Pure: bytes in, a TCP segment (or null) out.
  * Never throws on malformed input; anything that is not a well-formed TCP segment yields null.
  */
+import { ipv6ToString } from '../net.js';
 export interface TcpSegment {
   family: 4 | 6;
   src: string;
@@ -139,30 +140,6 @@ function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: stri
   };
   if (f & 0x20) seg.urgent = b.readUInt16BE(off + 18);
   return seg;
-}
-
-/** RFC 5952 text form (lower case, longest zero run compressed), as Node prints addresses. */
-export function ipv6ToString(b: Buffer, off: number): string {
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push(b.readUInt16BE(off + i * 2));
-  // IPv4-mapped: ::ffff:a.b.c.d
-  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
-    return `::ffff:${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
-  }
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  const head = hex.slice(0, bestStart).join(':');
-  const tail = hex.slice(bestStart + bestLen).join(':');
-  return `${head}::${tail}`;
 }
 
 /** The interface index a Linux cooked v2 (`any`) frame was captured on; null for other link types. */

@@ -6,9 +6,9 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab, labSupported, type Lab } from './lab/netns.js';
-import { startTracer, type TracedRecord } from './lab/traced.js';
-import { renderTable, shellJoin } from './format/table.js';
+import { createLab, labSupported, type Lab } from '../lab/netns.js';
+import { startTracer, type TracedRecord } from '../lab/traced.js';
+import { renderTable, shellJoin } from '../format/table.js';
 
 const V4 = 'http://169.254.169.254';
 const V6 = 'http://[fd00:ec2::254]';

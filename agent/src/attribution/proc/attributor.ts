@@ -5,25 +5,13 @@
  * it is then reported as not found, never guessed.
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import type { ProcessInfo } from '../record.js';
-import { parseNetTcp, unmapV4 } from './proc-parse.js';
-import { readProcess, UserNames } from './proc-process.js';
+import type { ProcessInfo } from '../../record.js';
+import { tupleKey, type Tuple } from '../../net.js';
+import type { Attributor } from '../attributor.js';
+import { parseNetTcp } from './parse.js';
+import { readProcess, UserNames } from './process.js';
 
-export interface Tuple {
-  client: string;
-  cport: number;
-  server: string;
-  sport: number;
-  /** The client's initial sequence number when the wire saw its SYN (joins NATed connections). */
-  isn?: number | null;
-}
-
-export interface Attributor {
-  /** The process behind a connection first seen at atMs (default: now). */
-  lookup(t: Tuple, atMs?: number): Promise<ProcessInfo>;
-}
-
-const tupleKey = (t: Tuple): string => `${unmapV4(t.client)}|${t.cport}|${unmapV4(t.server)}|${t.sport}`;
+const keyOf = (t: Tuple): string => tupleKey(t.client, t.cport, t.server, t.sport);
 
 export class ProcAttributor implements Attributor {
   private batch = new Map<string, { tuple: Tuple; waiters: Array<(p: ProcessInfo) => void> }>();
@@ -35,7 +23,7 @@ export class ProcAttributor implements Attributor {
 
   lookup(t: Tuple): Promise<ProcessInfo> {
     return new Promise((resolve) => {
-      const k = tupleKey(t);
+      const k = keyOf(t);
       const entry = this.batch.get(k) ?? { tuple: t, waiters: [] };
       entry.waiters.push(resolve);
       this.batch.set(k, entry);
@@ -109,7 +97,7 @@ export class ProcAttributor implements Attributor {
     for (const file of ['tcp', 'tcp6']) {
       const text = await readFile(`${this.procRoot}/${pid}/net/${file}`, 'utf8').catch(() => '');
       for (const e of parseNetTcp(text)) {
-        const k = `${unmapV4(e.local)}|${e.lport}|${unmapV4(e.remote)}|${e.rport}`;
+        const k = tupleKey(e.local, e.lport, e.remote, e.rport);
         if (wanted.has(k) && e.inode !== 0) out.set(e.inode, k);
       }
     }

@@ -12,16 +12,16 @@
  * filtered (netns-reach.ts judges them), and every source (network namespace + cgroup) has a
  * budget of events, so a flood from one cannot evict everyone else's events.
  */
-import { DEFAULTS } from '../defaults.js';
-import { startEbpfSource, type EbpfSource } from '../ebpf/loader.js';
-import type { ConnectEvent, SourceDrops } from '../ebpf/events.js';
+import { DEFAULTS } from '../../defaults.js';
+import { startEbpfSource, type EbpfSource } from './loader.js';
+import type { ConnectEvent, SourceDrops } from './events.js';
 import { NetnsReach, ownNetnsInode } from './netns-reach.js';
-import type { ProcessInfo } from '../record.js';
+import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
-import { AncestorCache, processFromEvent } from './ebpf-process.js';
+import { AncestorCache, processFromEvent } from './process.js';
 import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
-import type { Attributor, Tuple } from './proc.js';
-import { UserNames } from './proc-process.js';
+import type { Attributor, Tuple } from '../attributor.js';
+import { UserNames } from '../proc/process.js';
 
 export interface EbpfAttributorOptions {
   ancestors: number;

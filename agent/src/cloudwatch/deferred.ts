@@ -5,8 +5,8 @@
  * shipper takes the queue over and everything after it.
  */
 import type { OutputRecord } from '../record.js';
-import type { CloudWatchCounters, CloudWatchShipper } from './cloudwatch.js';
-import type { LineSink } from './writer.js';
+import type { CloudWatchCounters, CloudWatchShipper } from './shipper.js';
+import type { LineSink } from '../output/writer.js';
 
 export interface DeferredOptions {
   maxQueueBytes: number;

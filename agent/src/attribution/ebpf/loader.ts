@@ -93,8 +93,8 @@ export function defaultBinaryPath(): string {
     if (up === dir) break;
     dir = up;
   }
-  // agent/src/ebpf -> repo root, or dist/ebpf -> repo root
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bpf', '.output', 'imds_connect');
+  // agent/src/attribution/ebpf -> repo root, or dist/attribution/ebpf -> repo root
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bpf', '.output', 'imds_connect');
 }
 
 const validIno = (ino: number): boolean => Number.isInteger(ino) && ino > 0 && ino <= 0xffffffff;

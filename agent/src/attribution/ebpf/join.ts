@@ -16,7 +16,7 @@
  * never also counts as unseen. An event joined only by wire connections that carried no request goes
  * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes).
  */
-import { unmapV4 } from './proc-parse.js';
+import { isnKey, serverKey, tupleKey, unmapV4, type Tuple } from '../../net.js';
 
 export interface JoinableEvent {
   saddr: string;
@@ -28,14 +28,8 @@ export interface JoinableEvent {
   isn?: number | null;
 }
 
-export interface TupleLike {
-  client: string;
-  cport: number;
-  server: string;
-  sport: number;
-  /** The client's initial sequence number, when the wire saw its SYN. */
-  isn?: number | null;
-}
+/** A connection the wire saw (the 4-tuple type of net.ts). */
+export type TupleLike = Tuple;
 
 export interface Joined<E> {
   event: E;
@@ -73,13 +67,9 @@ interface Sighting {
   used: boolean;
 }
 
-const serverKey = (server: string, port: number): string => `${unmapV4(server)}|${port}`;
-
-export const joinKey = (client: string, cport: number, server: string, sport: number): string =>
-  `${unmapV4(client)}|${cport}|${unmapV4(server)}|${sport}`;
-
-export const isnKey = (server: string, sport: number, isn: number): string =>
-  `${unmapV4(server)}|${sport}|${isn >>> 0}`;
+/** The 4-tuple key (kept under its old name for the join's callers). */
+export const joinKey = tupleKey;
+export { isnKey };
 
 const hasIsn = (isn: number | null | undefined): isn is number => typeof isn === 'number';
 

@@ -1,9 +1,9 @@
 /** Reading one process's identity from /proc: argv, exe, user, cgroup, and its ancestors. */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open, readFile, readlink } from 'node:fs/promises';
-import { DEFAULTS } from '../defaults.js';
-import type { Ancestor, ProcessInfo } from '../record.js';
-import { parseCgroup, parseCmdlineBounded, parsePasswd, parseStatus, sessionGroup } from './proc-parse.js';
+import { DEFAULTS } from '../../defaults.js';
+import type { Ancestor, ProcessInfo } from '../../record.js';
+import { parseCgroup, parseCmdlineBounded, parsePasswd, parseStatus, sessionGroup } from './parse.js';
 
 export class UserNames {
   private names = new Map<number, string>();

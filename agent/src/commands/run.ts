@@ -1,11 +1,11 @@
 /** `imds-tracer run`: start the tracer, stop it on a signal or after --duration, flush, exit 0. */
 import { readFileSync } from 'node:fs';
-import { DEFAULTS, type Backend } from './defaults.js';
-import { canCapture } from './privileges.js';
-import { LogFile } from './output/log-file.js';
-import { RecordWriter } from './output/writer.js';
-import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './output/extras.js';
-import { Tracer } from './tracer.js';
+import { DEFAULTS, type Backend } from '../defaults.js';
+import { canCapture } from '../privileges.js';
+import { LogFile } from '../output/log-file.js';
+import { RecordWriter } from '../output/writer.js';
+import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './run-outputs.js';
+import { Tracer } from '../tracer.js';
 
 export interface RunOptions {
   interface: string;
@@ -16,7 +16,7 @@ export interface RunOptions {
   duration?: number;
   ancestors: number;
   statsInterval: number;
-  /** Rotation of the log file (issue 4). */
+  /** Rotation of the log file. */
   logMaxBytes?: number;
   logFiles?: number;
   /** Words added to the default scrub words (`--scrub-word`, repeatable). */
@@ -51,7 +51,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
       return EXIT.failure;
     }
   }
-  // issue 4: CloudWatch shipping, own CPU/RSS, extra stats fields; SIGHUP reopens the log file.
+  // CloudWatch shipping, own CPU/RSS, extra stats fields; SIGHUP reopens the log file.
   let extras: RunExtras;
   try {
     extras = await RunExtras.create(o, logFile, deps);

@@ -12,10 +12,10 @@ import {
 } from '@aws-sdk/client-cloudwatch-logs';
 import { DEFAULTS } from '../defaults.js';
 import type { OutputRecord } from '../record.js';
-import type { LineSink } from './writer.js';
+import type { LineSink } from '../output/writer.js';
 import {
   backoffMs, batchLength, describeError, failureAction, type BatchLimits, type QueuedEvent,
-} from './cloudwatch-batch.js';
+} from './batch.js';
 
 type Sender = Pick<CloudWatchLogsClient, 'send'>;
 

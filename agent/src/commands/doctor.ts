@@ -4,15 +4,15 @@
  * Exit status 1 when a check FAILs (tracing cannot work), else 0. It never calls the IMDS.
  */
 import { dirname } from 'node:path';
-import { DEFAULTS } from './defaults.js';
+import { DEFAULTS } from '../defaults.js';
 import {
   capEffFromStatus, evaluateBtf, evaluateDisk, evaluateEbpf, evaluateInterfaces, evaluateLogDir,
   evaluateNode, evaluatePcap, evaluatePrivileges, evaluateProc, parseCapMask, type CheckResult,
-} from './doctor/checks.js';
-import { exitStatus, formatJson, formatText, summarize } from './doctor/format.js';
+} from '../doctor/checks.js';
+import { exitStatus, formatJson, formatText, summarize } from '../doctor/format.js';
 import {
   probeBtf, probeDisk, probeEbpf, probeInterfaces, probeLogDir, probePcap, probeProc, probeStatus,
-} from './doctor/probes.js';
+} from '../doctor/probes.js';
 
 export interface DoctorOptions {
   /** Log file whose directory is checked (default /var/log/imds-tracer/calls.jsonl). */

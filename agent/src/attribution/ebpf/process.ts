@@ -4,12 +4,12 @@
  * the process may still be there (parents' argv), and from the cgroup id when it is not.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import type { ConnectEvent } from '../ebpf/events.js';
-import type { Ancestor, ProcessInfo } from '../record.js';
+import type { ConnectEvent } from './events.js';
+import type { Ancestor, ProcessInfo } from '../../record.js';
 import type { CgroupPaths } from './cgroup-paths.js';
-import { DEFAULTS } from '../defaults.js';
-import { containerFromCgroup, parseCgroup, parseCmdlineBounded, sessionGroup, unitFromCgroup } from './proc-parse.js';
-import { readAncestors, readHeadSync, type UserNames } from './proc-process.js';
+import { DEFAULTS } from '../../defaults.js';
+import { containerFromCgroup, parseCgroup, parseCmdlineBounded, sessionGroup, unitFromCgroup } from '../proc/parse.js';
+import { readAncestors, readHeadSync, type UserNames } from '../proc/process.js';
 
 // Small /proc files are read synchronously: one open/read/close each, no thread-pool round trip
 // (measured: the async reads cost ~1.5 ms of CPU per connection; see bench/RESULTS.md).

@@ -7,7 +7,7 @@
  * per type. Integers are little endian (x86_64 and arm64 hosts); addresses
  * are raw network-order bytes.
  */
-import { ipv6ToString } from '../wire/packet.js';
+import { ipv6ToString } from '../../net.js';
 
 export const LAYOUT_VERSION = 2;
 export const COMM_LEN = 16;

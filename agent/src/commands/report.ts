@@ -1,8 +1,8 @@
 /** `imds-tracer report [files…]`: read JSON lines, print the distinct IMDSv1 callers (table or JSON). */
 import { DEFAULTS } from '../defaults.js';
 import { renderTable } from '../format/table.js';
-import { Aggregator, formatPaths, formatStatuses, NOT_IDENTIFIED, type ReportGroup } from './aggregate.js';
-import { defaultFiles, readJsonLines, ReadError, type ReadCounts } from './files.js';
+import { Aggregator, formatPaths, formatStatuses, NOT_IDENTIFIED, type ReportGroup } from '../report/aggregate.js';
+import { defaultFiles, readJsonLines, ReadError, type ReadCounts } from '../report/files.js';
 
 export interface ReportOptions {
   json: boolean;

@@ -1,6 +1,6 @@
 /** Pure parsers for the /proc and /etc files that /proc attribution reads. */
-import type { ContainerInfo } from '../record.js';
-import { ipv6ToString } from '../wire/packet.js';
+import type { ContainerInfo } from '../../record.js';
+import { ipv6ToString } from '../../net.js';
 
 export interface NetTcpEntry {
   local: string;
@@ -46,12 +46,6 @@ function le32(h: string): number[] {
 
 export function ipv6FromBytes(b: number[]): string {
   return ipv6ToString(Buffer.from(b), 0);
-}
-
-/** IPv4-mapped IPv6 ("::ffff:1.2.3.4") as plain IPv4, everything else unchanged. */
-export function unmapV4(addr: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr);
-  return m ? m[1] : addr;
 }
 
 export interface ProcStatus {

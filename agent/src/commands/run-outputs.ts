@@ -1,16 +1,16 @@
 /**
- * What `run` adds around the tracer for issue 4: CloudWatch shipping (a line sink), the agent's own
+ * What `run` adds around the tracer: CloudWatch shipping (a line sink), the agent's own
  * CPU/RSS sampling, and the extra stats fields (own resources, log rotations, CloudWatch counters).
  * Kept here so run.ts only wires it.
  */
 import { hostname } from 'node:os';
 import { DEFAULTS } from '../defaults.js';
 import type { StatsRecord } from '../record.js';
-import { DeferredShipper } from './cloudwatch-deferred.js';
-import { imdsIdentity, resolveTarget, type InstanceIdentity } from './cloudwatch-target.js';
-import type { LogFile } from './log-file.js';
-import { ResourceSampler } from './resources.js';
-import type { LineSink, RecordWriter } from './writer.js';
+import { DeferredShipper } from '../cloudwatch/deferred.js';
+import { imdsIdentity, resolveTarget, type InstanceIdentity } from '../cloudwatch/target.js';
+import type { LogFile } from '../output/log-file.js';
+import { ResourceSampler } from '../self/resources.js';
+import type { LineSink, RecordWriter } from '../output/writer.js';
 
 export interface ExtrasOptions {
   cloudwatchLogGroup?: string;
@@ -48,7 +48,7 @@ export class RunExtras {
           const t = await resolveTarget({
             logGroup: group, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion, endpoint: o.cloudwatchEndpoint,
           }, { env, identity: deps.identity ?? (() => imdsIdentity(env)), hostname });
-          const { CloudWatchShipper } = await import('./cloudwatch.js'); // the SDK is loaded only when shipping
+          const { CloudWatchShipper } = await import('../cloudwatch/shipper.js'); // the SDK is loaded only when shipping
           const s = new CloudWatchShipper({
             logGroup: t.logGroup, logStream: t.logStream, region: t.region, endpoint: t.endpoint,
             onError: (m) => writer?.error('cloudwatch', m),
