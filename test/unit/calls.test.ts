@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { PendingCalls } from '../../agent/src/calls.js';
+import { PendingCalls } from '../../agent/src/pipeline/calls.js';
 import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
 import type { Conn } from '../../agent/src/wire/flows.js';

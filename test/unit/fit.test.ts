@@ -13,7 +13,7 @@ import { parseCmdlineBounded } from '../../agent/src/attribution/proc/parse.js';
 import { readAncestors, readArgv, readProcess, UserNames } from '../../agent/src/attribution/proc/process.js';
 import type { CallRecord } from '../../agent/src/record.js';
 import { validate } from '../../agent/src/schema.js';
-import { SelfCalls } from '../../agent/src/self/calls.js';
+import { SelfCalls } from '../../agent/src/pipeline/self-calls.js';
 
 const MAX = DEFAULTS.cloudwatch.maxEventBytes;
 const size = (r: unknown): number => Buffer.byteLength(JSON.stringify(r));

@@ -318,3 +318,11 @@ export function res(status: number, body = '', headers: Record<string, string> =
   if (!('Content-Length' in headers) && !('Transfer-Encoding' in headers)) lines.push(`Content-Length: ${Buffer.byteLength(body)}`);
   return `${lines.join('\r\n')}\r\n\r\n${body}`;
 }
+
+/** A decoded segment (a Conversation's) as the bytes of a captured frame on the given link. */
+export function segmentFrame(link: Link, s: TcpSegment): Buffer {
+  return frame(link, {
+    src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, seq: s.seq, ack: s.ack, payload: s.payload,
+    flags: { ...s.flags, urg: s.urgent !== undefined }, urgentPointer: s.urgent,
+  });
+}

@@ -10,7 +10,7 @@ import { FlowTable, type Conn } from '../../agent/src/wire/flows.js';
 import type { ResponseHead } from '../../agent/src/wire/http-head.js';
 import type { TcpSegment } from '../../agent/src/wire/packet.js';
 import { answerDropped } from '../../agent/src/hop-limit.js';
-import { PendingCalls } from '../../agent/src/calls.js';
+import { PendingCalls } from '../../agent/src/pipeline/calls.js';
 import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
 import { interfaceFor, isHostAddress } from '../../agent/src/capture/interfaces.js';

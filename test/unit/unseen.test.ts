@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { JoinTable, type UnseenKind } from '../../agent/src/attribution/ebpf/join.js';
 import { CaptureTimeline } from '../../agent/src/capture/timeline.js';
-import { Budget, buildUnseenRecord, UnseenCalls } from '../../agent/src/unseen.js';
+import { Budget, buildUnseenRecord, UnseenCalls } from '../../agent/src/pipeline/unseen.js';
 import { validate } from '../../agent/src/schema.js';
 import type { ConnectEvent } from '../../agent/src/attribution/ebpf/events.js';
 import type { CallRecord } from '../../agent/src/record.js';

@@ -4,12 +4,12 @@
  * from the kernel event — or, beyond a budget (a flood), a count only. Every one is counted by
  * reason. A connection that never got established carried no request and is not a call.
  */
-import type { ConnectEvent } from './attribution/ebpf/events.js';
-import type { UnseenKind } from './attribution/ebpf/join.js';
-import { DEFAULTS } from './defaults.js';
-import { fitCallRecord } from './fit.js';
-import { redactProcess } from './redact.js';
-import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from './record.js';
+import type { ConnectEvent } from '../attribution/ebpf/events.js';
+import type { UnseenKind } from '../attribution/ebpf/join.js';
+import { DEFAULTS } from '../defaults.js';
+import { fitCallRecord } from '../fit.js';
+import { redactProcess } from '../redact.js';
+import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from '../record.js';
 
 const TCP_ESTABLISHED = 1;
 

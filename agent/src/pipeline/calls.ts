@@ -3,14 +3,14 @@
  * connection, or a bounded time) and for its caller's attribution (bounded), then its record is made.
  * Bounded: beyond maxPending the oldest request is finalised at once.
  */
-import { classify, type Classification } from './classify.js';
-import type { Ambiguity, RequestHead } from './wire/http-head.js';
-import type { Conn } from './wire/flows.js';
-import { redactProcess } from './redact.js';
-import { fitCallRecord } from './fit.js';
-import { DEFAULTS } from './defaults.js';
-import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
-import { answerDropped } from './hop-limit.js';
+import { classify, type Classification } from '../classify.js';
+import type { Ambiguity, RequestHead } from '../wire/http-head.js';
+import type { Conn } from '../wire/flows.js';
+import { redactProcess } from '../redact.js';
+import { fitCallRecord } from '../fit.js';
+import { DEFAULTS } from '../defaults.js';
+import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from '../record.js';
+import { answerDropped } from '../hop-limit.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
 

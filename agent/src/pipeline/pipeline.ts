@@ -1,0 +1,319 @@
+/**
+ * The way of a captured frame to a call record, in one place and in order:
+ *
+ *   push(frame) → decode (wire/packet) → flow table, TCP, HTTP (wire/flows) → classify (classify)
+ *   → count, keep what is wanted → wait for the response (calls) → attribute (the Attributor passed
+ *   in) → the agent's own calls counted, not written → redact, v1 reason, record (calls, record)
+ *   → sink.
+ *
+ * The attributor, the clock and the sink are passed in: the whole path runs without root and without
+ * capture (test/unit/pipeline.test.ts pushes hand-made frames through it). The state it keeps: the
+ * flow table (per TCP connection), one `ConnState` per connection (its caller, looked up at connect
+ * time), the requests waiting for their answer (calls), and one `Counters` object.
+ */
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import { DEFAULTS } from '../defaults.js';
+import { unmapV4, type Tuple } from '../net.js';
+import { decodeFrame, linkIfindex } from '../wire/packet.js';
+import { FlowTable, type Conn } from '../wire/flows.js';
+import { classify } from '../classify.js';
+import { Redactor } from '../redact.js';
+import { PendingCalls } from './calls.js';
+import { Counters } from './counters.js';
+import { UnseenCalls } from './unseen.js';
+import { CaptureTimeline } from '../capture/timeline.js';
+import { interfaceFor, isHostAddress, type InterfaceTable } from '../capture/interfaces.js';
+import { InterfaceNames } from '../capture/ifnames.js';
+import type { Attributor } from '../attribution/attributor.js';
+import type { ConnectEvent } from '../attribution/ebpf/events.js';
+import type { UnseenKind, WireView } from '../attribution/ebpf/join.js';
+import type { CallRecord, ConnectionInfo, ProcessInfo } from '../record.js';
+
+/** Where records go (the RecordWriter in the agent; an array in tests). */
+export interface RecordSink {
+  write(rec: CallRecord): void;
+  error(component: string, message: string): void;
+}
+
+/**
+ * An attributor that joins wire connections with kernel events (eBPF): told about every connection
+ * the wire opens, and able to say which 4-tuple a NATed connection was sent with.
+ */
+export interface JoiningAttributor extends Attributor {
+  wireSeen(t: Tuple, atMs: number, view: WireView): void;
+  lookupJoined(t: Tuple, atMs: number, wait: boolean): Promise<{ process: ProcessInfo; sent?: { client: string; cport: number } | null }>;
+  unreachable(netnsIno: number): boolean;
+}
+
+export interface PipelineOptions {
+  /** The capture interface; `any` names each frame's interface from its link header. */
+  device: string;
+  includeV2: boolean;
+  includeOther: boolean;
+  /** Scrub words added to the defaults (`--scrub-word`). */
+  scrubWords?: string[];
+  /** null or absent: no attribution backend yet (every record says so); see useAttributor. */
+  attributor?: Attributor | null;
+  /** Set when the attributor joins kernel events (eBPF): the same object as attributor. */
+  joins?: JoiningAttributor | null;
+  sink: RecordSink;
+  /** Milliseconds since the epoch (default Date.now): frames without a capture time get this one. */
+  clock?: () => number;
+  /** The host's interfaces (default: os.networkInterfaces, re-read every 5 s). */
+  interfaces?: () => InterfaceTable;
+  /** Interface index → name for `any` captures (default: /sys/class/net). */
+  ifname?: (ifindex: number) => string | null;
+  /** The agent's own pid: its calls are counted, never written (default: process.pid). */
+  selfPid?: number;
+  /** Whether a record's caller was not found because the eBPF loader was down. */
+  loaderDown?: (reason: string | undefined) => boolean;
+}
+
+/** What the pipeline keeps per TCP connection besides the flow table's own view of it. */
+interface ConnState {
+  /** The caller, looked up when the connection opened (or again when the first answer was none). */
+  caller: Promise<ProcessInfo>;
+}
+
+export class Pipeline {
+  readonly counters = new Counters();
+  readonly flows: FlowTable;
+  readonly calls: PendingCalls;
+  readonly unseen: UnseenCalls;
+  /** When capture could not see (gaps, drops): the reason of the calls the kernel saw that the wire did not. */
+  readonly timeline = new CaptureTimeline();
+  private readonly redactor: Redactor;
+  private readonly conns = new Map<number, ConnState>();
+  private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
+  private readonly now: () => number;
+  private readonly selfPid: number;
+  private readonly ifnames: (ifindex: number) => string | null;
+  private readonly hostInterfaces: () => InterfaceTable;
+  private earlyLookups = 0;
+  private attributor: Attributor | null;
+  private joins: JoiningAttributor | null;
+
+  constructor(private readonly o: PipelineOptions) {
+    this.attributor = o.attributor ?? null;
+    this.joins = o.joins ?? null;
+    this.now = o.clock ?? Date.now;
+    this.selfPid = o.selfPid ?? process.pid;
+    this.redactor = new Redactor(undefined, o.scrubWords ?? []);
+    const names = o.ifname ? null : new InterfaceNames();
+    this.ifnames = o.ifname ?? ((i) => names!.name(i));
+    this.hostInterfaces = o.interfaces ?? cachedInterfaces(this.now);
+    this.flows = new FlowTable({
+      isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
+      onOpen: (conn) => this.opened(conn),
+      onRequest: (conn, head, seq, ts) => this.request(conn, head, seq, ts),
+      onAmbiguity: (conn, seq, why) => this.ambiguity(conn, seq, why),
+      onResponse: (conn, head, seq, _ts, ttl) => this.calls.response(conn, seq, head.status, ttl),
+      onClose: (conn) => this.closed(conn),
+      onSecret: (v) => this.redactor.addSecret(v),
+    }, DEFAULTS);
+    this.calls = new PendingCalls({
+      responseWaitMs: DEFAULTS.responseWaitMs,
+      attributionWaitMs: DEFAULTS.attributionWaitMs,
+      maxPending: DEFAULTS.maxPendingCalls,
+      redact: (s) => this.redactor.text(s),
+      redactArgv: (a) => this.redactor.argv(a),
+      connection: (conn) => this.connectionInfo(conn),
+      isLocalAddress: (src) => isHostAddress(src, this.hostInterfaces()),
+      attribution: (conn) => this.caller(conn),
+      emit: (rec) => this.record(rec),
+    });
+    this.unseen = new UnseenCalls({
+      burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
+      reasonAt: (at) => this.timeline.reasonAt(at),
+      reasonDuring: (at) => this.timeline.reasonDuring(at, at + DEFAULTS.joinWindowMs),
+      connection: (e) => ({
+        src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: this.interfaceOf(e.saddr, null),
+        family: e.family === 6 ? 'ipv6' : 'ipv4',
+      }),
+      redact: (s) => this.redactor.text(s), redactArgv: (a) => this.redactor.argv(a),
+      selfPid: this.selfPid, onSelf: () => { this.counters.self++; },
+      unreachable: (e) => this.joins?.unreachable(e.netnsIno) ?? false,
+      emit: (rec) => this.record(rec),
+    });
+  }
+
+  /** The attribution backend, once it has started (before the first frame). */
+  useAttributor(attributor: Attributor, joins: JoiningAttributor | null = null): void {
+    this.attributor = attributor;
+    this.joins = joins;
+  }
+
+  // --- stage 1: decode; the frame's interface -------------------------------------------------
+
+  /** One captured frame (link type as libpcap names it; capture time in µs, else the clock's). */
+  push(frame: Buffer, link: string, tsUs?: number): void {
+    this.counters.packets++;
+    const seg = decodeFrame(link, frame);
+    if (!seg) {
+      this.counters.undecodable++;
+      return;
+    }
+    const ifindex = linkIfindex(link, frame);
+    const iface = this.o.device !== 'any' ? this.o.device : ifindex === null ? null : this.ifnames(ifindex);
+    // --- stage 2: flow table, TCP reassembly, HTTP heads (their events come back below) ---
+    this.flows.handle(seg, tsUs === undefined ? this.now() : tsUs / 1000, iface);
+  }
+
+  /** A connection the kernel saw and the wire did not (eBPF): a record with its reason, or a count. */
+  pushUnseen(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
+    this.unseen.handle(e, atMs, kind, process);
+  }
+
+  // --- stage 3: a connection opens: its caller is looked up while it surely lives --------------
+
+  private opened(conn: Conn): void {
+    this.joins?.wireSeen(tupleOf(conn), conn.openedAt, conn);
+    if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return; // bounded: a SYN flood cannot pile up lookups
+    this.earlyLookups++;
+    const p = this.lookup(conn);
+    void p.finally(() => { this.earlyLookups--; });
+    this.conns.set(conn.id, { caller: p });
+  }
+
+  // --- stage 4: a request: classify, count, keep what is wanted ---------------------------------
+
+  private request(conn: Conn, head: Parameters<PendingCalls['add']>[1], seq: number, ts: number): void {
+    const cls = classify(head);
+    this.counters.version(cls.imdsVersion);
+    if (head.ambiguity) this.counters.ambiguous++;
+    const write = this.wanted(cls.imdsVersion);
+    if (!write) this.countIfSelf(conn, cls.imdsVersion);
+    // AWS requests not written are still tracked: token requests (to explain a later IMDSv1 call),
+    // and any of them may yet turn out ambiguous (ambiguity) and so IMDSv1.
+    if (write || cls.provider === 'aws') this.calls.add(conn, head, seq, cls, new Date(ts), write);
+  }
+
+  /** A request already seen turned out ambiguous below HTTP: classified again, counted again. */
+  private ambiguity(conn: Conn, seq: number, why: Parameters<PendingCalls['amend']>[2]): void {
+    const change = this.calls.amend(conn, seq, why, (v) => this.wanted(v));
+    if (!change) return;
+    if (change.first) this.counters.ambiguous++;
+    this.counters.version(change.before.imdsVersion, -1);
+    this.counters.version(change.after.imdsVersion);
+  }
+
+  private wanted(v: 'v1' | 'v2' | null): boolean {
+    return v === 'v1' || (v === 'v2' && this.o.includeV2) || (v === null && this.o.includeOther);
+  }
+
+  /**
+   * A request that is not written (IMDSv2 without --include-v2) still counts in calls_self_v1/v2
+   * when it was the agent's own: from the caller found at connect time, no new lookup.
+   */
+  private countIfSelf(conn: Conn, version: 'v1' | 'v2' | null): void {
+    const found = this.conns.get(conn.id);
+    if (!found || version === null) return;
+    void found.caller.then((p) => {
+      if (p.pid === this.selfPid) this.counters.selfCalls.count(version, '', '');
+    });
+  }
+
+  private closed(conn: Conn): void {
+    this.calls.closed(conn);
+    setTimeout(() => this.conns.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
+  }
+
+  // --- stage 5: attribution (asked by calls once the answer is in) ------------------------------
+
+  /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
+  private lookup(conn: Conn, again = false): Promise<ProcessInfo> {
+    const joins = this.joins;
+    if (!joins) return this.attributor!.lookup(tupleOf(conn), conn.openedAt);
+    return joins.lookupJoined(tupleOf(conn), conn.openedAt, !again).then((r) => {
+      if (r.sent) conn.sentAs = r.sent;
+      return r.process;
+    });
+  }
+
+  /** The caller found at connect time; looked up again once if it was not found then. */
+  private async caller(conn: Conn): Promise<ProcessInfo> {
+    const first = this.conns.get(conn.id);
+    if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
+    const info = first ? await first.caller : null;
+    if (info && (info.attribution !== 'none' || conn.closed)) return info;
+    const again = this.lookup(conn, true);
+    this.conns.set(conn.id, { caller: again });
+    return again;
+  }
+
+  /**
+   * The connection as the caller sent it (before NAT: from the wire when the capture saw it there,
+   * else from the kernel event joined by ISN), and how it left the host when it was NATed.
+   * `interface` is the host interface on the caller's side: the one holding src (its address, else
+   * its subnet: the bridge of a container), else the one the request was seen on.
+   */
+  private connectionInfo(conn: Conn): ConnectionInfo {
+    const src = unmapV4(conn.sentAs?.client ?? conn.client);
+    const info: ConnectionInfo = {
+      src, sport: conn.sentAs?.cport ?? conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
+      interface: this.interfaceOf(src, conn.iface),
+      family: isIP(unmapV4(conn.client)) === 6 ? 'ipv6' : 'ipv4',
+    };
+    const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
+    if (out) {
+      const natSrc = unmapV4(out.client);
+      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
+    }
+    return info;
+  }
+
+  private interfaceOf(addr: string, seenOn: string | null): string {
+    return interfaceFor(addr, this.hostInterfaces()) ?? seenOn ?? 'any';
+  }
+
+  // --- stage 6: the record (redacted, v1 reason, fitted by calls): self filter, counts, sink ----
+
+  private record(rec: CallRecord): void {
+    if (rec.process.pid === this.selfPid) {
+      this.counters.self++; // the agent's own IMDS calls are not someone else's
+      const alarm = this.counters.selfCalls.count(rec.imds_version, rec.request?.method ?? '', rec.request?.path ?? '');
+      if (alarm) this.o.sink.error('self', alarm);
+      return;
+    }
+    if (rec.process.attribution === 'none') this.counters.unattributed++;
+    if (rec.process.attribution === 'none' && this.o.loaderDown?.(rec.process.reason)) this.counters.loaderGapUnattributed++;
+    this.o.sink.write(rec);
+  }
+
+  // --- lifetime ---------------------------------------------------------------------------------
+
+  /** Forget idle connections. */
+  sweep(nowMs = this.now()): void {
+    this.flows.sweep(nowMs);
+  }
+
+  /** Capture has ended: every connection closes and every call already seen is written. */
+  async endOfCapture(): Promise<void> {
+    this.timeline.closed(this.now()); // from here on, capture sees nothing
+    this.flows.closeAll();
+    await this.calls.flush();
+  }
+
+  /** Every record of a connection the kernel saw and the wire did not, already decided, is written. */
+  flushUnseen(): Promise<void> {
+    return this.unseen.flush();
+  }
+}
+
+function tupleOf(conn: Conn): Tuple {
+  return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport, isn: conn.clientIsn };
+}
+
+/** The host's interfaces, read again when older than 5 s. */
+function cachedInterfaces(now: () => number): () => InterfaceTable {
+  let table: InterfaceTable = {};
+  let at = -Infinity;
+  return () => {
+    if (now() - at > 5000) {
+      table = networkInterfaces();
+      at = now();
+    }
+    return table;
+  };
+}
