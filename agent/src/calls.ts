@@ -9,6 +9,7 @@ import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
 import { fitCallRecord } from './fit.js';
 import { DEFAULTS } from './defaults.js';
+import { identifySdk } from './advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
@@ -136,6 +137,9 @@ export class PendingCalls {
       }, this.o.redact);
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
+      if (rec.provider === 'aws') {
+        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request.user_agent, exe: proc.exe, comm: proc.comm, v1Reason: why });
+      }
       this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);

@@ -5,6 +5,7 @@
  */
 import type { Classification, Provider } from './classify.js';
 import type { Ambiguity } from './wire/http-head.js';
+import type { SdkInfo } from './advice/sdk.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -76,6 +77,8 @@ export interface CallRecord {
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
   v1_reason?: V1Reason;
+  /** On AWS calls: the SDK or tool that made it (from the User-Agent, else the executable) and what to do. */
+  sdk?: SdkInfo;
   /** Fields shortened so the record fits in one CloudWatch Logs event (present only then). */
   truncated?: string[];
 }

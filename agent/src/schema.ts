@@ -47,8 +47,9 @@ export const SCHEMAS: Record<string, Spec> = {
     response: obj<CallRecord['response']>({ status: nullable('number') }),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
+    sdk: { object: { name: 'string', version: nullable('string'), imdsv2_min: nullable('string'), advice: 'string' } },
     truncated: { array: 'string' },
-  }, ['v1_reason', 'truncated']),
+  }, ['v1_reason', 'sdk', 'truncated']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
