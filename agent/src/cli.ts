@@ -62,7 +62,9 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--include-v2', 'also list IMDSv2 callers', false)
     .option('--max-paths <n>', 'paths listed per caller before "+N more"', positiveInt('--max-paths'), DEFAULTS.reportMaxPaths)
     .option('--log-file <path>', 'with no files named: read this file and its rotated siblings', DEFAULTS.logFile)
-    .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string }) => {
+    .option('--verdict', 'say whether HttpTokens=required is safe: no IMDSv1 call, or the callers to fix', false)
+    .option('--fail-on-v1', 'exit 3 when any IMDSv1 call (or a call that could not be read) is in the files read', false)
+    .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string; verdict: boolean; failOnV1: boolean }) => {
       const { runReport } = await import('./report/cli.js');
       status = await runReport(files, opts, say);
     });

@@ -92,6 +92,13 @@ export const DEFAULTS = {
   scrubExempt: ['x-aws-ec2-metadata-token-ttl-seconds'],
   /** Bytes of argv kept per process, the caller's and each ancestor's: as the eBPF program (IMDS_ARGV_MAX). */
   argvMaxBytes: 1024,
+  // --- migration advice (report --verdict, rates, fleet) ---
+  advice: {
+    /** A caller fetching its role's credentials this many times in one minute is not caching them. */
+    credentialFetchesPerMinute: 5,
+    /** Seconds of rate buckets kept per caller while reading records (older ones are done with). */
+    rateWindowS: 120,
+  },
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';
