@@ -50,6 +50,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--cloudwatch-region <region>', 'region of the log group (default: AWS_REGION, else the instance\'s)')
     .option('--cloudwatch-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
     .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)
+    .addOption(new Option('--format <kind>', 'stdout: JSON lines, or one readable line per call (auto: table on a terminal)').choices(['auto', 'json', 'table']).default('auto'))
     .action(async (opts: RunOptions & ExtrasOptions) => {
       status = await runTracer(opts, say);
     });
