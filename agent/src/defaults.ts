@@ -99,6 +99,19 @@ export const DEFAULTS = {
     /** Seconds of rate buckets kept per caller while reading records (older ones are done with). */
     rateWindowS: 120,
   },
+  /** Container names (Docker, the kubelet, the ECS agent); the roots can be moved under IMDS_TRACER_NAMES_ROOT. */
+  names: {
+    dockerRoot: '/var/lib/docker',
+    podsLogRoot: '/var/log/pods',
+    containersLogRoot: '/var/log/containers',
+    /** The ECS agent's introspection API (IMDS_TRACER_ECS_AGENT_URL; `off` never asks). */
+    ecsAgentUrl: 'http://127.0.0.1:51678',
+    ecsTimeoutMs: 300,
+    /** Containers whose names are kept. */
+    cacheEntries: 1024,
+    /** A container whose names were not (all) found is looked up again after this long. */
+    missTtlMs: 30_000,
+  },
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';

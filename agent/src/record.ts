@@ -44,6 +44,10 @@ export interface ContainerInfo {
   id: string | null;
   pod_uid?: string;
   task_id?: string;
+  /** Names a person recognises (found where Docker, the kubelet and the ECS agent keep them). */
+  name?: string;
+  k8s?: { namespace: string; pod: string; container: string | null };
+  ecs?: { task_arn: string; family: string | null; revision: string | null; container: string | null };
 }
 
 export interface ConnectionInfo {

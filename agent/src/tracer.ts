@@ -23,6 +23,7 @@ import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
 import { SelfCalls } from './self-calls.js';
+import { ContainerNames, namesOptions } from './names/resolver.js';
 
 export interface TracerOptions {
   device: string;
@@ -94,7 +95,7 @@ export class Tracer {
       redact: (s) => this.redactor.text(s),
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
-      attribution: (conn) => this.attributionFor(conn),
+      attribution: (conn) => this.attributionFor(conn).then((p) => this.names.enrich(p)),
       emit: (rec) => this.emit(rec),
     });
   }
@@ -123,6 +124,8 @@ export class Tracer {
     this.o.writer.write(ready);
   }
 
+  /** Container names (Docker, the kubelet, the ECS agent), cached. */
+  private readonly names = new ContainerNames(namesOptions());
   private backendReason: string | undefined;
   private captureKind: 'helper' | 'cap' | 'cap-worker' = 'cap';
   private pcapStats: CaptureStats | null = null;

@@ -32,7 +32,9 @@ export function callerLabel(p: Json | undefined): string {
   if (!p || p.attribution === 'none') return '?';
   const exe = typeof p.exe === 'string' ? basename(p.exe) : (p.comm ?? '?');
   const c = p.container;
-  const where = c ? (c.name ?? c.k8s?.pod ?? (typeof c.id === 'string' ? c.id.slice(0, 12) : c.runtime))
+  const k8s = c?.k8s ? `${c.k8s.namespace}/${c.k8s.pod}${c.k8s.container ? `/${c.k8s.container}` : ''}` : null;
+  const ecs = c?.ecs ? `${c.ecs.family ?? 'task'}${c.ecs.container ? `/${c.ecs.container}` : ''}` : null;
+  const where = c ? (k8s ?? ecs ?? c.name ?? (typeof c.id === 'string' ? c.id.slice(0, 12) : c.runtime))
     : (p.systemd_unit_group ?? p.systemd_unit ?? null);
   return where ? `${exe} (${where})` : exe;
 }
