@@ -17,7 +17,7 @@ export function resolveFormat(f: OutputFormat | undefined, isTTY: boolean | unde
 
 type Json = Record<string, any>;
 
-const COLS: Array<[string, number]> = [['TIME', 8], ['VER', 4], ['STATUS', 6], ['PID', 7], ['CALLER', 34], ['PATH', 44]];
+const COLS: Array<[string, number]> = [['TIME', 8], ['VER', 4], ['STATUS', 6], ['PID', 7], ['CALLER', 40], ['PATH', 44]];
 
 function cell(s: string, w: number): string {
   return s.length > w ? `${s.slice(0, w - 1)}…` : s.padEnd(w);
