@@ -70,6 +70,23 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
       status = await runReport(files, opts, say);
     });
 
+  program.command('fleet')
+    .description('per instance: IMDSv1 callers, verdict and SDK advice, from the records in CloudWatch Logs, checked against MetadataNoToken')
+    .requiredOption('--log-group <name>', 'the CloudWatch Logs group the agents ship to')
+    .option('--since <when>', 'start of the window: a duration before now (7d, 12h, 30m) or an ISO 8601 time', '7d')
+    .option('--until <when>', 'end of the window (default: now)')
+    .option('--region <region>', 'region of the log group (default: the SDK\'s: AWS_REGION, the profile)')
+    .option('--logs-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
+    .option('--cloudwatch-endpoint <url>', 'CloudWatch (metrics) endpoint override (VPC endpoint, tests)')
+    .option('--no-metrics', 'skip the MetadataNoToken cross-check')
+    .option('--json', 'print a JSON array, one object per instance', false)
+    .option('--csv', 'print CSV, one row per instance and caller', false)
+    .option('--fail-on-v1', 'exit 3 when any instance is not ready', false)
+    .action(async (opts: import('./fleet/cli.js').FleetOptions) => {
+      const { runFleet } = await import('./fleet/cli.js');
+      status = await runFleet(opts, say);
+    });
+
   program.command('demo')
     .description('build a throw-away lab (network namespaces, an IMDS stand-in), trace real clients, print what was found')
     .option('--keep-log <path>', 'where to leave the JSON lines of the demo run')

@@ -112,6 +112,11 @@ export const DEFAULTS = {
     /** A container whose names were not (all) found is looked up again after this long. */
     missTtlMs: 30_000,
   },
+  /** `imds-tracer fleet`: how often a running Insights query is asked for its results, and for how long. */
+  fleet: {
+    pollMs: 1000,
+    queryTimeoutMs: 15 * 60_000,
+  },
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';
