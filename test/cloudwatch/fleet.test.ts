@@ -140,6 +140,12 @@ describe('fleet (SDK against the fake)', () => {
     expect(parseWhen('2026-11-01T00:00:00Z', 0)).toBe(Date.UTC(2026, 10, 1));
   });
 
+  it('docs/cloudwatch.md shows the four queries verbatim', async () => {
+    const { readFileSync } = await import('node:fs');
+    const doc = readFileSync(new URL('../../docs/cloudwatch.md', import.meta.url), 'utf8');
+    for (const q of Object.values(FLEET_QUERIES)) expect(doc).toContain(`\`\`\`\n${q}\n\`\`\``);
+  });
+
   it('CSV quoting (RFC 4180)', () => {
     const f: FleetInstance = { instance: 'i-1', verdict: 'not_ready', summary: 'a, "b"', first_record: null, last_record: null, v1_calls: 0,
       rejected_calls: 0, unreadable_calls: 0, callers: [], metadata_no_token: null, unseen_calls: null, cross_check: '' };
