@@ -9,6 +9,8 @@ import { RateCounter, type CallerRates } from './rates.js';
 export interface CallerAdvice {
   sdk: SdkInfo;
   rates: CallerRates;
+  /** The container's names, as one label (`web`, `payments/api-7d4b9c-xk2lp/api`, `billing-worker/worker`), when known. */
+  container_name: string | null;
 }
 
 export interface GroupEnricher {
@@ -36,17 +38,31 @@ export function sdkOf(r: Json): SdkInfo {
   });
 }
 
+/** `process.container`'s names as one label: Kubernetes namespace/pod/container, ECS family/container, Docker name. */
+export function containerLabel(r: Json): string | null {
+  const c = ((r.process ?? {}) as Json).container as Json | null | undefined;
+  if (!c || typeof c !== 'object') return null;
+  const k = c.k8s as Json | undefined;
+  if (k && typeof k.namespace === 'string' && typeof k.pod === 'string') {
+    return [k.namespace, k.pod, str(k.container)].filter(Boolean).join('/');
+  }
+  const e = c.ecs as Json | undefined;
+  if (e && typeof e.task_arn === 'string') return [str(e.family) ?? e.task_arn, str(e.container)].filter(Boolean).join('/');
+  return str(c.name);
+}
+
 export class CallerAdvisor implements GroupEnricher {
-  private readonly byKey = new Map<string, { rates: RateCounter; sdk: SdkInfo; at: number }>();
+  private readonly byKey = new Map<string, { rates: RateCounter; sdk: SdkInfo; at: number; name: string | null }>();
 
   add(key: string, r: Json, t: number): void {
     let e = this.byKey.get(key);
     if (!e) {
-      e = { rates: new RateCounter(), sdk: sdkOf(r), at: t };
+      e = { rates: new RateCounter(), sdk: sdkOf(r), at: t, name: containerLabel(r) };
       this.byKey.set(key, e);
     } else if (t >= e.at) {
       e.sdk = sdkOf(r);
       e.at = t;
+      e.name = containerLabel(r) ?? e.name;
     }
     const req = (r.request ?? {}) as Json;
     const status = (r.response as Json | undefined)?.status;
@@ -55,6 +71,6 @@ export class CallerAdvisor implements GroupEnricher {
 
   fields(key: string): Partial<CallerAdvice> {
     const e = this.byKey.get(key);
-    return e ? { sdk: e.sdk, rates: e.rates.result() } : {};
+    return e ? { sdk: e.sdk, rates: e.rates.result(), ...(e.name ? { container_name: e.name } : {}) } : {};
   }
 }

@@ -5,7 +5,8 @@ import type { Verdict } from './verdict.js';
 
 function who(g: ReportGroup): string {
   const name = g.exe ?? (g.attribution === 'none' ? `${NOT_IDENTIFIED} User-Agent: ${g.user_agent ?? '(none)'}` : '?');
-  const where = g.container ? `container ${g.container}` : g.systemd_unit ? `unit ${g.systemd_unit}` : null;
+  const where = g.container ? `container ${g.container_name ? `${g.container_name} (${g.container})` : g.container}`
+    : g.systemd_unit ? `unit ${g.systemd_unit}` : null;
   return [name, g.command && g.command !== g.exe ? `(${g.command.length > 80 ? `${g.command.slice(0, 79)}…` : g.command})` : null,
     g.user ? `user ${g.user}` : null, where].filter(Boolean).join(' ');
 }

@@ -53,6 +53,8 @@ export interface ReportGroup {
   /** The SDK and what to do (the latest call's `sdk`), and the caller's rates (throttling risk). */
   sdk?: CallerAdvice['sdk'];
   rates?: CallerAdvice['rates'];
+  /** The container's names when the agent found them (see SCHEMA.md `process.container`). */
+  container_name?: CallerAdvice['container_name'];
 }
 
 export interface AggregateOptions {
