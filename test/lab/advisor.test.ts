@@ -12,7 +12,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupported, type ImdsHandle, type ImdsStartOptions, type Lab } from '../../agent/src/lab/netns.js';
 import { startTracer, type TracedRecord, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
-import { awsSdkV2, awsSdkV3, botocoreCredentials, curlRequests, curlV1 } from '../helpers/clients.js';
+import { awsSdkV2, awsSdkV3, botocoreCredentials, curlRequests, curlV1, runClient } from '../helpers/clients.js';
+
+/** botocore's own credential chain (a session's resolver, as boto3 uses it): its IMDS calls carry the session's User-Agent. */
+const PY_BOTOCORE_CHAIN = `
+import sys, botocore.session
+from botocore.credentials import create_credential_resolver
+s = botocore.session.get_session()
+c = create_credential_resolver(s).load_credentials()
+if c is None:
+    sys.stderr.write('no credentials\\n'); sys.exit(1)
+print(c.method)
+`;
 
 const support = labSupported();
 const CLI = join(import.meta.dirname, '../../dist/cli.js');
@@ -113,5 +124,21 @@ describe.skipIf(!support.ok)(`migration advisor in the lab${support.ok ? '' : ` 
     expect(r.code).toBe(3);
     expect(r.stdout.split('\n')[0]).toBe('not ready: 1 caller broken by enforcement');
     expect(r.stdout).toMatch(/broken by enforcement \(IMDSv1 calls answered 401: the MetadataNoTokenRejected callers\):\n1\. \/usr\/bin\/curl/);
+  });
+
+  it('botocore through a session falls back to IMDSv1 after a refused token request: its User-Agent names it, the advice points at v1_reason', async () => {
+    await restartImds({ putStatus: 403 });
+    tracer = await startTracer(lab, ['--no-log-file', '--stats-interval', '3600']);
+    const run = await runClient(lab, '/usr/bin/python3', ['-c', PY_BOTOCORE_CHAIN]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout.trim()).toBe('iam-role');
+    const recs = await tracer.count((r) => r.event === 'imds_call' && r.process?.pid === run.pid, 2, 15_000, 'botocore fallback calls');
+    for (const r of recs) {
+      expect(r.request.user_agent).toMatch(/^Botocore\/1\.\d+\.\d+ /);
+      expect(r).toMatchObject({ imds_version: 'v1', v1_reason: 'token_put_refused',
+        sdk: { name: 'botocore', imdsv2_min: '1.13.25', advice: expect.stringMatching(/^supports IMDSv2: the v1 call is a fallback — see v1_reason \(the token request was refused/) } });
+    }
+    expect(await tracer.stop()).toBe(0);
+    tracer = undefined;
   });
 });

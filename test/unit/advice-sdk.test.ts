@@ -31,6 +31,9 @@ describe('identifySdk: User-Agents', () => {
       advice: expect.stringMatching(/^supports IMDSv2: the v1 call is a fallback — see v1_reason \(the token answer never arrived.*HttpPutResponseHopLimit to 2/),
     });
     expect(identifySdk(v1('aws-sdk-nodejs/2.1693.0 linux/v20.20.2')).advice).toMatch(/^supports IMDSv2: the v1 call is a fallback/);
+    // Debian's python3-botocore through a session (the lab's real client).
+    expect(identifySdk(v1('Botocore/1.29.27 Python/3.11.2 Linux/6.18.44-fc-v1045', { v1Reason: 'token_put_refused' }))).toMatchObject({
+      name: 'botocore', version: '1.29.27', advice: expect.stringMatching(/fallback — see v1_reason \(the token request was refused/) });
     expect(identifySdk(v1('aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.amzn.2023 prompt/off')).advice).toMatch(/^supports IMDSv2/);
     expect(identifySdk(v1('aws-sdk-java/2.20.0 Linux/5.10 OpenJDK_64-Bit_Server_VM/17.0.6+10-LTS Java/17.0.6')).name).toBe('aws-sdk-java-v2');
     expect(identifySdk(v1('aws-sdk-js/3.450.0 ua/2.0 os/linux#6.1 lang/js md/nodejs#20.9.0')).name).toBe('aws-sdk-js-v3');
