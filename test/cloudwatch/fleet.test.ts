@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runFleet, parseWhen, type FleetOptions } from '../../agent/src/fleet/cli.js';
 import { renderCsv, type FleetInstance } from '../../agent/src/fleet/view.js';
 import { FLEET_QUERIES } from '../../agent/src/fleet/queries.js';
+import { periodFor } from '../../agent/src/fleet/metrics.js';
 import { FakeInsights } from './fake-insights.js';
 
 const NOW = Date.now();
@@ -144,6 +145,16 @@ describe('fleet (SDK against the fake)', () => {
     const { readFileSync } = await import('node:fs');
     const doc = readFileSync(new URL('../../docs/cloudwatch.md', import.meta.url), 'utf8');
     for (const q of Object.values(FLEET_QUERIES)) expect(doc).toContain(`\`\`\`\n${q}\n\`\`\``);
+  });
+
+  it('GetMetricData periods CloudWatch accepts: multiples of 300, of 3600 past 63 days; at most 1,440 points', () => {
+    const d = 86400_000;
+    expect(periodFor(7 * d)).toBe(600);
+    expect(periodFor(d)).toBe(300);
+    expect(periodFor(30 * d)).toBe(1800);
+    expect(periodFor(90 * d)).toBe(7200);
+    expect(periodFor(d, 70 * d)).toBe(3600);
+    for (const w of [1, 7, 30, 62, 64, 200]) expect((w * d) / 1000 / periodFor(w * d)).toBeLessThanOrEqual(1440);
   });
 
   it('CSV quoting (RFC 4180)', () => {

@@ -7,16 +7,21 @@ import { GetMetricDataCommand, type CloudWatchClient, type MetricDataQuery } fro
 
 export const INSTANCE_ID = /^i-[0-9a-f]{8,17}$/;
 
-/** A period (seconds) that covers the window in at most 1,440 points, a multiple of 60. */
-export function periodFor(windowMs: number): number {
-  return Math.max(300, Math.ceil(windowMs / 1000 / 1440 / 60) * 60);
+/**
+ * A period (seconds) that covers the window in at most 1,440 points and that CloudWatch accepts for
+ * data that old: a multiple of 300 (the metric's own 5-minute resolution; required past 15 days),
+ * of 3600 when the window reaches back more than 63 days.
+ */
+export function periodFor(windowMs: number, startAgeMs = windowMs): number {
+  const step = startAgeMs > 63 * 86400_000 ? 3600 : 300;
+  return Math.max(step, Math.ceil(windowMs / 1000 / 1440 / step) * step);
 }
 
 /** Sum of MetadataNoToken per instance id; an instance CloudWatch has no data for sums to 0. */
 export async function metadataNoToken(client: CloudWatchClient, instanceIds: string[], start: number, end: number)
   : Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  const period = periodFor(end - start);
+  const period = periodFor(end - start, Date.now() - start);
   for (let i = 0; i < instanceIds.length; i += 500) {
     const chunk = instanceIds.slice(i, i + 500);
     const queries: MetricDataQuery[] = chunk.map((id, k) => ({
