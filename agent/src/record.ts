@@ -57,6 +57,8 @@ export interface ConnectionInfo {
   dport: number;
   interface: string;
   family: 'ipv4' | 'ipv6';
+  /** When the connection was NATed on its way out: the source address and port it left the host with. */
+  nat?: { src: string; sport: number; interface: string };
 }
 
 export interface CallRecord {
@@ -76,7 +78,13 @@ export interface CallRecord {
     /** Why the request head cannot be trusted (the first reason found); such a request is IMDSv1. */
     ambiguity?: Ambiguity;
   };
-  response: { status: number | null };
+  response: {
+    status: number | null;
+    /** On token requests: IP TTL / hop limit of the answer as it reached the host (null: no answer seen). */
+    ttl?: number | null;
+    /** The answer was seen on the host but could not reach the caller. */
+    dropped?: 'hop_limit';
+  };
   connection: ConnectionInfo;
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */

@@ -36,7 +36,8 @@ const processSpec = obj<ProcessInfo>({
   'systemd_unit', 'reason', 'exe_truncated', 'systemd_unit_group']);
 const connection = obj<ConnectionInfo>({
   src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
-});
+  nat: obj<NonNullable<ConnectionInfo['nat']>>({ src: 'string', sport: 'number', interface: 'string' }),
+}, ['nat']);
 
 export const SCHEMAS: Record<string, Spec> = {
   imds_call: obj<CallRecord>({
@@ -47,7 +48,8 @@ export const SCHEMAS: Record<string, Spec> = {
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
       ambiguity: { enum: AMBIGUITIES },
     }, ['token_ttl_seconds', 'headers_truncated', 'ambiguity']),
-    response: obj<CallRecord['response']>({ status: nullable('number') }),
+    response: obj<CallRecord['response']>({ status: nullable('number'), ttl: nullable('number'), dropped: { enum: ['hop_limit'] } },
+      ['ttl', 'dropped']),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
     sdk: { object: { name: 'string', version: nullable('string'), imdsv2_min: nullable('string'), advice: 'string' } },

@@ -14,7 +14,7 @@ import { ProcAttributor, type Attributor } from './attribution/proc.js';
 import { EbpfAttributor } from './attribution/ebpf.js';
 import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
-import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
+import { interfaceFor, isHostAddress, type InterfaceTable } from './capture/interfaces.js';
 import { openCapture, type PcapSource } from './capture/pcap.js';
 import { nativeHelper, SupervisedCapture } from './capture/supervised.js';
 import { InterfaceNames } from './capture/ifnames.js';
@@ -81,7 +81,7 @@ export class Tracer {
         this.counts[key(change.before.imdsVersion)]--;
         this.counts[key(change.after.imdsVersion)]++;
       },
-      onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
+      onResponse: (conn, head, seq, _ts, ttl) => this.calls.response(conn, seq, head.status, ttl),
       onClose: (conn) => {
         this.calls.closed(conn);
         setTimeout(() => this.connAttr.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
@@ -95,6 +95,7 @@ export class Tracer {
       redact: (s) => this.redactor.text(s),
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
+      isLocalAddress: (src) => isHostAddress(src, this.interfaceTable()),
       attribution: (conn) => this.attributionFor(conn).then((p) => this.names.enrich(p)),
       emit: (rec) => this.emit(rec),
     });
@@ -122,6 +123,11 @@ export class Tracer {
     if (this.backendReason) ready.backend_reason = this.backendReason;
     if (this.ebpf) ready.ebpf = { load_ms: round2(this.ebpf.loadMs), attach_ms: round2(this.ebpf.attachMs) };
     this.o.writer.write(ready);
+    if (this.o.device !== 'any' && this.attributionKind === 'proc') {
+      this.o.writer.notice('capture', `capturing on ${this.o.device} alone with the /proc backend: a connection NATed `
+        + `before ${this.o.device} (a container on a bridge) cannot be traced to its caller, whose socket has another `
+        + `4-tuple; it is reported with attribution none. Capture on any, or use the eBPF backend, to name it`);
+    }
   }
 
   /** Container names (Docker, the kubelet, the ECS agent), cached. */
@@ -196,13 +202,22 @@ export class Tracer {
   private startAttribution(conn: Conn): void {
     if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return;
     this.earlyLookups++;
-    const p = this.attributor.lookup(this.tuple(conn), conn.openedAt);
+    const p = this.lookup(conn);
     void p.finally(() => { this.earlyLookups--; });
     this.connAttr.set(conn.id, p);
   }
 
   private tuple(conn: Conn) {
-    return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport };
+    return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport, isn: conn.clientIsn };
+  }
+
+  /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
+  private lookup(conn: Conn, again = false): Promise<ProcessInfo> {
+    if (!this.ebpf || this.attributor !== this.ebpf) return this.attributor!.lookup(this.tuple(conn), conn.openedAt);
+    return this.ebpf.lookupJoined(this.tuple(conn), conn.openedAt, !again).then((r) => {
+      if (r.sent) conn.sentAs = r.sent;
+      return r.process;
+    });
   }
 
   /** The caller found at connect time; looked up again once if it was not found then. */
@@ -211,7 +226,7 @@ export class Tracer {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first : null;
     if (info && (info.attribution !== 'none' || conn.closed)) return info;
-    const again = this.attributor.lookup(this.tuple(conn), conn.openedAt);
+    const again = this.lookup(conn, true);
     this.connAttr.set(conn.id, again);
     return again;
   }
@@ -228,20 +243,37 @@ export class Tracer {
     });
   }
 
+  /**
+   * The connection as the caller sent it (before NAT: from the wire when the capture saw it there,
+   * else from the kernel event joined by ISN), and how it left the host when it was NATed.
+   * `interface` is the host interface on the caller's side: the one holding src (its address, else
+   * its subnet: the bridge of a container), else the one the request was seen on.
+   */
   private connectionInfo(conn: Conn): ConnectionInfo {
-    return {
-      src: unmapV4(conn.client), sport: conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
-      interface: conn.iface ?? this.interfaceOf(conn.client),
+    const src = unmapV4(conn.sentAs?.client ?? conn.client);
+    const info: ConnectionInfo = {
+      src, sport: conn.sentAs?.cport ?? conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
+      interface: this.interfaceOf(src, conn.iface),
       family: isIP(unmapV4(conn.client)) === 6 ? 'ipv6' : 'ipv4',
     };
+    const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
+    if (out) {
+      const natSrc = unmapV4(out.client);
+      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
+    }
+    return info;
   }
 
-  private interfaceOf(addr: string): string {
+  private interfaceTable(): InterfaceTable {
     if (Date.now() - this.ifacesAt > 5000) {
       this.ifaces = networkInterfaces();
       this.ifacesAt = Date.now();
     }
-    return interfaceFor(unmapV4(addr), this.ifaces) ?? 'any';
+    return this.ifaces;
+  }
+
+  private interfaceOf(addr: string, seenOn: string | null): string {
+    return interfaceFor(addr, this.interfaceTable()) ?? seenOn ?? 'any';
   }
 
   private emit(rec: CallRecord): void {

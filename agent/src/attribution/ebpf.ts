@@ -1,8 +1,9 @@
 /**
  * eBPF attribution: the kernel program names the caller of every connection to the IMDS at connect
  * time; events are joined to wire connections by 4-tuple within a window (an event that arrives a
- * little after the packets still joins). A connection with no event (it began before the agent, or
- * the loader is down) is looked up through /proc instead, and says so. If the loader dies it is
+ * little after the packets still joins), or, for a connection NATed before the capture point, by
+ * destination and initial sequence number. A connection with no event (it began before the agent, or
+ * the loader is down) is looked up through /proc instead, and says why. If the loader dies it is
  * restarted with backoff, and the gap is reported.
  *
  * Guards in the kernel (counted in stats.kernel): network namespaces the capture cannot see are
@@ -16,7 +17,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
-import { JoinTable, joinKey } from './join.js';
+import { JoinTable, isnKey, joinKey, noEventReason } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
 
@@ -38,6 +39,12 @@ export interface EbpfAttributorOptions {
   budgetRate?: number;
   budgetBurst?: number;
   netnsRefreshMs?: number;
+}
+
+/** A lookup's answer, and the 4-tuple the caller's kernel saw when it differs from the wire's (NAT). */
+export interface EbpfLookup {
+  process: ProcessInfo;
+  sent: { client: string; cport: number } | null;
 }
 
 export interface EbpfCounters {
@@ -174,9 +181,11 @@ export class EbpfAttributor implements Attributor {
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
     this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
-    const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
-    const w = this.waiters.get(k);
-    if (w) for (const f of [...w]) f();
+    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
+    for (const k of keys) {
+      const w = this.waiters.get(k);
+      if (w) for (const f of [...w]) f();
+    }
   }
 
   private onExit(src: EbpfSource, reason: string): void {
@@ -205,35 +214,55 @@ export class EbpfAttributor implements Attributor {
   }
 
   async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
-    let e = this.table.find(t, atMs);
-    if (!e && this.source) {
-      await this.waitForEvent(t);
-      e = this.table.find(t, atMs);
-    }
-    if (!e) {
-      this.counters.fallbacks++;
-      const p = await this.o.fallback.lookup(t);
-      return p.attribution === 'none'
-        ? { ...p, reason: `no kernel connect event (connection older than the agent, or the loader was down); ${p.reason}` }
-        : p;
-    }
-    this.counters.joined++;
-    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    return (await this.lookupJoined(t, atMs)).process;
   }
 
-  private waitForEvent(t: Tuple): Promise<void> {
-    const k = joinKey(t.client, t.cport, t.server, t.sport);
+  /**
+   * As lookup, also giving the caller's own 4-tuple when the event joined by ISN (NAT). A new
+   * connection waits up to joinWaitMs for its event; a second look (`wait` false) does not, nor does a
+   * connection whose SYN the wire never saw (it began before the agent: its event came before, or never).
+   */
+  async lookupJoined(t: Tuple, atMs = Date.now(), wait = true): Promise<EbpfLookup> {
+    let j = this.table.join(t, atMs);
+    if (!j && this.source && wait && typeof t.isn === 'number') {
+      await this.waitForEvent(t, this.o.joinWaitMs);
+      j = this.table.join(t, atMs);
+    }
+    if (!j) {
+      this.counters.fallbacks++;
+      const why = noEventReason({
+        loaderUp: this.source !== null, wireIsn: typeof t.isn === 'number',
+        unjoined: this.table.unjoined(t.server, t.sport, atMs), dst: `${t.server}:${t.sport}`,
+      });
+      const p = await this.o.fallback.lookup(t);
+      return { process: p.attribution === 'none' ? { ...p, reason: `${why}; ${p.reason}` } : p, sent: null };
+    }
+    this.counters.joined++;
+    const e = j.event;
+    const process = await (this.enriched.get(e)
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents));
+    const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
+    return { process, sent };
+  }
+
+  private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
+    const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
+    if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        const list = this.waiters.get(k);
-        const rest = list?.filter((f) => f !== done) ?? [];
-        if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        for (const k of keys) {
+          const list = this.waiters.get(k);
+          const rest = list?.filter((f) => f !== done) ?? [];
+          if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        }
         resolve();
       };
-      const timer = setTimeout(done, this.o.joinWaitMs);
-      const list = this.waiters.get(k);
-      if (list) list.push(done); else this.waiters.set(k, [done]);
+      const timer = setTimeout(done, waitMs);
+      for (const k of keys) {
+        const list = this.waiters.get(k);
+        if (list) list.push(done); else this.waiters.set(k, [done]);
+      }
     });
   }
 

@@ -17,7 +17,8 @@
  * nothing the tracer writes ever contains one.
  *
  * Hop limit: the real service sends the PUT answer with IP TTL / hop limit N. Node cannot set
- * IP_TTL / IPV6_UNICAST_HOPS on a socket, so `hopLimit` is accepted and reported but NOT enforced.
+ * IP_TTL / IPV6_UNICAST_HOPS on a socket, so `hopLimit` is accepted and reported but NOT enforced
+ * here; the lab's startImds({hopLimit}) enforces it with an iptables TTL / ip6tables HL rule.
  *
  * CLI: node dist/lab/imds-server.js --listen ADDR [--listen ADDR...] [--port 80] [--tokens-required]
  *      [--put-status 403|404|405] [--throttle-per-second N] [--canary STR] [--hop-limit N] [--keep-alive-ms N] [--log-requests]
