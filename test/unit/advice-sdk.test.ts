@@ -41,7 +41,11 @@ describe('identifySdk: User-Agents', () => {
 
   it('legacy boto 2, and HTTP clients without an SDK', () => {
     expect(identifySdk(v1('Boto/2.49.0 Python/2.7.18 Linux/4.14.336'))).toMatchObject({ name: 'boto', advice: 'legacy boto 2 never uses IMDSv2: move to boto3' });
-    for (const [ua, name] of [['curl/7.88.1', 'curl'], ['Wget/1.21.3', 'wget'], ['Python-urllib/3.11', 'python-urllib'],
+    // boto 2's own IMDS code sends urllib's User-Agent (Debian's python3-boto): either, said so.
+    expect(identifySdk(v1('Python-urllib/3.11')).advice).toMatch(/legacy boto 2 .* or the code calls IMDS itself/);
+    expect(identifySdk(v1('Cloud-Init/22.4.2'))).toMatchObject({ name: 'cloud-init', version: '22.4.2', advice: expect.stringMatching(/upgrade cloud-init/) });
+    expect(identifySdk(v1('python-requests/2.28.1', { exe: '/usr/bin/python3.11', argv: ['/usr/bin/python3', '/usr/bin/cloud-init', 'init'] })).name).toBe('cloud-init');
+    for (const [ua, name] of [['curl/7.88.1', 'curl'], ['Wget/1.21.3', 'wget'],
       ['python-requests/2.28.1', 'python-requests'], ['Go-http-client/1.1', 'go-net-http'], ['node', 'node-fetch']]) {
       expect(identifySdk(v1(ua))).toMatchObject({ name, imdsv2_min: null, advice: 'no AWS SDK: the code calls IMDS itself: add the token PUT' });
     }

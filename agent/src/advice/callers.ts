@@ -35,6 +35,7 @@ export function sdkOf(r: Json): SdkInfo {
     imdsVersion: v === 'v1' || v === 'v2' ? v : null,
     userAgent: str(((r.request ?? {}) as Json).user_agent),
     exe: str(p.exe), comm: str(p.comm), v1Reason: str(r.v1_reason),
+    argv: Array.isArray(p.argv) ? (p.argv as unknown[]).filter((a): a is string => typeof a === 'string') : null,
   });
 }
 

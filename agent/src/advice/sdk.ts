@@ -23,6 +23,9 @@
  *   .NET       `aws-sdk-dotnet-coreclr/3.7.0.0 aws-sdk-dotnet-core/3.7.0.0 .NET_Core/6.0 OS/Linux`
  *   PowerShell `AWSPowerShell/4.0.1.0 …`, `AWSPowerShell.NetCore/4.1.0.0 …`
  *   C++        `aws-sdk-cpp/1.7.229 Linux/4.14 x86_64 GCC/7.3.1`
+ *   boto 2's own IMDS code sends urllib's `Python-urllib/3.11` (Debian's python3-boto 2.49.0, seen in
+ *   the lab), so that User-Agent is either boto 2 or code of its own; cloud-init sends
+ *   `Cloud-Init/22.4.2` (or requests' own), and its process is `cloud-init`.
  */
 
 export interface SdkInfo {
@@ -42,6 +45,8 @@ export interface SdkFacts {
   userAgent: string | null;
   exe?: string | null;
   comm?: string | null;
+  /** The caller's argv: names a tool run by an interpreter (`python3 /usr/bin/cloud-init …`). */
+  argv?: readonly string[] | null;
   v1Reason?: string | null;
 }
 
@@ -64,7 +69,7 @@ export const IMDSV2_MIN = {
   'aws-sdk-ruby': '3.79.0',
 } as const;
 
-type Kind = 'sdk' | 'legacy' | 'none' | 'ambiguous';
+type Kind = 'sdk' | 'legacy' | 'none' | 'ambiguous' | 'ambiguous-boto' | 'cloud-init';
 
 interface Rule {
   /** Matched against the User-Agent; group 1 is the version. */
@@ -95,10 +100,12 @@ const UA_RULES: Rule[] = [
   { re: new RegExp(`\\baws-sdk-dotnet-core/${V}`), name: 'aws-sdk-net', kind: 'sdk' },
   { re: new RegExp(`\\baws-sdk-dotnet-[\\w.]+/${V}`), name: 'aws-sdk-net', kind: 'sdk' },
   { re: new RegExp(`\\baws-sdk-cpp/${V}`), name: 'aws-sdk-cpp', kind: 'sdk' },
+  { re: new RegExp(`^Cloud-Init/${V}`), name: 'cloud-init', kind: 'cloud-init' },
   // No AWS SDK: HTTP clients' own User-Agents (AWS SDKs always set theirs, except where noted).
   { re: new RegExp(`^curl/${V}`), name: 'curl', kind: 'none' },
   { re: new RegExp(`^Wget/${V}`), name: 'wget', kind: 'none' },
-  { re: new RegExp(`^Python-urllib/${V}`), name: 'python-urllib', kind: 'none' },
+  // urllib's default: legacy boto 2's IMDS code sends it too.
+  { re: new RegExp(`^Python-urllib/${V}`), name: 'python-urllib', kind: 'ambiguous-boto' },
   { re: new RegExp(`^python-requests/${V}`), name: 'python-requests', kind: 'none' },
   { re: new RegExp(`^Go-http-client/${V}`), name: 'go-net-http', kind: 'none' },
   { re: /^(node|undici)$/, name: 'node-fetch', kind: 'none' },
@@ -165,6 +172,12 @@ function fromKind(kind: Kind, name: string, version: string | null, f: SdkFacts,
     case 'sdk': return sdkAdvice(name, version, f, extra);
     case 'legacy': return { name, version, imdsv2_min: null, advice: 'legacy boto 2 never uses IMDSv2: move to boto3' };
     case 'none': return { name, version, imdsv2_min: null, advice: f.imdsVersion === 'v1' ? NO_SDK_ADVICE : 'uses IMDSv2' };
+    case 'ambiguous-boto': return { name, version, imdsv2_min: null,
+      advice: f.imdsVersion === 'v1'
+        ? "urllib's own User-Agent: legacy boto 2 (never uses IMDSv2: move to boto3) or the code calls IMDS itself (add the token PUT)"
+        : 'uses IMDSv2' };
+    case 'cloud-init': return { name, version, imdsv2_min: null,
+      advice: f.imdsVersion === 'v1' ? 'cloud-init without a token: an old release: upgrade cloud-init (current releases use IMDSv2)' : 'uses IMDSv2' };
     case 'ambiguous': return { name, version, imdsv2_min: null,
       advice: f.imdsVersion === 'v1'
         ? "urllib3's own User-Agent: botocore used without a session (then upgrade botocore to ≥ 1.13.25) or the code calls IMDS itself (add the token PUT)"
@@ -181,6 +194,10 @@ function basename(p: string | null | undefined): string | null {
 /** The SDK and the advice for one call. Pure. */
 export function identifySdk(f: SdkFacts): SdkInfo {
   const ua = f.userAgent?.trim() || null;
+  const tool = [f.exe, f.comm, ...(f.argv ?? []).slice(0, 2)].map((x) => basename(x ?? null));
+  if (tool.includes('cloud-init')) {
+    return fromKind('cloud-init', 'cloud-init', ua ? (new RegExp(`^Cloud-Init/${V}`).exec(ua)?.[1] ?? null) : null, f);
+  }
   if (ua) {
     for (const r of UA_RULES) {
       const m = r.re.exec(ua);
