@@ -4,6 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,6 +41,9 @@ function run(args: string[]): { code: number | null; stdout: string; stderr: str
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'verdict-'));
+  // A rotated file cut short (its gzip stream truncated): the lines before the cut are read.
+  const gz = gzipSync(`${JSON.stringify({ event: 'ready', time: '2026-11-20T00:00:00.000Z' })}\n${'{"event":"stats","time":"2026-11-20T00:00:01.000Z"}\n'.repeat(2000)}`);
+  writeFileSync(join(dir, 'cut.jsonl.1.gz'), gz.subarray(0, Math.floor(gz.length / 2)));
   writeFileSync(join(dir, 'ready.jsonl'), [
     JSON.stringify({ event: 'ready', time: '2026-11-25T00:00:00.000Z' }),
     call('2026-11-26T00:00:00.000Z', { version: 'v2', ua: 'aws-sdk-go/1.50.0 (go1.21; linux; amd64)' }),
@@ -103,5 +107,13 @@ describe.skipIf(!existsSync(CLI))('report --verdict (built CLI)', () => {
     expect(groups[0].rates).toEqual({ peak_per_second: 1, peak_per_minute: 30, throttled: 4, credential_fetches: 30,
       credential_fetches_peak_per_minute: 30, credentials_not_cached: true });
     expect(groups.filter((g: P) => (g.rates as P).credentials_not_cached)).toHaveLength(1);
+  });
+
+  it('a file not read to the end blocks readiness (it may hide IMDSv1 calls)', () => {
+    const r = run(['--verdict', '--json', join(dir, 'cut.jsonl.1.gz'), join(dir, 'ready.jsonl')]);
+    expect(r.stderr).toMatch(/cannot read .*cut\.jsonl\.1\.gz/);
+    const v = JSON.parse(r.stdout);
+    expect(v).toMatchObject({ status: 'not_ready', summary: 'not ready: 1 file not read to the end', files_not_read: 1,
+      first_record: '2026-11-20T00:00:00.000Z' });
   });
 });

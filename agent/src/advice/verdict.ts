@@ -12,7 +12,9 @@
  *  - a call the agent could not read (`imds_version: null` with a `wire_reason`: the kernel saw the
  *    connection, the wire did not show its request) may have been IMDSv1: it blocks readiness,
  *    "not ready: could not read N calls";
- *  - no record at all proves nothing: "not ready: no records in the files read".
+ *  - no record at all proves nothing: "not ready: no records in the files read";
+ *  - a file not read to the end (damaged, truncated .gz) may hide IMDSv1 calls: "N files not read
+ *    to the end" blocks too.
  */
 import type { ReportGroup } from '../report/aggregate.js';
 
@@ -34,6 +36,8 @@ export interface Verdict {
   /** Calls whose version could not be read, by `wire_reason`. */
   unreadable_calls: number;
   unreadable_reasons: Record<string, number>;
+  /** Files that could not be read to the end (their reasons are on stderr). */
+  files_not_read: number;
 }
 
 type Json = Record<string, unknown>;
@@ -42,6 +46,8 @@ export class VerdictInput {
   private first: { t: number; iso: string } | null = null;
   private last: { t: number; iso: string } | null = null;
   unreadable = 0;
+  /** Files that could not be read to the end (set by the caller). */
+  filesNotRead = 0;
   readonly reasons = new Map<string, number>();
 
   add(rec: unknown): void {
@@ -72,6 +78,7 @@ export class VerdictInput {
       ...(broken.length > 0 ? [`${plural(broken.length, 'caller')} broken by enforcement`] : []),
       ...(this.unreadable > 0 ? [`could not read ${plural(this.unreadable, 'call')}`] : []),
     ];
+    if (this.filesNotRead > 0) blocking.push(`${plural(this.filesNotRead, 'file')} not read to the end`);
     if (!this.first) blocking.push('no records in the files read');
     const since = this.first ? this.first.iso : '(no records)';
     return {
@@ -86,6 +93,7 @@ export class VerdictInput {
       broken_by_enforcement: broken,
       unreadable_calls: this.unreadable,
       unreadable_reasons: Object.fromEntries(this.reasons),
+      files_not_read: this.filesNotRead,
     };
   }
 }

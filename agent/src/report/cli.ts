@@ -55,6 +55,7 @@ export async function runReport(files: string[], o: ReportOptions, say: (line: s
   }
   const groups = agg.result();
   if (counts.unparsable > 0) say(`imds-tracer report: skipped ${counts.unparsable} unparsable line${counts.unparsable === 1 ? '' : 's'}`);
+  verdictInput.filesNotRead = failed;
   const verdict = verdictInput.verdict(groups);
   const status = o.failOnV1 && (verdict.callers.length + verdict.broken_by_enforcement.length + verdict.unreadable_calls > 0)
     ? EXIT_V1_FOUND : 0;
