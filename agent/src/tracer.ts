@@ -25,6 +25,7 @@ import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
 import { SelfCalls } from './self-calls.js';
+import { ContainerNames, namesOptions } from './names/resolver.js';
 
 export interface TracerOptions {
   device: string;
@@ -103,7 +104,7 @@ export class Tracer {
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
       isLocalAddress: (src) => isHostAddress(src, this.interfaceTable()),
-      attribution: (conn) => this.attributionFor(conn),
+      attribution: (conn) => this.attributionFor(conn).then((p) => this.names.enrich(p)),
       emit: (rec) => this.emit(rec),
     });
     this.unseen = new UnseenCalls({
@@ -150,6 +151,8 @@ export class Tracer {
     }
   }
 
+  /** Container names (Docker, the kubelet, the ECS agent), cached. */
+  private readonly names = new ContainerNames(namesOptions());
   private backendReason: string | undefined;
   private captureKind: 'helper' | 'cap' | 'cap-worker' = 'cap';
   private pcapStats: CaptureStats | null = null;
