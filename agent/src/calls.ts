@@ -154,7 +154,7 @@ export class PendingCalls {
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
       if (rec.provider === 'aws') {
-        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request.user_agent, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
       }
       this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
