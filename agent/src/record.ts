@@ -5,6 +5,7 @@
  */
 import type { Classification, Provider } from './classify.js';
 import type { Ambiguity } from './wire/http-head.js';
+import type { SdkInfo } from './advice/sdk.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -43,6 +44,10 @@ export interface ContainerInfo {
   id: string | null;
   pod_uid?: string;
   task_id?: string;
+  /** Names a person recognises (found where Docker, the kubelet and the ECS agent keep them). */
+  name?: string;
+  k8s?: { namespace: string; pod: string; container: string | null };
+  ecs?: { task_arn: string; family: string | null; revision: string | null; container: string | null };
 }
 
 export interface ConnectionInfo {
@@ -87,6 +92,8 @@ export interface CallRecord {
   v1_reason?: V1Reason;
   /** Present when the kernel saw this connection but the wire did not show its request: why. */
   wire_reason?: WireReason;
+  /** On AWS calls: the SDK or tool that made it (from the User-Agent, else the executable) and what to do. */
+  sdk?: SdkInfo;
   /** Fields shortened so the record fits in one CloudWatch Logs event (present only then). */
   truncated?: string[];
 }

@@ -21,8 +21,11 @@ const nullable = (s: Spec): Spec => ({ anyOf: [s, 'null'] });
 
 const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }), argv_truncated: 'boolean' },
   ['argv_truncated']);
-const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string' },
-  ['pod_uid', 'task_id']);
+const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string',
+  name: 'string',
+  k8s: { object: { namespace: 'string', pod: 'string', container: nullable('string') } },
+  ecs: { object: { task_arn: 'string', family: nullable('string'), revision: nullable('string'), container: nullable('string') } },
+}, ['pod_uid', 'task_id', 'name', 'k8s', 'ecs']);
 const processSpec = obj<ProcessInfo>({
   attribution: { enum: ['ebpf', 'proc', 'none'] }, pid: 'number', comm: 'string', exe: nullable('string'),
   argv: { array: 'string' }, argv_truncated: 'boolean', uid: 'number', user: nullable('string'), ppid: 'number',
@@ -49,9 +52,10 @@ export const SCHEMAS: Record<string, Spec> = {
       ['ttl', 'dropped']),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
+    sdk: { object: { name: 'string', version: nullable('string'), imdsv2_min: nullable('string'), advice: 'string' } },
     truncated: { array: 'string' },
     wire_reason: { enum: ['capture_gap', 'capture_dropped', 'not_captured'] },
-  }, ['v1_reason', 'truncated', 'wire_reason']),
+  }, ['v1_reason', 'sdk', 'truncated', 'wire_reason']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',

@@ -15,6 +15,7 @@ import type { Attribution, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { buildStats } from './pipeline/stats.js';
+import { ContainerNames, namesOptions } from './names/resolver.js';
 
 export interface TracerOptions {
   device: string;
@@ -42,6 +43,7 @@ export class Tracer {
     this.pipeline = new Pipeline({
       device: o.device, includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWords,
       sink: o.writer, loaderDown: (reason) => reason?.startsWith(LOADER_DOWN_REASON) ?? false,
+      enrich: (p) => this.names.enrich(p),
     });
   }
 
@@ -75,6 +77,8 @@ export class Tracer {
     }
   }
 
+  /** Container names (Docker, the kubelet, the ECS agent), cached. */
+  private readonly names = new ContainerNames(namesOptions());
   private backendReason: string | undefined;
   private captureKind: 'helper' | 'cap' | 'cap-worker' = 'cap';
   private pcapStats: CaptureStats | null = null;

@@ -66,7 +66,7 @@ describe.skipIf(Boolean(skipReason))('install.sh / uninstall.sh in a scratch roo
 
   it('installs the agent under opt/imds-tracer, built, production dependencies only, readable by the service user', () => {
     const opt = join(root, 'opt', 'imds-tracer');
-    for (const f of ['package.json', 'bin/imds-tracer.js', 'dist/cli.js', 'dist/doctor.js', 'bpf/.output/imds_connect', 'node_modules/cap/build/Release/cap.node', 'scripts/uninstall.sh']) {
+    for (const f of ['package.json', 'bin/imds-tracer.js', 'dist/cli.js', 'dist/commands/doctor.js', 'bpf/.output/imds_connect', 'node_modules/cap/build/Release/cap.node', 'scripts/uninstall.sh']) {
       expect(existsSync(join(opt, f)), f).toBe(true);
     }
     expect(mode(join(opt, 'bpf/.output/imds_connect'))).toBe('755');

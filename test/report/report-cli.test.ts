@@ -75,6 +75,9 @@ describe.skipIf(!existsSync(CLI))('report (built CLI)', () => {
         paths: ['/latest/meta-data/iam/info', '/latest/meta-data/iam/security-credentials/', '/latest/meta-data/instance-id'],
         paths_more: 0, count: 4, first_seen: '2026-11-28T10:00:01.000Z', last_seen: '2026-11-28T12:00:03.000Z',
         statuses: [{ status: 200, count: 3 }, { status: 401, count: 1 }], attribution: 'proc',
+        // The latest call's SDK (its User-Agent here is curl's) and the caller's rates.
+        sdk: { name: 'curl', version: '7.88.1', imdsv2_min: null, advice: 'no AWS SDK: the code calls IMDS itself: add the token PUT' },
+        rates: { peak_per_second: 1, peak_per_minute: 2, throttled: 0, credential_fetches: 0, credential_fetches_peak_per_minute: 0, credentials_not_cached: false },
       },
       // Ties on count: the most recently seen first.
       expect.objectContaining({ exe: null, attribution: 'none', user_agent: 'curl/7.88.1', count: 1 }),

@@ -6,6 +6,7 @@ import { LogFile } from '../output/log-file.js';
 import { RecordWriter } from '../output/writer.js';
 import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './run-outputs.js';
 import { Tracer } from '../tracer.js';
+import { LiveTable, resolveFormat, type OutputFormat } from '../format/live.js';
 
 export interface RunOptions {
   interface: string;
@@ -21,6 +22,8 @@ export interface RunOptions {
   logFiles?: number;
   /** Words added to the default scrub words (`--scrub-word`, repeatable). */
   scrubWord?: string[];
+  /** stdout: JSON lines, or a table for a person (`auto`: a table on a terminal only). */
+  format?: OutputFormat;
 }
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -32,7 +35,8 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
     return EXIT.usage;
   }
-  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null });
+  const stdout = resolveFormat(o.format, process.stdout.isTTY) === 'table' ? new LiveTable(process.stdout) : process.stdout;
+  const writer0 = new RecordWriter({ stdout, logFile: null });
   // The log file's errors go to stdout only (writer0); its notices (it works again) also go into it.
   let noticeWriter = writer0;
   let logFile: LogFile | null = null;
@@ -62,7 +66,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
-  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks });
+  const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks });
   noticeWriter = writer;
   extras.attach(writer);
   const tracer = new Tracer({

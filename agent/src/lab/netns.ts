@@ -54,6 +54,8 @@ export interface RunOptions {
 export interface ImdsStartOptions {
   tokensRequired?: boolean;
   putStatus?: number;
+  /** Past this many requests in one clock second, 429 (imds-server --throttle-per-second). */
+  throttlePerSecond?: number;
   canary?: string;
   hopLimit?: number;
   keepAliveMs?: number;
@@ -394,6 +396,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     if (sopts.ipv6 !== false) args.push('--listen', IMDS_V6);
     if (sopts.tokensRequired) args.push('--tokens-required');
     if (sopts.putStatus !== undefined) args.push('--put-status', String(sopts.putStatus));
+    if (sopts.throttlePerSecond !== undefined) args.push('--throttle-per-second', String(sopts.throttlePerSecond));
     if (sopts.canary !== undefined) args.push('--canary', sopts.canary);
     if (sopts.hopLimit !== undefined) args.push('--hop-limit', String(sopts.hopLimit));
     const hopRules = sopts.hopLimit === undefined ? [] : hopLimitRules(sopts.hopLimit);

@@ -9,6 +9,7 @@ import type { Conn } from '../wire/flows.js';
 import { redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
+import { identifySdk } from '../advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from '../record.js';
 import { answerDropped } from '../hop-limit.js';
 
@@ -152,6 +153,9 @@ export class PendingCalls {
       if (dropped) rec.response.dropped = dropped;
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
+      if (rec.provider === 'aws') {
+        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+      }
       this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);

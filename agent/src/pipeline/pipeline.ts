@@ -3,7 +3,7 @@
  *
  *   push(frame) → decode (wire/packet) → flow table, TCP, HTTP (wire/flows) → classify (classify)
  *   → count, keep what is wanted → wait for the response (calls) → attribute (the Attributor passed
- *   in) → the agent's own calls counted, not written → redact, v1 reason, record (calls, record)
+ *   in) → container names → the agent's own calls counted, not written → redact, v1 reason, record (calls, record)
  *   → sink.
  *
  * The attributor, the clock and the sink are passed in: the whole path runs without root and without
@@ -66,6 +66,8 @@ export interface PipelineOptions {
   ifname?: (ifindex: number) => string | null;
   /** The agent's own pid: its calls are counted, never written (default: process.pid). */
   selfPid?: number;
+  /** More about the caller once attribution found it (container names), before its record is made. */
+  enrich?: (p: ProcessInfo) => Promise<ProcessInfo>;
   /** Whether a record's caller was not found because the eBPF loader was down. */
   loaderDown?: (reason: string | undefined) => boolean;
 }
@@ -120,7 +122,7 @@ export class Pipeline {
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
       isLocalAddress: (src) => isHostAddress(src, this.hostInterfaces()),
-      attribution: (conn) => this.caller(conn),
+      attribution: (conn) => this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
       emit: (rec) => this.record(rec),
     });
     this.unseen = new UnseenCalls({

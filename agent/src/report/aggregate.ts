@@ -14,6 +14,7 @@
  */
 import { shellJoin } from '../format/table.js';
 import { unitGroup } from '../attribution/proc/parse.js';
+import type { CallerAdvice, GroupEnricher } from '../advice/callers.js';
 
 export const NOT_IDENTIFIED = '(caller not identified)';
 
@@ -50,14 +51,22 @@ export interface ReportGroup {
   statuses: StatusCount[];
   /** How the calls' callers were found: "ebpf", "proc", "none", or several joined with "+". */
   attribution: string;
+  /** The SDK and what to do (the latest call's `sdk`), and the caller's rates (throttling risk). */
+  sdk?: CallerAdvice['sdk'];
+  rates?: CallerAdvice['rates'];
+  /** The container's names when the agent found them (see SCHEMA.md `process.container`). */
+  container_name?: CallerAdvice['container_name'];
 }
 
 export interface AggregateOptions {
   includeV2: boolean;
   maxPaths: number;
+  /** Per-caller advice (SDK, rates) folded alongside. */
+  enrich?: GroupEnricher;
 }
 
 interface Acc {
+  key: string;
   group: Omit<ReportGroup, 'paths' | 'paths_more' | 'statuses' | 'attribution' | 'first_seen' | 'last_seen' | 'count'>;
   paths: Set<string>;
   statuses: Map<number | null, number>;
@@ -123,11 +132,12 @@ export class Aggregator {
     const key = JSON.stringify([identified, ...Object.values(group)]);
     let acc = this.groups.get(key);
     if (!acc) {
-      acc = { group, paths: new Set(), statuses: new Map(), attributions: new Set(), first: t, last: t,
+      acc = { key, group, paths: new Set(), statuses: new Map(), attributions: new Set(), first: t, last: t,
         firstIso: r.time as string, lastIso: r.time as string };
       this.groups.set(key, acc);
     }
     this.calls++;
+    this.o.enrich?.add(key, r, t);
     const path = str(request.path);
     if (path !== null) acc.paths.add(path);
     const status = typeof (r.response as Json | undefined)?.status === 'number' ? (r.response as Json).status as number : null;
@@ -152,6 +162,7 @@ export class Aggregator {
         statuses: [...a.statuses].map(([status, count]) => ({ status, count }))
           .sort((x, y) => (x.status ?? Infinity) - (y.status ?? Infinity)),
         attribution: [...a.attributions].sort().join('+'),
+        ...this.o.enrich?.fields(a.key),
         _last: a.last,
       };
     });
