@@ -10,6 +10,7 @@ import { renderCsv, type FleetInstance } from '../../agent/src/fleet/view.js';
 import { FLEET_QUERIES } from '../../agent/src/fleet/queries.js';
 import { periodFor } from '../../agent/src/fleet/metrics.js';
 import { FakeInsights } from './fake-insights.js';
+import { CLI, REPO } from '../helpers/repo.js';
 
 const NOW = Date.now();
 const ago = (h: number): string => new Date(NOW - h * 3600_000).toISOString();
@@ -164,7 +165,7 @@ describe('fleet (SDK against the fake)', () => {
   });
 
   it('the built CLI: imds-tracer fleet --log-group … --since 7d --json (commander options, exit status)', async () => {
-    const cli = join(import.meta.dirname, '../../dist/cli.js');
+    const cli = CLI;
     const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       execFile(process.execPath, [cli, 'fleet', '--log-group', 'imds-tracer', '--since', '7d', '--json', '--fail-on-v1',
         '--logs-endpoint', fake.endpoint, '--cloudwatch-endpoint', fake.endpoint], { env: process.env },

@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CloudWatchShipper, type CloudWatchOptions } from '../../agent/src/cloudwatch/shipper.js';
 import { FakeLogs } from './fake-logs.js';
+import { CLI, REPO } from '../helpers/repo.js';
 
-const ROOT = join(import.meta.dirname, '../..');
+const ROOT = REPO;
 const CREDS = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret-for-tests', AWS_REGION: 'eu-west-1', AWS_EC2_METADATA_DISABLED: 'true' };
 const saved: Record<string, string | undefined> = {};
 

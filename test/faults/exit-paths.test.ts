@@ -13,7 +13,6 @@ import { ROOT } from '../../agent/src/paths.js';
 import { stageBuild } from '../helpers/staged.js';
 
 const support = labSupported();
-const CLI = join(ROOT, 'dist', 'cli.js');
 
 describe('exit statuses and messages', () => {
   const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
@@ -73,6 +72,7 @@ describe.skipIf(!support.ok)(`SIGTERM during a burst${support.ok ? '' : ` (skipp
     const tracer = await startTracer(lab, ['--log-file', log, '--stats-interval', '3600']);
     const script = `
 import socket, sys
+import { CLI } from '../helpers/repo.js';
 conns = []
 for i in range(200):
     c = socket.create_connection((sys.argv[1], 80))

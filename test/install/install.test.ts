@@ -9,8 +9,8 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, REPO } from '../helpers/repo.js';
 
-const REPO = join(import.meta.dirname, '..', '..');
 const INSTALL = join(REPO, 'scripts', 'install.sh');
 const UNINSTALL = join(REPO, 'scripts', 'uninstall.sh');
 const VERSION = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version as string;

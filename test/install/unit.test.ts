@@ -10,11 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stageBuild, type StagedBuild } from '../helpers/staged.js';
+import { CLI, REPO } from '../helpers/repo.js';
 
-const REPO = join(import.meta.dirname, '..', '..');
 const UNIT_PATH = join(REPO, 'systemd', 'imds-tracer.service');
 const UNIT = readFileSync(UNIT_PATH, 'utf8');
-const CLI = join(REPO, 'dist', 'cli.js');
 
 const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const isRoot = process.getuid?.() === 0;

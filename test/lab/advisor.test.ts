@@ -17,6 +17,7 @@ import { awsSdkV2, awsSdkV3, botocoreCredentials, curlRequests, curlV1, runClien
 /** botocore's own credential chain (a session's resolver, as boto3 uses it): its IMDS calls carry the session's User-Agent. */
 const PY_BOTOCORE_CHAIN = `
 import sys, botocore.session
+import { CLI, REPO } from '../helpers/repo.js';
 from botocore.credentials import create_credential_resolver
 s = botocore.session.get_session()
 c = create_credential_resolver(s).load_credentials()
@@ -26,7 +27,6 @@ print(c.method)
 `;
 
 const support = labSupported();
-const CLI = join(import.meta.dirname, '../../dist/cli.js');
 const ROLE_PATH = '/latest/meta-data/iam/security-credentials/imds-tracer-lab-role';
 
 function report(args: string[]): { code: number | null; stdout: string; stderr: string } {

@@ -11,9 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { labSupported, listNamespaces } from '../../agent/src/lab/netns.js';
 import { DEFAULT_CANARY } from '../../agent/src/lab/imds-server.js';
 import { ROOT } from '../../agent/src/paths.js';
+import { CLI } from '../helpers/repo.js';
 
 const support = labSupported();
-const CLI = join(ROOT, 'dist', 'cli.js');
 
 describe.skipIf(!support.ok)(`imds-tracer demo${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
   it('finds the IMDSv1 callers it made, names them, cleans up, leaks nothing', async () => {

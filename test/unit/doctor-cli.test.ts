@@ -8,9 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CHECK_IDS } from '../../agent/src/doctor/checks.js';
+import { CLI, REPO } from '../helpers/repo.js';
 
-const REPO = join(import.meta.dirname, '..', '..');
-const CLI = join(REPO, 'dist', 'cli.js');
 const reason = !existsSync(join(REPO, 'dist', 'commands', 'doctor.js')) ? 'dist/ not built: run npm run build'
   : process.getuid?.() !== 0 ? 'needs root (capture and eBPF)' : '';
 if (reason) console.warn(`doctor end-to-end skipped: ${reason}`);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LogFile } from '../../agent/src/output/log-file.js';
 import { Sink } from '../helpers/sink.js';
+import { CLI, REPO } from '../helpers/repo.js';
 
 let dir = '';
 beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'logrot-')); });
@@ -109,7 +110,7 @@ describe('LogFile rotation', () => {
   });
 });
 
-const ROOT = join(import.meta.dirname, '../..');
+const ROOT = REPO;
 describe.skipIf(process.getuid?.() !== 0 || !existsSync(join(ROOT, 'dist/cli.js')))('run: rotation flags and SIGHUP (root)', () => {
   it('SIGHUP reopens the log file and does not stop the agent; --log-max-bytes rotates', async () => {
     const path = join(dir, 'logs', 'calls.jsonl');
