@@ -52,22 +52,25 @@ static unsigned char *queue;
 static size_t queue_len, queue_cap;
 static uint32_t queue_dropped;
 
-/* Write what the pipe takes now; exit quietly when the reader is gone. */
-static void flush_queue(void)
+/* Write what the pipe takes now. Returns 0, or -1 when the reader is gone (the caller stops). */
+static int flush_queue(void)
 {
 	size_t off = 0;
+	ssize_t n;
+
 	while (off < queue_len) {
-		ssize_t n = write(STDOUT_FILENO, queue + off, queue_len - off);
+		n = write(STDOUT_FILENO, queue + off, queue_len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n <= 0)
-			exit(0);
+			return -1;
 		off += (size_t)n;
 	}
 	memmove(queue, queue + off, queue_len - off);
 	queue_len -= off;
+	return 0;
 }
 
 static void put32(unsigned char *b, uint32_t v)
@@ -148,103 +151,127 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
+	const char *dev, *filter, *link;
+	char errbuf[PCAP_ERRBUF_SIZE] = "";
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct bpf_program prog;
+	struct pollfd fds[3];
+	double last_stats;
+	pcap_t *p = NULL;
+	int bufsize, rc, n, got, i, err = 0;
+	char c;
+
 	if (argc < 3 || argc > 4) {
 		fprintf(stderr, "usage: imds_capture DEVICE FILTER [BUFFER_BYTES]\n");
 		return 2;
 	}
-	const char *dev = argv[1], *filter = argv[2];
-	int bufsize = argc == 4 ? atoi(argv[3]) : 8 * 1024 * 1024;
-	char errbuf[PCAP_ERRBUF_SIZE] = "";
-	struct bpf_program prog;
+	dev = argv[1];
+	filter = argv[2];
+	bufsize = argc == 4 ? atoi(argv[3]) : 8 * 1024 * 1024;
 
 	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	/* A deeper pipe absorbs bursts while the agent is busy. */
 	fcntl(STDOUT_FILENO, F_SETPIPE_SZ, 1 << 20);
 
-	pcap_t *p = pcap_create(dev, errbuf);
+	p = pcap_create(dev, errbuf);
 	if (!p) {
 		fprintf(stderr, "cannot capture on %s: %s\n", dev, errbuf);
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
 	if (pcap_set_snaplen(p, 65535) || pcap_set_promisc(p, 0) || pcap_set_timeout(p, 10)
 	    || pcap_set_buffer_size(p, bufsize) || pcap_set_immediate_mode(p, 0)) {
 		fprintf(stderr, "cannot capture on %s: setting capture options failed\n", dev);
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
-	int rc = pcap_activate(p);
+	rc = pcap_activate(p);
 	if (rc < 0) {
 		fprintf(stderr, "cannot capture on %s: %s\n", dev,
 			rc == PCAP_ERROR ? pcap_geterr(p) : pcap_statustostr(rc));
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
 	if (strcmp(dev, "any") == 0)
 		pcap_set_datalink(p, DLT_LINUX_SLL2); /* names each packet's interface; SLL if refused */
-	if (pcap_compile(p, &prog, filter, 1, PCAP_NETMASK_UNKNOWN) || pcap_setfilter(p, &prog)) {
+	if (pcap_compile(p, &prog, filter, 1, PCAP_NETMASK_UNKNOWN)) {
 		fprintf(stderr, "cannot capture on %s: filter \"%s\": %s\n", dev, filter, pcap_geterr(p));
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
+	rc = pcap_setfilter(p, &prog);
 	pcap_freecode(&prog);
-	const char *link = link_name(pcap_datalink(p));
+	if (rc) {
+		fprintf(stderr, "cannot capture on %s: filter \"%s\": %s\n", dev, filter, pcap_geterr(p));
+		err = 3;
+		goto cleanup;
+	}
+	link = link_name(pcap_datalink(p));
 	if (!link) {
 		fprintf(stderr, "cannot capture on %s: unsupported link type %d\n", dev, pcap_datalink(p));
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
 	if (pcap_setnonblock(p, 1, errbuf) != 0) {
 		fprintf(stderr, "cannot capture on %s: %s\n", dev, errbuf);
-		return 3;
+		err = 3;
+		goto cleanup;
 	}
 	write_record(REC_OPEN, link, strlen(link), NULL, 0);
 
-	flush_queue();
+	if (flush_queue())
+		goto cleanup; /* the reader is gone: nothing to do */
 	fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
-	struct pollfd fds[3] = {
-		{ .fd = pcap_get_selectable_fd(p), .events = POLLIN },
-		{ .fd = STDIN_FILENO, .events = POLLIN },
-		{ .fd = STDOUT_FILENO, .events = 0 },
-	};
-	double last_stats = now_s();
+	fds[0] = (struct pollfd){ .fd = pcap_get_selectable_fd(p), .events = POLLIN };
+	fds[1] = (struct pollfd){ .fd = STDIN_FILENO, .events = POLLIN };
+	fds[2] = (struct pollfd){ .fd = STDOUT_FILENO, .events = 0 };
+	last_stats = now_s();
 	while (!stopping) {
 		/* TPACKET_V3: the kernel wakes poll when a block is retired (full, or after the 10 ms timeout). */
 		fds[2].events = queue_len ? POLLOUT : 0;
-		int n = poll(fds, 3, 1000);
+		n = poll(fds, 3, 1000);
 		if (n < 0 && errno != EINTR) {
 			fprintf(stderr, "capture on %s failed: poll: %s\n", dev, strerror(errno));
-			return 4;
+			err = 4;
+			goto cleanup;
 		}
-		if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-			char c;
-			if (read(STDIN_FILENO, &c, 1) <= 0) {
-				/* The agent is stopping: hand over what the kernel still holds (blocks retire
-				 * within the 10 ms timeout), then exit. */
-				for (int i = 0; i < 5; i++) {
-					poll(fds, 1, 10);
-					if (pcap_dispatch(p, -1, on_packet, NULL) == PCAP_ERROR)
-						break;
-				}
-				break;
+		if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && read(STDIN_FILENO, &c, 1) <= 0) {
+			/* The agent is stopping: hand over what the kernel still holds (blocks retire
+			 * within the 10 ms timeout), then exit. */
+			for (i = 0; i < 5; i++) {
+				poll(fds, 1, 10);
+				if (pcap_dispatch(p, -1, on_packet, NULL) == PCAP_ERROR)
+					break;
 			}
+			break;
 		}
-		int got = pcap_dispatch(p, -1, on_packet, NULL);
+		got = pcap_dispatch(p, -1, on_packet, NULL);
 		if (got == PCAP_ERROR) {
 			fprintf(stderr, "capture on %s failed: %s\n", dev, pcap_geterr(p));
-			return 4;
+			err = 4;
+			goto cleanup;
 		}
 		if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
 			fprintf(stderr, "capture on %s failed: the interface went away\n", dev);
-			return 4;
+			err = 4;
+			goto cleanup;
 		}
 		if (now_s() - last_stats >= 1.0) {
 			write_stats(p, 0);
 			last_stats = now_s();
 		}
-		flush_queue();
+		if (flush_queue())
+			goto cleanup; /* the reader is gone: exit quietly */
 	}
 	write_stats(p, 1);
-	pcap_close(p);
 	fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) & ~O_NONBLOCK);
-	flush_queue();
-	return 0;
+	flush_queue(); /* the last records; a reader already gone loses nothing it would have read */
+
+cleanup:
+	if (p)
+		pcap_close(p);
+	free(queue);
+	return err;
 }

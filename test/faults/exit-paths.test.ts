@@ -11,6 +11,7 @@ import { createLab, labSupported, IMDS_V4, type ImdsHandle, type Lab } from '../
 import { startTracer } from '../../agent/src/lab/traced.js';
 import { ROOT } from '../../agent/src/paths.js';
 import { stageBuild } from '../helpers/staged.js';
+import { CLI } from '../helpers/repo.js';
 
 const support = labSupported();
 
@@ -72,7 +73,6 @@ describe.skipIf(!support.ok)(`SIGTERM during a burst${support.ok ? '' : ` (skipp
     const tracer = await startTracer(lab, ['--log-file', log, '--stats-interval', '3600']);
     const script = `
 import socket, sys
-import { CLI } from '../helpers/repo.js';
 conns = []
 for i in range(200):
     c = socket.create_connection((sys.argv[1], 80))

@@ -13,11 +13,11 @@ import { createLab, labSupported, type ImdsHandle, type ImdsStartOptions, type L
 import { startTracer, type TracedRecord, type TracerProcess } from '../../agent/src/lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
 import { awsSdkV2, awsSdkV3, botocoreCredentials, curlRequests, curlV1, runClient } from '../helpers/clients.js';
+import { CLI } from '../helpers/repo.js';
 
 /** botocore's own credential chain (a session's resolver, as boto3 uses it): its IMDS calls carry the session's User-Agent. */
 const PY_BOTOCORE_CHAIN = `
 import sys, botocore.session
-import { CLI, REPO } from '../helpers/repo.js';
 from botocore.credentials import create_credential_resolver
 s = botocore.session.get_session()
 c = create_credential_resolver(s).load_credentials()
