@@ -47,8 +47,10 @@ fi
 remove() {
   local p
   for p in "$@"; do
+    # $R is "" on a real root: guard the path itself (absolute, never "/" alone) instead of $R.
+    case "$p" in /?*) ;; *) die "refusing to remove '$p'" ;; esac
     if [ -e "$R$p" ] || [ -L "$R$p" ]; then
-      rm -rf "${R:?}$p" 2>/dev/null || rm -rf "$R$p"
+      rm -rf -- "$R$p"
       say "removed $p"
     fi
   done

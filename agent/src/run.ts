@@ -4,6 +4,7 @@ import { DEFAULTS, type Backend } from './defaults.js';
 import { canCapture } from './privileges.js';
 import { LogFile } from './output/log-file.js';
 import { RecordWriter } from './output/writer.js';
+import { sameOutput, stderrIsJournal, SystemdNotifier } from './output/notify.js';
 import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './output/extras.js';
 import { Tracer } from './tracer.js';
 
@@ -32,7 +33,9 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
     return EXIT.usage;
   }
-  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null });
+  // Errors and notices also on stderr (the journal under systemd, where stdout goes nowhere).
+  const errOut = { stderr: sameOutput() ? null : process.stderr, journalPriority: stderrIsJournal() };
+  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null, ...errOut });
   let logFile: LogFile | null = null;
   if (o.logFile) {
     logFile = new LogFile({
@@ -60,7 +63,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
-  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks });
+  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks, ...errOut });
   extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,
@@ -79,6 +82,10 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     return EXIT.failure;
   }
   extras.announce(writer);
+  // Type=notify: ready now that capture and attribution are attached (the ready record is out).
+  const notifier = SystemdNotifier.start((m) => writer.error('systemd', m));
+  notifier?.send('READY', '1');
+  notifier?.send('STATUS', `tracing IMDS calls on ${o.interface}`);
   await new Promise<void>((resolve) => {
     const done = (): void => {
       process.off('SIGTERM', done);
@@ -90,10 +97,15 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     process.on('SIGINT', done);
     const timer = o.duration ? setTimeout(done, o.duration * 1000) : undefined;
   });
+  notifier?.send('STOPPING', '1');
+  notifier?.send('STATUS', 'writing the last records');
   await extras.sample();
-  await tracer.stop();
+  // The final stats come after the CloudWatch exit flush, so they count what it could not ship.
+  await tracer.stop(false);
   await extras.close();
+  writer.write(tracer.stats());
   process.off('SIGHUP', onHup);
   await writer.close();
+  await notifier?.close();
   return EXIT.ok;
 }

@@ -282,15 +282,18 @@ export class Tracer {
     return st;
   }
 
-  /** Stop capturing, write every call already seen, then the final stats. */
-  async stop(): Promise<void> {
+  /**
+   * Stop capturing, write every call already seen, then the final stats (unless finalStats is
+   * false: run.ts writes them itself after the CloudWatch exit flush, so they count its losses).
+   */
+  async stop(finalStats = true): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await this.capture?.close();
     this.capture = null;
     this.flows.closeAll();
     await this.calls.flush();
     await this.ebpf?.stop();
-    this.o.writer.write(this.stats());
+    if (finalStats) this.o.writer.write(this.stats());
   }
 }
 

@@ -12,6 +12,13 @@ export interface WriterOptions {
   stdout: Writable | null;
   logFile: LogFile | null;
   sinks?: LineSink[];
+  /**
+   * A copy of every error and notice record (the journal under systemd, where stdout is null).
+   * Lines get a syslog priority prefix ("<3>" error, "<5>" notice) when journalPriority is set:
+   * journald strips it and files the line at that priority (`journalctl -p err`).
+   */
+  stderr?: Writable | null;
+  journalPriority?: boolean;
 }
 
 export class RecordWriter {
@@ -29,12 +36,19 @@ export class RecordWriter {
 
   /** Problems go to stdout only: the log file may be what is failing. */
   error(component: string, message: string): void {
+    this.toStderr(3, errorRecord(component, message));
     this.o.stdout?.write(`${JSON.stringify(errorRecord(component, message))}\n`);
   }
 
   /** Notices go where records go: they tell a reader of the log what happened to the tracing. */
   notice(component: string, message: string): void {
+    this.toStderr(5, noticeRecord(component, message));
     this.write(noticeRecord(component, message));
+  }
+
+  private toStderr(priority: number, rec: OutputRecord): void {
+    if (!this.o.stderr) return;
+    this.o.stderr.write(`${this.o.journalPriority ? `<${priority}>` : ''}${JSON.stringify(rec)}\n`);
   }
 
   get writeErrors(): number {
