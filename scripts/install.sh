@@ -315,7 +315,8 @@ exec $NODE "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 fi
 
-put "$R/etc/systemd/system/imds-tracer.service" 0644 < "$SRC/systemd/imds-tracer.service"
+# From a release: the unit it brings (it matches its runtime and helpers), else the checkout's.
+put "$R/etc/systemd/system/imds-tracer.service" 0644 < "$([ -n "$RELEASE" ] && echo "$OPT" || echo "$SRC")/systemd/imds-tracer.service"
 
 ENV_FILE=$R/etc/default/imds-tracer
 if [ "$SET_ARGS" -eq 1 ] || [ ! -e "$ENV_FILE" ]; then

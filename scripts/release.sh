@@ -65,8 +65,9 @@ BUNDLE=$WORK/bundle
 # Node >= 22 (the bundled runtime is $NODE_VERSION); ESM with code splitting, so what a command
 # does not use (the AWS SDK, demo, report) is loaded only when it is used, as in dist/.
 # CommonJS dependencies inside an ESM bundle call require(): the banner gives them one.
-"$REPO/node_modules/.bin/esbuild" "$REPO/agent/src/cli.ts" --bundle --platform=node --target=node22 \
-  --format=esm --splitting --outdir="$BUNDLE/dist" --entry-names='[name]' --chunk-names='chunks/[name]-[hash]' \
+# Entry points: the command, and the IMDS stand-in that `imds-tracer demo` runs as its own process.
+"$REPO/node_modules/.bin/esbuild" "$REPO/agent/src/cli.ts" "$REPO/agent/src/lab/imds-server.ts" --bundle --platform=node --target=node22 \
+  --format=esm --splitting --outdir="$BUNDLE/dist" --outbase="$REPO/agent/src" --entry-names='[dir]/[name]' --chunk-names='chunks/[name]-[hash]' \
   --external:cap --minify-syntax --minify-whitespace --legal-comments=none --metafile="$WORK/meta.json" \
   --banner:js="import { createRequire as __imdsRequire } from 'node:module'; const require = __imdsRequire(import.meta.url);" \
   --log-level=warning || die "esbuild failed"
