@@ -17,6 +17,9 @@ export interface ExtrasOptions {
   cloudwatchLogStream?: string;
   cloudwatchRegion?: string;
   cloudwatchEndpoint?: string;
+  /** Create the group when missing; with a retention (days) on a group it created. */
+  cloudwatchCreateGroup?: boolean;
+  cloudwatchRetentionDays?: number;
 }
 
 export interface ExtrasDeps {
@@ -51,6 +54,7 @@ export class RunExtras {
           const { CloudWatchShipper } = await import('./cloudwatch.js'); // the SDK is loaded only when shipping
           const s = new CloudWatchShipper({
             logGroup: t.logGroup, logStream: t.logStream, region: t.region, endpoint: t.endpoint,
+            createGroup: o.cloudwatchCreateGroup, retentionDays: o.cloudwatchRetentionDays,
             onError: (m) => writer?.error('cloudwatch', m),
             onNotice: (m) => writer?.notice('cloudwatch', m),
           });
