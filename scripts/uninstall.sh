@@ -63,6 +63,9 @@ for leftover in "$R"/opt/.imds-tracer.* "$R"/opt/imds-tracer.old.*; do
   [ -e "$leftover" ] && remove "${leftover#"$R"}"
 done
 
+if [ -d "$R/etc/systemd/system/$UNIT.d" ]; then
+  say "kept /etc/systemd/system/$UNIT.d (local drop-ins; remove it yourself if unwanted)"
+fi
 if [ "$SYSTEMCTL" -eq 1 ] && [ "$ROOT" = / ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl reset-failed "$UNIT" 2>/dev/null || true

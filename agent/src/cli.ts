@@ -95,7 +95,12 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .description('check that tracing can work here (privileges, libpcap, eBPF, log directory); exit 1 if not')
     .option('--log-file <path>', 'JSON lines file whose directory is checked', DEFAULTS.logFile)
     .option('--json', 'print the results as one JSON object', false)
-    .action(async (opts: { logFile: string; json: boolean }) => {
+    .option('--cloudwatch', 'also check CloudWatch Logs shipping: region, credentials, group, a test event (the service\'s options from /etc/default/imds-tracer unless given)')
+    .option('--cloudwatch-log-group <name>', 'with --cloudwatch: the log group')
+    .option('--cloudwatch-log-stream <name>', 'with --cloudwatch: the log stream (a "-doctor" stream next to it gets the test event)')
+    .option('--cloudwatch-region <region>', 'with --cloudwatch: the region')
+    .option('--cloudwatch-endpoint <url>', 'with --cloudwatch: the endpoint')
+    .action(async (opts: { logFile: string; json: boolean; cloudwatch?: boolean; cloudwatchLogGroup?: string }) => {
       const { runDoctor } = await import('./doctor.js');
       status = await runDoctor(opts);
     });

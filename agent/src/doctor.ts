@@ -19,6 +19,12 @@ export interface DoctorOptions {
   /** Log file whose directory is checked (default /var/log/imds-tracer/calls.jsonl). */
   logFile?: string;
   json?: boolean;
+  /** Also check CloudWatch Logs shipping (doctor/cloudwatch.ts). */
+  cloudwatch?: boolean;
+  cloudwatchLogGroup?: string;
+  cloudwatchLogStream?: string;
+  cloudwatchRegion?: string;
+  cloudwatchEndpoint?: string;
 }
 
 export async function collectChecks(o: DoctorOptions): Promise<CheckResult[]> {
@@ -26,6 +32,11 @@ export async function collectChecks(o: DoctorOptions): Promise<CheckResult[]> {
   const capEff = capEffFromStatus(await probeStatus());
   const mayCapture = capEff !== null && parseCapMask(capEff).has('CAP_NET_RAW');
   const helper = nativeHelper();
+  const cloudwatch = o.cloudwatch || o.cloudwatchLogGroup
+    ? await (await import('./doctor/cloudwatch.js')).cloudwatchChecks({
+      logGroup: o.cloudwatchLogGroup, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion, endpoint: o.cloudwatchEndpoint,
+    })
+    : [];
   return [
     evaluateNode(process.version),
     evaluatePrivileges(process.getuid?.() ?? 0, capEff),
@@ -37,6 +48,7 @@ export async function collectChecks(o: DoctorOptions): Promise<CheckResult[]> {
     evaluateProc(await probeProc()),
     evaluateLogDir(await probeLogDir(logDir)),
     evaluateDisk(await probeDisk(logDir)),
+    ...cloudwatch,
   ];
 }
 

@@ -20,7 +20,9 @@ export interface CheckResult {
 }
 
 export const CHECK_IDS = ['node', 'privileges', 'libpcap', 'interfaces', 'btf', 'ebpf', 'proc', 'log-dir', 'disk'] as const;
-export type CheckId = (typeof CHECK_IDS)[number];
+/** With `doctor --cloudwatch`, after the others. */
+export const CLOUDWATCH_CHECK_IDS = ['cloudwatch-region', 'cloudwatch-credentials', 'cloudwatch-group', 'cloudwatch-put'] as const;
+export type CheckId = (typeof CHECK_IDS)[number] | (typeof CLOUDWATCH_CHECK_IDS)[number];
 
 export const MIN_NODE_MAJOR = 20;
 export const MIN_FREE_BYTES = 100 * 1024 * 1024;
