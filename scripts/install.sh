@@ -213,6 +213,7 @@ ITEMS=(package.json package-lock.json tsconfig.json bin agent bpf native docs sy
   scripts/install.sh scripts/uninstall.sh)
 BUILT=(dist bpf/.output/imds_connect)
 [ -d "$SRC/native" ] && BUILT+=(native/.output/imds_capture)
+[ ! -f "$SRC/RELEASE" ] || die "$SRC is an unpacked release: install the tarball itself, which is checksummed: bash install.sh --from-release imds-tracer-VERSION-linux-ARCH.tar.gz (or the directory holding it and SHA256SUMS)" 2
 for f in package.json package-lock.json bin agent bpf; do
   [ -e "$SRC/$f" ] || die "$SRC is not an imds-tracer checkout: $f is missing"
 done

@@ -45,8 +45,8 @@ export class RunExtras {
       const group = o.cloudwatchLogGroup;
       shipper = new DeferredShipper({
         maxQueueBytes: DEFAULTS.cloudwatch.maxQueueBytes, retryBaseMs: 2000, retryMaxMs: 60_000,
-        onError: (m) => self.say('error', m, writer),
-        onNotice: (m) => self.say('notice', m, writer),
+        onError: (m) => self.say('error', `${m} (log group ${group})`, writer),
+        onNotice: (m) => self.say('notice', `${m} (log group ${group})`, writer),
         connect: async () => {
           const t = await resolveTarget({
             logGroup: group, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion, endpoint: o.cloudwatchEndpoint,
