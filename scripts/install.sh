@@ -289,7 +289,8 @@ put() {
   mkdir -p "$(dirname "$dest")"
   tmp=$(mktemp "$(dirname "$dest")/.imds-tracer.XXXXXX")
   cat > "$tmp"
-  if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$tmp" "$dest" && [ "$(stat -c %a "$dest")" = "${mode#0}" ]; then
+  # (sha256sum, not cmp: diffutils is not on every minimal image)
+  if [ -f "$dest" ] && [ ! -L "$dest" ] && [ "$(sha256sum < "$tmp")" = "$(sha256sum < "$dest")" ] && [ "$(stat -c %a "$dest")" = "${mode#0}" ]; then
     rm -f "$tmp"
     return 0
   fi
