@@ -9,6 +9,8 @@ packages=(
   clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev   # the CO-RE eBPF program and its loader
   iproute2 iptables procps                       # the lab (network namespaces), the demo
   curl wget python3-botocore                     # real IMDS clients the demo and the tests drive
+  python3-boto ruby-aws-sdk-core amazon-ec2-utils cloud-init   # more real clients (test/lab/sdk-clients)
+  golang-go golang-github-aws-aws-sdk-go-dev golang-github-aws-aws-sdk-go-v2-dev  # Go SDKs, compiled by that test
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,7 +32,14 @@ if [ "$(dpkg --print-architecture)" = amd64 ] && grep -qx 'ID=debian' /etc/os-re
     libpcap-dev:arm64 libbpf-dev:arm64 libelf-dev:arm64 zlib1g-dev:arm64)
 fi
 
+# cloud-init is here only for its EC2 datasource code, which the tests drive in the lab. Where this
+# script is what brings it, it must never run at boot (it would look for metadata services): it is
+# disabled. Where it was already installed (a real instance), it is left alone.
+cloud_init_before=$(dpkg-query -W -f='${Status}' cloud-init 2>/dev/null || true)
 bash scripts/ensure-packages.sh "${packages[@]}"
+if [[ "$cloud_init_before" != *"install ok installed"* ]]; then
+  mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
+fi
 
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build

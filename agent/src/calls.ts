@@ -9,7 +9,9 @@ import type { Conn } from './wire/flows.js';
 import { redactProcess } from './redact.js';
 import { fitCallRecord } from './fit.js';
 import { DEFAULTS } from './defaults.js';
+import { identifySdk } from './advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from './record.js';
+import { answerDropped } from './hop-limit.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
 
@@ -23,6 +25,8 @@ export interface PendingCallsOptions {
   /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
   maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
+  /** Whether src (as the caller sent it) is one of the host's own addresses: its answers are not forwarded. */
+  isLocalAddress(src: string): boolean;
   attribution(conn: Conn): Promise<ProcessInfo>;
   emit(rec: CallRecord): void;
 }
@@ -36,6 +40,8 @@ interface Pending {
   cls: Classification;
   at: Date;
   status: number | null;
+  /** IP TTL / hop limit of the answer as the host saw it first. */
+  ttl: number | null;
   timer: NodeJS.Timeout | null;
   done: boolean;
 }
@@ -57,7 +63,7 @@ export class PendingCalls {
       this.finalise(oldest);
     }
     const key = `${conn.id}:${seq}`;
-    const p: Pending = { write, key, conn, head, cls, at, status: null, timer: null, done: false };
+    const p: Pending = { write, key, conn, head, cls, at, status: null, ttl: null, timer: null, done: false };
     if (cls.tokenRequest) void this.o.attribution(conn).then((proc) => this.noteTokenPut(proc, p));
     this.pending.set(key, p);
     const keys = this.byConn.get(conn.id);
@@ -65,11 +71,12 @@ export class PendingCalls {
     p.timer = setTimeout(() => this.finalise(p), this.o.responseWaitMs);
   }
 
-  response(conn: Conn, seq: number | null, status: number): void {
+  response(conn: Conn, seq: number | null, status: number, ttl: number | null = null): void {
     if (seq === null) return;
     const p = this.pending.get(`${conn.id}:${seq}`);
     if (!p || p.done) return;
     p.status = status;
+    p.ttl = ttl;
     this.finalise(p);
   }
 
@@ -89,6 +96,12 @@ export class PendingCalls {
     return { before, after: p.cls, first };
   }
 
+  /** The answer was seen but cannot reach the caller (hop limit): why, else null. */
+  private dropped(p: Pending, connection = this.o.connection(p.conn)): 'hop_limit' | null {
+    if (p.status === null) return null;
+    return answerDropped(p.ttl, this.o.isLocalAddress(connection.src));
+  }
+
   private noteTokenPut(proc: ProcessInfo, p: Pending): void {
     if (proc.pid === undefined) return;
     this.tokenPuts.delete(proc.pid);
@@ -104,7 +117,7 @@ export class PendingCalls {
     if (p.cls.imdsVersion !== 'v1' || proc.pid === undefined) return undefined;
     const put = this.tokenPuts.get(proc.pid);
     if (!put || put.at > p.at || p.at.getTime() - put.at.getTime() > V1_REASON_WINDOW_MS) return undefined;
-    if (put.status === null) return 'token_put_unanswered';
+    if (put.status === null || this.dropped(put) !== null) return 'token_put_unanswered';
     if (put.status === 403 || put.status === 404 || put.status === 405) return 'token_put_refused';
     return undefined;
   }
@@ -128,14 +141,21 @@ export class PendingCalls {
     if (!p.write) return;
     const job = this.attribute(p).then((proc) => {
       const h = p.head;
+      const connection = this.o.connection(p.conn);
+      const dropped = this.dropped(p, connection);
       const rec = buildCallRecord({
         at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
         tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
-        headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: p.status, connection: this.o.connection(p.conn),
+        headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
         process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
       }, this.o.redact);
+      if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
+      if (dropped) rec.response.dropped = dropped;
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
+      if (rec.provider === 'aws') {
+        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+      }
       this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
     this.inFlight.add(job);

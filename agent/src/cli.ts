@@ -61,6 +61,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)
     .option('--cloudwatch-create-group', 'create the log group when it does not exist (logs:CreateLogGroup)')
     .option('--cloudwatch-retention-days <days>', 'retention set on a log group the agent created (with --cloudwatch-create-group; logs:PutRetentionPolicy)', retentionDays)
+    .addOption(new Option('--format <kind>', 'stdout: JSON lines, or one readable line per call (auto: table on a terminal)').choices(['auto', 'json', 'table']).default('auto'))
     .action(async (opts: RunOptions & ExtrasOptions) => {
       if (opts.cloudwatchRetentionDays && !opts.cloudwatchCreateGroup) {
         say('imds-tracer: --cloudwatch-retention-days needs --cloudwatch-create-group (the agent sets retention only on a group it created)');
@@ -78,9 +79,28 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--include-v2', 'also list IMDSv2 callers', false)
     .option('--max-paths <n>', 'paths listed per caller before "+N more"', positiveInt('--max-paths'), DEFAULTS.reportMaxPaths)
     .option('--log-file <path>', 'with no files named: read this file and its rotated siblings', DEFAULTS.logFile)
-    .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string }) => {
+    .option('--verdict', 'say whether HttpTokens=required is safe: no IMDSv1 call, or the callers to fix', false)
+    .option('--fail-on-v1', 'exit 3 when any IMDSv1 call (or a call that could not be read) is in the files read', false)
+    .action(async (files: string[], opts: { json: boolean; includeV2: boolean; maxPaths: number; logFile: string; verdict: boolean; failOnV1: boolean }) => {
       const { runReport } = await import('./report/cli.js');
       status = await runReport(files, opts, say);
+    });
+
+  program.command('fleet')
+    .description('per instance: IMDSv1 callers, verdict and SDK advice, from the records in CloudWatch Logs, checked against MetadataNoToken')
+    .requiredOption('--log-group <name>', 'the CloudWatch Logs group the agents ship to')
+    .option('--since <when>', 'start of the window: a duration before now (7d, 12h, 30m) or an ISO 8601 time', '7d')
+    .option('--until <when>', 'end of the window (default: now)')
+    .option('--region <region>', 'region of the log group (default: the SDK\'s: AWS_REGION, the profile)')
+    .option('--logs-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
+    .option('--cloudwatch-endpoint <url>', 'CloudWatch (metrics) endpoint override (VPC endpoint, tests)')
+    .option('--no-metrics', 'skip the MetadataNoToken cross-check')
+    .option('--json', 'print a JSON array, one object per instance', false)
+    .option('--csv', 'print CSV, one row per instance and caller', false)
+    .option('--fail-on-v1', 'exit 3 when any instance is not ready', false)
+    .action(async (opts: import('./fleet/cli.js').FleetOptions) => {
+      const { runFleet } = await import('./fleet/cli.js');
+      status = await runFleet(opts, say);
     });
 
   program.command('demo')

@@ -45,6 +45,9 @@ export const DEFAULTS = {
   /** Network namespaces with a verdict at most (the kernel map's size). */
   maxNetns: 1024,
   statsIntervalMs: 60_000,
+  /** Records for connections the kernel saw and the wire did not: a burst of this many, then this many a minute; beyond, counted only. */
+  unseenRecordBurst: 100,
+  unseenRecordsPerMinute: 60,
   // --- logs, report, resources, CloudWatch (issue 4) ---
   /** The log file is rotated before a line would take it past this size (`--log-max-bytes`). */
   logMaxBytes: 10 * 1024 * 1024,
@@ -92,6 +95,31 @@ export const DEFAULTS = {
   scrubExempt: ['x-aws-ec2-metadata-token-ttl-seconds'],
   /** Bytes of argv kept per process, the caller's and each ancestor's: as the eBPF program (IMDS_ARGV_MAX). */
   argvMaxBytes: 1024,
+  // --- migration advice (report --verdict, rates, fleet) ---
+  advice: {
+    /** A caller fetching its role's credentials this many times in one minute is not caching them. */
+    credentialFetchesPerMinute: 5,
+    /** Seconds of rate buckets kept per caller while reading records (older ones are done with). */
+    rateWindowS: 120,
+  },
+  /** Container names (Docker, the kubelet, the ECS agent); the roots can be moved under IMDS_TRACER_NAMES_ROOT. */
+  names: {
+    dockerRoot: '/var/lib/docker',
+    podsLogRoot: '/var/log/pods',
+    containersLogRoot: '/var/log/containers',
+    /** The ECS agent's introspection API (IMDS_TRACER_ECS_AGENT_URL; `off` never asks). */
+    ecsAgentUrl: 'http://127.0.0.1:51678',
+    ecsTimeoutMs: 300,
+    /** Containers whose names are kept. */
+    cacheEntries: 1024,
+    /** A container whose names were not (all) found is looked up again after this long. */
+    missTtlMs: 30_000,
+  },
+  /** `imds-tracer fleet`: how often a running Insights query is asked for its results, and for how long. */
+  fleet: {
+    pollMs: 1000,
+    queryTimeoutMs: 15 * 60_000,
+  },
 } as const;
 
 export type Backend = 'auto' | 'ebpf' | 'proc';

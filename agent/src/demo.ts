@@ -69,7 +69,7 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
     }
     const v1 = CLIENTS.reduce((n, c) => n + c.v1, 0);
     const v2 = CLIENTS.reduce((n, c) => n + c.v2, 0);
-    const calls = await tracer.count((r) => r.event === 'imds_call', v1 + v2, 20_000, 'demo call records');
+    const calls = await tracer.count((r) => r.event === 'imds_call' && r.request !== null, v1 + v2, 20_000, 'demo call records');
     for (const p of lingering) p.stdin?.end();
     await tracer.stop();
     out();

@@ -47,8 +47,9 @@ function fields(rec: CallRecord): Field[] {
     const v = get();
     if (typeof v === 'string' && v.length > 0) out.push({ name, size: bytes(v), shrink: () => set(cutUtf8(v, Math.floor(Buffer.byteLength(v) / 2))) });
   };
-  str('request.path', () => rec.request.path, (v) => { rec.request.path = v; });
-  str('request.user_agent', () => rec.request.user_agent, (v) => { rec.request.user_agent = v; });
+  const req = rec.request; // null on a call the wire did not show
+  if (req) str('request.path', () => req.path, (v) => { req.path = v; });
+  if (req) str('request.user_agent', () => req.user_agent, (v) => { req.user_agent = v; });
   const p = rec.process;
   str('process.exe', () => p.exe, (v) => { p.exe = v; });
   str('process.cgroup', () => p.cgroup, (v) => { p.cgroup = v; });

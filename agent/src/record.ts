@@ -5,6 +5,7 @@
  */
 import type { Classification, Provider } from './classify.js';
 import type { Ambiguity } from './wire/http-head.js';
+import type { SdkInfo } from './advice/sdk.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -43,6 +44,10 @@ export interface ContainerInfo {
   id: string | null;
   pod_uid?: string;
   task_id?: string;
+  /** Names a person recognises (found where Docker, the kubelet and the ECS agent keep them). */
+  name?: string;
+  k8s?: { namespace: string; pod: string; container: string | null };
+  ecs?: { task_arn: string; family: string | null; revision: string | null; container: string | null };
 }
 
 export interface ConnectionInfo {
@@ -52,6 +57,8 @@ export interface ConnectionInfo {
   dport: number;
   interface: string;
   family: 'ipv4' | 'ipv6';
+  /** When the connection was NATed on its way out: the source address and port it left the host with. */
+  nat?: { src: string; sport: number; interface: string };
 }
 
 export interface CallRecord {
@@ -59,6 +66,7 @@ export interface CallRecord {
   time: string;
   imds_version: 'v1' | 'v2' | null;
   provider: Provider;
+  /** null only on a record with wire_reason: the kernel saw the connection, the wire did not show its request. */
   request: {
     method: string;
     path: string;
@@ -70,17 +78,34 @@ export interface CallRecord {
     headers_truncated?: boolean;
     /** Why the request head cannot be trusted (the first reason found); such a request is IMDSv1. */
     ambiguity?: Ambiguity;
+  } | null;
+  response: {
+    status: number | null;
+    /** On token requests: IP TTL / hop limit of the answer as it reached the host (null: no answer seen). */
+    ttl?: number | null;
+    /** The answer was seen on the host but could not reach the caller. */
+    dropped?: 'hop_limit';
   };
-  response: { status: number | null };
   connection: ConnectionInfo;
   process: ProcessInfo;
   /** Why this IMDSv1 call was made, when the agent can tell (an SDK falling back from IMDSv2). */
   v1_reason?: V1Reason;
+  /** Present when the kernel saw this connection but the wire did not show its request: why. */
+  wire_reason?: WireReason;
+  /** On AWS calls: the SDK or tool that made it (from the User-Agent, else the executable) and what to do. */
+  sdk?: SdkInfo;
   /** Fields shortened so the record fits in one CloudWatch Logs event (present only then). */
   truncated?: string[];
 }
 
 export type V1Reason = 'token_put_unanswered' | 'token_put_refused';
+
+/**
+ * Why a connection the kernel saw has no request read from the wire: capture was down
+ * (`capture_gap`), libpcap or the capture helper dropped packets then (`capture_dropped`), or the
+ * connection never crossed a captured interface (`not_captured`).
+ */
+export type WireReason = 'capture_gap' | 'capture_dropped' | 'not_captured';
 
 export interface ReadyRecord {
   event: 'ready';
@@ -149,7 +174,21 @@ export interface StatsRecord {
     netns_filtered: number;
     /** The sources (network namespace + cgroup) with the most budget drops, most first. */
     sources_over_budget: Array<{ netns_ino: number; cgroup_id: string; cgroup: string | null; dropped: number }>;
+    /** Times the loader was down (the current time included), and their total, ms. */
+    loader_gaps?: number;
+    loader_gap_ms?: number;
+    /** Calls made while the loader was down whose caller /proc could not name. */
+    loader_gap_unattributed?: number;
   };
+  /** Times capture was down (its process dead, not yet back), the current time included, and their total, ms. */
+  capture_gaps?: number;
+  capture_gap_ms?: number;
+  /** With eBPF: connections the kernel saw that the wire did not show, by reason (recorded or not). */
+  calls_unseen?: { capture_gap: number; capture_dropped: number; not_captured: number };
+  /** Of calls_unseen, those beyond the record budget: counted only, no record. */
+  calls_unseen_unrecorded?: number;
+  /** Of calls_unseen.not_captured, those from network namespaces judged unreachable from the capture: counted only. */
+  calls_unseen_filtered?: number;
   // --- issue 4: the agent's own resources, log rotation, CloudWatch shipping ---
   /** The agent's CPU use since the previous stats record (100 = one core); from the first sample on. */
   cpu_percent?: number;
@@ -195,7 +234,7 @@ export interface CallFacts {
 }
 
 export function buildCallRecord(f: CallFacts, redact: (s: string) => string): CallRecord {
-  const rec: CallRecord = {
+  const rec: CallRecord & { request: NonNullable<CallRecord['request']> } = {
     event: 'imds_call',
     time: f.at.toISOString(),
     imds_version: f.classification.imdsVersion,

@@ -7,6 +7,7 @@ import { RecordWriter } from './output/writer.js';
 import { sameOutput, stderrIsJournal, SystemdNotifier } from './output/notify.js';
 import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './output/extras.js';
 import { Tracer } from './tracer.js';
+import { LiveTable, resolveFormat, type OutputFormat } from './format/live.js';
 
 export interface RunOptions {
   interface: string;
@@ -22,6 +23,8 @@ export interface RunOptions {
   logFiles?: number;
   /** Words added to the default scrub words (`--scrub-word`, repeatable). */
   scrubWord?: string[];
+  /** stdout: JSON lines, or a table for a person (`auto`: a table on a terminal only). */
+  format?: OutputFormat;
 }
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -33,17 +36,20 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
     return EXIT.usage;
   }
+  const stdout = resolveFormat(o.format, process.stdout.isTTY) === 'table' ? new LiveTable(process.stdout) : process.stdout;
   // Errors and notices also on stderr (the journal under systemd, where stdout goes nowhere).
   const errOut = { stderr: sameOutput() ? null : process.stderr, journalPriority: stderrIsJournal() };
-  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null, ...errOut });
+  const writer0 = new RecordWriter({ stdout, logFile: null, ...errOut });
+  // The log file's errors go to stdout only (writer0); its notices (it works again) also go into it.
+  let noticeWriter = writer0;
   let logFile: LogFile | null = null;
   if (o.logFile) {
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
       maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
       onError: (m) => writer0.error('log-file', m),
-      onRecovered: (m) => writer0.notice('log-file', m),
-      onNotice: (m) => writer0.notice('log-file', m),
+      onRecovered: (m) => noticeWriter.notice('log-file', m),
+      onNotice: (m) => noticeWriter.notice('log-file', m),
     });
     try {
       logFile.open();
@@ -63,7 +69,8 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
-  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks, ...errOut });
+  const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks, ...errOut });
+  noticeWriter = writer;
   extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,

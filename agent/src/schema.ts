@@ -21,8 +21,11 @@ const nullable = (s: Spec): Spec => ({ anyOf: [s, 'null'] });
 
 const ancestor = obj<Ancestor>({ pid: 'number', comm: 'string', argv: nullable({ array: 'string' }), argv_truncated: 'boolean' },
   ['argv_truncated']);
-const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string' },
-  ['pod_uid', 'task_id']);
+const container = obj<ContainerInfo>({ runtime: 'string', id: nullable('string'), pod_uid: 'string', task_id: 'string',
+  name: 'string',
+  k8s: { object: { namespace: 'string', pod: 'string', container: nullable('string') } },
+  ecs: { object: { task_arn: 'string', family: nullable('string'), revision: nullable('string'), container: nullable('string') } },
+}, ['pod_uid', 'task_id', 'name', 'k8s', 'ecs']);
 const processSpec = obj<ProcessInfo>({
   attribution: { enum: ['ebpf', 'proc', 'none'] }, pid: 'number', comm: 'string', exe: nullable('string'),
   argv: { array: 'string' }, argv_truncated: 'boolean', uid: 'number', user: nullable('string'), ppid: 'number',
@@ -33,22 +36,26 @@ const processSpec = obj<ProcessInfo>({
   'systemd_unit', 'reason', 'exe_truncated', 'systemd_unit_group']);
 const connection = obj<ConnectionInfo>({
   src: 'string', sport: 'number', dst: 'string', dport: 'number', interface: 'string', family: { enum: ['ipv4', 'ipv6'] },
-});
+  nat: obj<NonNullable<ConnectionInfo['nat']>>({ src: 'string', sport: 'number', interface: 'string' }),
+}, ['nat']);
 
 export const SCHEMAS: Record<string, Spec> = {
   imds_call: obj<CallRecord>({
     event: { enum: ['imds_call'] }, time: 'string', imds_version: { enum: ['v1', 'v2', null] },
     provider: { enum: ['aws', 'gce', 'azure', 'oci', 'openstack', 'digitalocean', 'hetzner', 'alibaba', 'unknown'] },
-    request: obj<CallRecord['request']>({
+    request: nullable(obj<NonNullable<CallRecord['request']>>({
       method: 'string', path: 'string', http_version: 'string', token_present: 'boolean', token_request: 'boolean',
       token_ttl_seconds: nullable('number'), user_agent: nullable('string'), headers_truncated: 'boolean',
       ambiguity: { enum: AMBIGUITIES },
-    }, ['token_ttl_seconds', 'headers_truncated', 'ambiguity']),
-    response: obj<CallRecord['response']>({ status: nullable('number') }),
+    }, ['token_ttl_seconds', 'headers_truncated', 'ambiguity'])),
+    response: obj<CallRecord['response']>({ status: nullable('number'), ttl: nullable('number'), dropped: { enum: ['hop_limit'] } },
+      ['ttl', 'dropped']),
     connection, process: processSpec,
     v1_reason: { enum: ['token_put_unanswered', 'token_put_refused'] },
+    sdk: { object: { name: 'string', version: nullable('string'), imdsv2_min: nullable('string'), advice: 'string' } },
     truncated: { array: 'string' },
-  }, ['v1_reason', 'truncated']),
+    wire_reason: { enum: ['capture_gap', 'capture_dropped', 'not_captured'] },
+  }, ['v1_reason', 'sdk', 'truncated', 'wire_reason']),
   ready: obj<ReadyRecord>({
     event: { enum: ['ready'] }, time: 'string', version: 'string', pid: 'number', interface: 'string',
     link_type: 'string', capture: { enum: ['helper', 'cap', 'cap-worker'] }, backend: { enum: ['ebpf', 'proc', 'none'] }, backend_reason: 'string',
@@ -67,13 +74,17 @@ export const SCHEMAS: Record<string, Spec> = {
       loader_restarts: 'number', events_evicted: 'number',
       events_filtered: 'number', events_over_budget: 'number', netns_filtered: 'number',
       sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number' } } },
-    }),
+      loader_gaps: 'number', loader_gap_ms: 'number', loader_gap_unattributed: 'number',
+    }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed']),
+    capture_gaps: 'number', capture_gap_ms: 'number',
+    calls_unseen: obj<NonNullable<StatsRecord['calls_unseen']>>({ capture_gap: 'number', capture_dropped: 'number', not_captured: 'number' }),
+    calls_unseen_unrecorded: 'number', calls_unseen_filtered: 'number',
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
   }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2', 'calls_ambiguous',
-    'tcp_overlap_conflicts', 'tcp_urgent']),
+    'tcp_overlap_conflicts', 'tcp_urgent', 'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded', 'calls_unseen_filtered']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };
@@ -86,7 +97,10 @@ export function check(value: unknown, spec: Spec, path = '$'): string[] {
   }
   if ('enum' in spec) return spec.enum.includes(value as never) ? [] : [`${path}: ${JSON.stringify(value)} not in ${JSON.stringify(spec.enum)}`];
   if ('anyOf' in spec) {
-    return spec.anyOf.some((s) => check(value, s, path).length === 0) ? [] : [`${path}: matches no alternative`];
+    if (spec.anyOf.some((s) => check(value, s, path).length === 0)) return [];
+    const others = spec.anyOf.filter((s) => s !== 'null');
+    // A nullable value that is not null: say what is wrong with it.
+    return value !== null && others.length === 1 ? check(value, others[0], path) : [`${path}: matches no alternative`];
   }
   if ('array' in spec) {
     if (!Array.isArray(value)) return [`${path}: expected array`];
@@ -109,5 +123,10 @@ export function check(value: unknown, spec: Spec, path = '$'): string[] {
 export function validate(rec: unknown): string[] {
   const event = (rec as { event?: unknown })?.event;
   const spec = typeof event === 'string' ? SCHEMAS[event] : undefined;
-  return spec ? check(rec, spec) : [`$.event: unknown record kind ${JSON.stringify(event)}`];
+  if (!spec) return [`$.event: unknown record kind ${JSON.stringify(event)}`];
+  const problems = check(rec, spec);
+  const r = rec as Record<string, unknown>;
+  // A call's request is null exactly when the wire did not show it, and the record says why.
+  if (event === 'imds_call' && (r.request === null) !== ('wire_reason' in r)) problems.push('$.request: null exactly when wire_reason is present');
+  return problems;
 }

@@ -11,18 +11,21 @@ import { classify } from './classify.js';
 import { Redactor } from './redact.js';
 import { PendingCalls } from './calls.js';
 import { ProcAttributor, type Attributor } from './attribution/proc.js';
-import { EbpfAttributor } from './attribution/ebpf.js';
+import { EbpfAttributor, LOADER_DOWN_REASON } from './attribution/ebpf.js';
 import { unmapV4 } from './attribution/proc-parse.js';
 import { captureFilter } from './capture/filter.js';
-import { interfaceFor, type InterfaceTable } from './capture/interfaces.js';
+import { interfaceFor, isHostAddress, type InterfaceTable } from './capture/interfaces.js';
 import { openCapture, type PcapSource } from './capture/pcap.js';
 import { nativeHelper, SupervisedCapture } from './capture/supervised.js';
 import { InterfaceNames } from './capture/ifnames.js';
 import type { CaptureStats } from './capture/framing.js';
+import { CaptureTimeline } from './capture/timeline.js';
+import { UnseenCalls } from './unseen.js';
 import type { RecordWriter } from './output/writer.js';
 import type { Attribution, CallRecord, ConnectionInfo, ProcessInfo, ReadyRecord, StatsRecord } from './record.js';
 import { VERSION } from './paths.js';
 import { SelfCalls } from './self-calls.js';
+import { ContainerNames, namesOptions } from './names/resolver.js';
 
 export interface TracerOptions {
   device: string;
@@ -53,13 +56,19 @@ export class Tracer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Date.now();
   private readonly servers = new Set<string>([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6]);
-  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0, ambiguous: 0 };
+  readonly counts = { packets: 0, undecodable: 0, v1: 0, v2: 0, other: 0, unattributed: 0, self: 0, ambiguous: 0, loaderGapUnattributed: 0 };
+  /** When capture could not see (gaps, drops), and the calls the kernel saw that the wire did not. */
+  private readonly timeline = new CaptureTimeline();
+  private readonly unseen: UnseenCalls;
 
   constructor(private readonly o: TracerOptions) {
     this.redactor = new Redactor(undefined, o.scrubWords ?? []);
     this.flows = new FlowTable({
       isServer: (addr, port) => port === DEFAULTS.imdsPort && this.servers.has(unmapV4(addr)),
-      onOpen: (conn) => this.startAttribution(conn),
+      onOpen: (conn) => {
+        this.ebpf?.wireSeen(this.tuple(conn), conn.openedAt, conn);
+        this.startAttribution(conn);
+      },
       onRequest: (conn, head, seq, ts) => {
         const cls = classify(head);
         if (cls.imdsVersion === 'v1') this.counts.v1++;
@@ -80,7 +89,7 @@ export class Tracer {
         this.counts[key(change.before.imdsVersion)]--;
         this.counts[key(change.after.imdsVersion)]++;
       },
-      onResponse: (conn, head, seq) => this.calls.response(conn, seq, head.status),
+      onResponse: (conn, head, seq, _ts, ttl) => this.calls.response(conn, seq, head.status, ttl),
       onClose: (conn) => {
         this.calls.closed(conn);
         setTimeout(() => this.connAttr.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
@@ -94,7 +103,21 @@ export class Tracer {
       redact: (s) => this.redactor.text(s),
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
-      attribution: (conn) => this.attributionFor(conn),
+      isLocalAddress: (src) => isHostAddress(src, this.interfaceTable()),
+      attribution: (conn) => this.attributionFor(conn).then((p) => this.names.enrich(p)),
+      emit: (rec) => this.emit(rec),
+    });
+    this.unseen = new UnseenCalls({
+      burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
+      reasonAt: (at) => this.timeline.reasonAt(at),
+      reasonDuring: (at) => this.timeline.reasonDuring(at, at + DEFAULTS.joinWindowMs),
+      connection: (e) => ({
+        src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: this.interfaceOf(e.saddr, null),
+        family: e.family === 6 ? 'ipv6' : 'ipv4',
+      }),
+      redact: (s) => this.redactor.text(s), redactArgv: (a) => this.redactor.argv(a),
+      selfPid: process.pid, onSelf: () => { this.counts.self++; },
+      unreachable: (e) => this.ebpf?.unreachable(e.netnsIno) ?? false,
       emit: (rec) => this.emit(rec),
     });
   }
@@ -121,8 +144,15 @@ export class Tracer {
     if (this.backendReason) ready.backend_reason = this.backendReason;
     if (this.ebpf) ready.ebpf = { load_ms: round2(this.ebpf.loadMs), attach_ms: round2(this.ebpf.attachMs) };
     this.o.writer.write(ready);
+    if (this.o.device !== 'any' && this.attributionKind === 'proc') {
+      this.o.writer.notice('capture', `capturing on ${this.o.device} alone with the /proc backend: a connection NATed `
+        + `before ${this.o.device} (a container on a bridge) cannot be traced to its caller, whose socket has another `
+        + `4-tuple; it is reported with attribution none. Capture on any, or use the eBPF backend, to name it`);
+    }
   }
 
+  /** Container names (Docker, the kubelet, the ECS agent), cached. */
+  private readonly names = new ContainerNames(namesOptions());
   private backendReason: string | undefined;
   private captureKind: 'helper' | 'cap' | 'cap-worker' = 'cap';
   private pcapStats: CaptureStats | null = null;
@@ -143,6 +173,7 @@ export class Tracer {
           netnsFilter: process.env.IMDS_TRACER_EBPF_ALL_NETNS !== '1',
           onError: (m) => this.o.writer.error('ebpf', m),
           onInfo: (m) => this.o.writer.notice('ebpf', m),
+          onUnseen: (e, at, kind, proc) => this.unseen.handle(e, at, kind, proc),
         });
         this.attributor = this.ebpf;
         this.attributionKind = 'ebpf';
@@ -173,6 +204,8 @@ export class Tracer {
     return SupervisedCapture.open({
       device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, helper, onFrame,
       onStats: (st) => { this.pcapStats = st; },
+      onDown: (at, lostFrom) => this.timeline.down(at, lostFrom), onUp: (at) => { this.timeline.up(at); },
+      onDrops: (from, to) => this.timeline.dropped(from, to),
       onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
     });
   }
@@ -193,13 +226,22 @@ export class Tracer {
   private startAttribution(conn: Conn): void {
     if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return;
     this.earlyLookups++;
-    const p = this.attributor.lookup(this.tuple(conn), conn.openedAt);
+    const p = this.lookup(conn);
     void p.finally(() => { this.earlyLookups--; });
     this.connAttr.set(conn.id, p);
   }
 
   private tuple(conn: Conn) {
-    return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport };
+    return { client: conn.client, cport: conn.cport, server: conn.server, sport: conn.sport, isn: conn.clientIsn };
+  }
+
+  /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
+  private lookup(conn: Conn, again = false): Promise<ProcessInfo> {
+    if (!this.ebpf || this.attributor !== this.ebpf) return this.attributor!.lookup(this.tuple(conn), conn.openedAt);
+    return this.ebpf.lookupJoined(this.tuple(conn), conn.openedAt, !again).then((r) => {
+      if (r.sent) conn.sentAs = r.sent;
+      return r.process;
+    });
   }
 
   /** The caller found at connect time; looked up again once if it was not found then. */
@@ -208,7 +250,7 @@ export class Tracer {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first : null;
     if (info && (info.attribution !== 'none' || conn.closed)) return info;
-    const again = this.attributor.lookup(this.tuple(conn), conn.openedAt);
+    const again = this.lookup(conn, true);
     this.connAttr.set(conn.id, again);
     return again;
   }
@@ -225,30 +267,48 @@ export class Tracer {
     });
   }
 
+  /**
+   * The connection as the caller sent it (before NAT: from the wire when the capture saw it there,
+   * else from the kernel event joined by ISN), and how it left the host when it was NATed.
+   * `interface` is the host interface on the caller's side: the one holding src (its address, else
+   * its subnet: the bridge of a container), else the one the request was seen on.
+   */
   private connectionInfo(conn: Conn): ConnectionInfo {
-    return {
-      src: unmapV4(conn.client), sport: conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
-      interface: conn.iface ?? this.interfaceOf(conn.client),
+    const src = unmapV4(conn.sentAs?.client ?? conn.client);
+    const info: ConnectionInfo = {
+      src, sport: conn.sentAs?.cport ?? conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
+      interface: this.interfaceOf(src, conn.iface),
       family: isIP(unmapV4(conn.client)) === 6 ? 'ipv6' : 'ipv4',
     };
+    const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
+    if (out) {
+      const natSrc = unmapV4(out.client);
+      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
+    }
+    return info;
   }
 
-  private interfaceOf(addr: string): string {
+  private interfaceTable(): InterfaceTable {
     if (Date.now() - this.ifacesAt > 5000) {
       this.ifaces = networkInterfaces();
       this.ifacesAt = Date.now();
     }
-    return interfaceFor(unmapV4(addr), this.ifaces) ?? 'any';
+    return this.ifaces;
+  }
+
+  private interfaceOf(addr: string, seenOn: string | null): string {
+    return interfaceFor(addr, this.interfaceTable()) ?? seenOn ?? 'any';
   }
 
   private emit(rec: CallRecord): void {
     if (rec.process.pid === process.pid) {
       this.counts.self++; // the agent's own IMDS calls are not someone else's
-      const alarm = this.selfCalls.count(rec.imds_version, rec.request.method, rec.request.path);
+      const alarm = this.selfCalls.count(rec.imds_version, rec.request?.method ?? '', rec.request?.path ?? '');
       if (alarm) this.o.writer.error('self', alarm);
       return;
     }
     if (rec.process.attribution === 'none') this.counts.unattributed++;
+    if (rec.process.attribution === 'none' && rec.process.reason?.startsWith(LOADER_DOWN_REASON)) this.counts.loaderGapUnattributed++;
     this.o.writer.write(rec);
   }
 
@@ -266,6 +326,7 @@ export class Tracer {
       calls_self: this.counts.self,
       calls_self_v1: this.selfCalls.v1, calls_self_v2: this.selfCalls.v2,
       calls_ambiguous: this.counts.ambiguous, tcp_overlap_conflicts: f.overlapConflicts, tcp_urgent: f.urgent,
+      capture_gaps: this.timeline.gapCount(), capture_gap_ms: this.timeline.gapMs(Date.now()),
     };
     if (this.pcapStats) st.pcap = {
       received: this.pcapStats.received, dropped: this.pcapStats.dropped + this.pcapStats.queueDropped,
@@ -277,22 +338,31 @@ export class Tracer {
         proc_fallbacks: c.fallbacks, loader_restarts: c.restarts, events_evicted: this.ebpf.joinsEvicted,
         events_filtered: c.filtered, events_over_budget: c.overBudget, netns_filtered: this.ebpf.netnsFiltered,
         sources_over_budget: this.ebpf.sourcesOverBudget };
+      const g = this.ebpf.gapTotals();
+      Object.assign(st.kernel, { loader_gaps: g.gaps, loader_gap_ms: g.gapMs, loader_gap_unattributed: this.counts.loaderGapUnattributed });
+      st.calls_unseen = { ...this.unseen.counts };
+      st.calls_unseen_unrecorded = this.unseen.unrecorded;
+      st.calls_unseen_filtered = this.unseen.filtered;
     }
     Object.assign(st, this.o.statsExtra?.());
     return st;
   }
 
   /**
-   * Stop capturing, write every call already seen, then the final stats (unless finalStats is
+   * Stop capturing, write every call already seen; then every connection the kernel saw that the
+   * wire did not (capture has handed over all it had), then the final stats (unless finalStats is
    * false: run.ts writes them itself after the CloudWatch exit flush, so they count its losses).
    */
   async stop(finalStats = true): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await this.capture?.close();
     this.capture = null;
+    this.timeline.closed(Date.now()); // from here on, capture sees nothing
     this.flows.closeAll();
     await this.calls.flush();
     await this.ebpf?.stop();
+    this.ebpf?.drainUnseen();
+    await this.unseen.flush();
     if (finalStats) this.o.writer.write(this.stats());
   }
 }

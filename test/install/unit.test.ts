@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stageBuild, type StagedBuild } from '../helpers/staged.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const UNIT_PATH = join(REPO, 'systemd', 'imds-tracer.service');
@@ -72,24 +73,38 @@ describe.skipIf(!has('systemd-analyze'))('systemd-analyze', () => {
   });
 });
 
-/** Runs the built doctor as nobody with exactly `caps` (ambient, like the unit), returns its checks. */
-function doctorWith(caps: string[], logDir: string): Record<string, string> {
+/**
+ * Runs the built doctor (`cli`: a staged copy nobody can read, wherever the checkout lives) as
+ * nobody with exactly `caps` (ambient, like the unit), returns its checks.
+ */
+function doctorWith(cli: string, caps: string[], logDir: string): Record<string, string> {
   const list = caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
   const set = caps.length ? `-all,${list}` : '-all';
   const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${set}`, `--ambient-caps=${set}`,
-    `--bounding-set=${set}`, process.execPath, CLI, 'doctor', '--json', '--log-file', join(logDir, 'calls.jsonl')],
+    `--bounding-set=${set}`, process.execPath, cli, 'doctor', '--json', '--log-file', join(logDir, 'calls.jsonl')],
   { encoding: 'utf8', timeout: 60_000 });
-  const report = JSON.parse(r.stdout) as { checks: { id: string; status: string }[] };
+  let report: { checks: { id: string; status: string }[] };
+  try {
+    report = JSON.parse(r.stdout) as typeof report;
+  } catch {
+    throw new Error(`doctor as nobody printed no JSON (exit ${r.status}): ${r.stdout}${r.stderr}`);
+  }
   return Object.fromEntries(report.checks.map((c) => [c.id, c.status]));
 }
 
 describe.skipIf(!isRoot || !built || !has('setpriv'))('the capabilities are what the agent needs (as another user, like DynamicUser=)', () => {
   const logDir = mkdtempSync(join(tmpdir(), 'imds-tracer-caps-'));
   chownSync(logDir, 65534, 65534);
-  afterAll(() => rmSync(logDir, { recursive: true, force: true }));
+  // nobody may not be able to enter the checkout (a clone under /root): it runs a readable copy.
+  let staged: StagedBuild;
+  beforeAll(() => { staged = stageBuild(REPO); });
+  afterAll(() => {
+    staged?.remove();
+    rmSync(logDir, { recursive: true, force: true });
+  });
 
   it("with the unit's capabilities every check the capabilities decide passes", () => {
-    const got = doctorWith(setting('AmbientCapabilities'), logDir);
+    const got = doctorWith(staged.cli, setting('AmbientCapabilities'), logDir);
     expect(got).toMatchObject({ privileges: 'PASS', libpcap: 'PASS', ebpf: 'PASS', proc: 'PASS', 'log-dir': 'PASS' });
   });
 
@@ -100,7 +115,7 @@ describe.skipIf(!isRoot || !built || !has('setpriv'))('the capabilities are what
     ['CAP_SYS_PTRACE', 'proc', 'WARN'],
     ['CAP_DAC_READ_SEARCH', 'proc', 'WARN'],
   ])('without %s the %s check does not pass', (cap, check, status) => {
-    const got = doctorWith(NEEDED.filter((c) => c !== cap), logDir);
+    const got = doctorWith(staged.cli, NEEDED.filter((c) => c !== cap), logDir);
     expect(got[check]).toBe(status);
   });
 });

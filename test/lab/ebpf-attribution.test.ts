@@ -50,7 +50,7 @@ describe.skipIf(!support.ok)(`eBPF attribution in a lab${support.ok ? '' : ` (sk
     for (const d of [cgDocker, cgParent]) { try { if (d) rmdirSync(d); } catch { /* already gone */ } }
   });
 
-  const callsFor = (t: TracerProcess, pred: (r: Rec) => boolean) => t.records.filter((r) => r.event === 'imds_call' && pred(r));
+  const callsFor = (t: TracerProcess, pred: (r: Rec) => boolean) => t.records.filter((r) => r.event === 'imds_call' && r.request !== null && pred(r));
 
   it('loads the program and says so in the ready record', () => {
     expect(ebpf.records[0]).toMatchObject({ event: 'ready', backend: 'ebpf' });
@@ -111,6 +111,7 @@ describe.skipIf(!support.ok)(`eBPF attribution in a lab${support.ok ? '' : ` (sk
     await proc.stop();
     expect(callsFor(ebpf, (x) => x.request.path.endsWith('?from=container'))).toHaveLength(1);
     expect(callsFor(proc, (x) => x.request.path.endsWith('?from=container'))).toHaveLength(1);
+    expect(ebpf.records.filter((x) => x.wire_reason && x.process.pid === r.pid)).toEqual([]); // nor a second record from the kernel
     const stats = ebpf.records.filter((x) => x.event === 'stats').at(-1) as Rec;
     expect(stats.nat_duplicates).toBeGreaterThanOrEqual(1);
     expect(stats.kernel).toMatchObject({ events_lost: 0, loaded: false });

@@ -117,19 +117,23 @@ describe.skipIf(!support.ok)(`lab plumbing${support.ok ? '' : ` — SKIPPED: ${s
   it('cleanupStaleLabs() deletes namespaces of dead owners only', async () => {
     const dead = spawnSync('true').pid!; // a pid that has just exited
     const stale = `imdst-i-${dead.toString(36)}-beef`;
-    const add = await run('ip', ['netns', 'add', stale]);
-    expect(add.exitCode, add.stderr).toBe(0);
+    const staleSecondContainer = `imdst-c1-${dead.toString(36)}-beef`;
+    for (const ns of [stale, staleSecondContainer]) {
+      const add = await run('ip', ['netns', 'add', ns]);
+      expect(add.exitCode, add.stderr).toBe(0);
+    }
     const live = await createLab();
     try {
       const removed = await cleanupStaleLabs();
       expect(removed).toContain(stale);
+      expect(removed).toContain(staleSecondContainer);
       expect(removed).not.toContain(live.instanceNs);
       const names = await listNamespaces();
       expect(names).not.toContain(stale);
       expect(names).toContain(live.instanceNs);
     } finally {
       await live.destroy();
-      await run('ip', ['netns', 'del', stale]);
+      for (const ns of [stale, staleSecondContainer]) await run('ip', ['netns', 'del', ns]);
     }
   });
 

@@ -75,6 +75,9 @@ describe.skipIf(!existsSync(CLI))('report (built CLI)', () => {
         paths: ['/latest/meta-data/iam/info', '/latest/meta-data/iam/security-credentials/', '/latest/meta-data/instance-id'],
         paths_more: 0, count: 4, first_seen: '2026-11-28T10:00:01.000Z', last_seen: '2026-11-28T12:00:03.000Z',
         statuses: [{ status: 200, count: 3 }, { status: 401, count: 1 }], attribution: 'proc',
+        // The latest call's SDK (its User-Agent here is curl's) and the caller's rates.
+        sdk: { name: 'curl', version: '7.88.1', imdsv2_min: null, advice: 'no AWS SDK: the code calls IMDS itself: add the token PUT' },
+        rates: { peak_per_second: 1, peak_per_minute: 2, throttled: 0, credential_fetches: 0, credential_fetches_peak_per_minute: 0, credentials_not_cached: false },
       },
       // Ties on count: the most recently seen first.
       expect.objectContaining({ exe: null, attribution: 'none', user_agent: 'curl/7.88.1', count: 1 }),
@@ -112,6 +115,40 @@ describe.skipIf(!existsSync(CLI))('report (built CLI)', () => {
     const none = run(['--log-file', join(dir, 'empty', 'calls.jsonl')]);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no log file at .*empty\/calls\.jsonl \(nor rotated ones\); name the files to read/);
+  });
+
+  it('a truncated rotated .gz: its readable part is reported, the file is named with why, exit 0', () => {
+    const cut = join(dir, 'cut.jsonl.3.gz');
+    const lines = Array.from({ length: 2000 }, (_, i) =>
+      call(new Date(Date.UTC(2026, 10, 27, 0, 0, i)).toISOString(), `/latest/meta-data/p${i % 7}`, 200, LEGACY));
+    const gz = gzipSync(`${lines.join('\n')}\n`);
+    writeFileSync(cut, gz.subarray(0, Math.floor(gz.length * 0.6))); // rotation interrupted: no end
+    const good = join(dir, 'calls.jsonl.1');
+    const r = run(['--json', cut, good, join(dir, 'nope.jsonl')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/cannot read .*cut\.jsonl\.3\.gz: truncated gzip data \(unexpected end of file\) \(the \d+ lines read before that are in the report\)/);
+    expect(r.stderr).toMatch(/cannot read .*nope\.jsonl: ENOENT/);
+    const groups = JSON.parse(r.stdout) as P[];
+    const legacy = groups.find((g) => g.exe === '/usr/bin/python3.11');
+    // Part of the cut file (far more than the 1 call of calls.jsonl.1), never more than it holds.
+    expect(legacy?.count).toBeGreaterThan(100);
+    expect(legacy?.count).toBeLessThan(2001);
+    expect(legacy?.first_seen).toBe('2026-11-27T00:00:00.000Z');
+    expect(groups.find((g) => g.exe === '/usr/bin/curl')).toMatchObject({ count: 1 }); // the other file too
+    const table = run([cut, good]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout.trimEnd().split('\n').at(-1)).toMatch(/ in 2 files, 1 of them not read to the end$/);
+  });
+
+  it('nothing readable (a missing file, a .gz cut inside its header): each named, exit 1', () => {
+    const header = join(dir, 'header.jsonl.4.gz');
+    writeFileSync(header, gzipSync('x').subarray(0, 5));
+    const r = run([header, join(dir, 'nope.jsonl')]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/cannot read .*header\.jsonl\.4\.gz: truncated gzip data/);
+    expect(r.stderr).toMatch(/cannot read .*nope\.jsonl: ENOENT/);
+    expect(r.stderr).toContain('nothing could be read (2 files)');
   });
 
   it('reads a large file as a stream (200,000 records)', async () => {

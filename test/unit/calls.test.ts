@@ -12,7 +12,7 @@ function calls(out: CallRecord[]): PendingCalls {
     responseWaitMs: 60_000, attributionWaitMs: 1000, maxPending: 10, redact: (s) => s,
     connection: () => ({ src: conn.client, sport: conn.cport, dst: conn.server, dport: conn.sport, interface: 'eth0', family: 'ipv4' }),
     attribution: async () => ({ attribution: 'none', reason: 'test' }),
-    emit: (r) => out.push(r),
+    emit: (r) => out.push(r), isLocalAddress: () => true,
   });
 }
 

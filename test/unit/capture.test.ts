@@ -46,10 +46,11 @@ describe('interfaceFor', () => {
     expect(interfaceFor('fe80::1234', TABLE)).toBe('eth0');
   });
 
-  it('the first matching subnet wins among subnets; /0 matches anything of its family', () => {
+  it('the most specific matching subnet wins, as routing would choose; /0 matches anything of its family', () => {
     expect(interfaceFor('8.8.8.8', TABLE)).toBe('tun0');
     const t: InterfaceTable = { a: [v4('10.0.0.1', '10.0.0.1/8')], b: [v4('10.1.0.1', '10.1.0.1/16')] };
-    expect(interfaceFor('10.1.2.3', t)).toBe('a');
+    expect(interfaceFor('10.1.2.3', t)).toBe('b');
+    expect(interfaceFor('10.2.2.3', t)).toBe('a');
   });
 
   it('no match: null; families never mix', () => {

@@ -3,7 +3,12 @@ import {
   Aggregator, containerName, formatPaths, formatStatuses, normaliseCommand, NOT_IDENTIFIED,
 } from '../../agent/src/report/aggregate.js';
 import { renderReport } from '../../agent/src/report/cli.js';
-import { siblingsOldestFirst } from '../../agent/src/report/files.js';
+import { describeReadError } from '../../agent/src/report/cli.js';
+import { LineSplitter, ReadError, readJsonLines, siblingsOldestFirst } from '../../agent/src/report/files.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 
 type P = Record<string, unknown>;
 function call(time: string, path: string, status: number | null, proc: P, over: P = {}): P {
@@ -129,6 +134,58 @@ describe('siblingsOldestFirst', () => {
       .toEqual(['/var/log/x/calls.jsonl.10', '/var/log/x/calls.jsonl.2.gz', '/var/log/x/calls.jsonl.1', '/var/log/x/calls.jsonl']);
     expect(siblingsOldestFirst('/l/calls.jsonl', ['calls.jsonl.1'])).toEqual(['/l/calls.jsonl.1']);
     expect(siblingsOldestFirst('/l/calls.jsonl', [])).toEqual([]);
+  });
+});
+
+describe('reading files', () => {
+  it('LineSplitter: lines across chunks, CRLF, the text after the last newline held for rest()', () => {
+    const got: string[] = [];
+    const s = new LineSplitter();
+    s.push('{"a":1}\n{"b"', (l) => got.push(l));
+    s.push(':2}\r\n\n{"c', (l) => got.push(l));
+    expect(got).toEqual(['{"a":1}', '{"b":2}', '']);
+    expect(s.rest()).toBe('{"c');
+    expect(s.rest()).toBe('');
+  });
+
+  it('a truncated .gz: every record before the cut is handed on, then a ReadError says how far and why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'report-unit-'));
+    try {
+      const lines = Array.from({ length: 3000 }, (_, i) => JSON.stringify({ n: i, pad: 'x'.repeat(40 + (i * 7919) % 50) }));
+      const gz = gzipSync(`${lines.join('\n')}\n`);
+      const path = join(dir, 'calls.jsonl.2.gz');
+      writeFileSync(path, gz.subarray(0, gz.length - 200));
+      const seen: number[] = [];
+      const counts = { lines: 0, unparsable: 0 };
+      const err = await readJsonLines(path, (r) => seen.push((r as { n: number }).n), counts).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ReadError);
+      expect(describeReadError((err as ReadError).reason)).toBe('truncated gzip data (unexpected end of file)');
+      expect((err as ReadError).linesRead).toBe(counts.lines);
+      expect(seen.length).toBeGreaterThan(2000);
+      expect(seen).toEqual(seen.map((_, i) => i)); // in order, none missing before the cut
+      expect(counts.lines - seen.length).toBe(counts.unparsable); // at most the line cut in two
+      expect(counts.unparsable).toBeLessThanOrEqual(1);
+      // The whole file reads to its end with nothing lost.
+      writeFileSync(path, gz);
+      const all: unknown[] = [];
+      await readJsonLines(path, (r) => all.push(r), { lines: 0, unparsable: 0 });
+      expect(all).toHaveLength(3000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a last line without its newline is read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'report-unit-'));
+    try {
+      const path = join(dir, 'calls.jsonl');
+      writeFileSync(path, '{"n":1}\n{"n":2}');
+      const all: unknown[] = [];
+      await readJsonLines(path, (r) => all.push(r), { lines: 0, unparsable: 0 });
+      expect(all).toEqual([{ n: 1 }, { n: 2 }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,9 +1,12 @@
 /**
  * eBPF attribution: the kernel program names the caller of every connection to the IMDS at connect
  * time; events are joined to wire connections by 4-tuple within a window (an event that arrives a
- * little after the packets still joins). A connection with no event (it began before the agent, or
- * the loader is down) is looked up through /proc instead, and says so. If the loader dies it is
- * restarted with backoff, and the gap is reported.
+ * little after the packets still joins), or, for a connection NATed before the capture point, by
+ * destination and initial sequence number. A connection with no event (it began before the agent, or
+ * the loader is down) is looked up through /proc instead, and says why — naming the loader's gap when
+ * the connection fell in one. If the loader dies it is restarted at once (with backoff only while
+ * restarts keep failing), and the gap is reported. Events that no wire connection joined are handed
+ * to onUnseen (join.ts), with their process.
  *
  * Guards in the kernel (counted in stats.kernel): network namespaces the capture cannot see are
  * filtered (netns-reach.ts judges them), and every source (network namespace + cgroup) has a
@@ -16,7 +19,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, processFromEvent } from './ebpf-process.js';
-import { JoinTable, joinKey } from './join.js';
+import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from './proc.js';
 import { UserNames } from './proc-process.js';
 
@@ -32,12 +35,23 @@ export interface EbpfAttributorOptions {
   fallback: Attributor;
   onError(message: string): void;
   onInfo(message: string): void;
+  /** A connection the kernel saw that the wire did not show (or showed without a request). */
+  onUnseen?(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void;
   /** Filter, in the kernel, network namespaces the capture cannot see (default true). */
   netnsFilter?: boolean;
   /** Kernel budget per source; defaults: DEFAULTS.ebpfBudgetRate / ebpfBudgetBurst (rate 0: none). */
   budgetRate?: number;
   budgetBurst?: number;
   netnsRefreshMs?: number;
+}
+
+/** How the reason of a call that /proc could not name while the loader was down begins. */
+export const LOADER_DOWN_REASON = 'eBPF loader down';
+
+/** A lookup's answer, and the 4-tuple the caller's kernel saw when it differs from the wire's (NAT). */
+export interface EbpfLookup {
+  process: ProcessInfo;
+  sent: { client: string; cport: number } | null;
 }
 
 export interface EbpfCounters {
@@ -71,8 +85,16 @@ export class EbpfAttributor implements Attributor {
   private sweepTimer: NodeJS.Timeout;
   private restartTimer: NodeJS.Timeout | null = null;
   private backoffMs = 1000;
+  /** Restart attempts since the loader last ran for a while: 0 means the next one is at once. */
+  private failures = 0;
+  private attachedAt = 0;
+  private lastFailure = '';
   private stopped = false;
   private lostBase = 0;
+  /** When the loader was down (bounded): a connection in one of these had no kernel event to find. */
+  private readonly downs: Array<{ from: number; to: number | null }> = [];
+  private gapsEnded = 0;
+  private gapEndedMs = 0;
   private filteredBase = 0;
   private overBudgetBase = 0;
   private topSources: SourceDrops[] = [];
@@ -86,8 +108,8 @@ export class EbpfAttributor implements Attributor {
 
   private constructor(private readonly o: EbpfAttributorOptions) {
     const own = ownNetnsInode();
-    this.table = new JoinTable(o.joinWindowMs, o.maxEvents, own);
-    this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs);
+    this.table = new JoinTable<ConnectEvent>(o.joinWindowMs, o.maxEvents, own, (e, at, kind) => this.unseen(e, at, kind));
+    this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
     this.reach = own !== null && o.netnsFilter !== false
       ? new NetnsReach(own, {
@@ -150,6 +172,7 @@ export class EbpfAttributor implements Attributor {
     this.source = src;
     this.loadMs = src.loadMs;
     this.attachMs = src.attachMs;
+    this.attachedAt = Date.now();
     this.lostBase = this.counters.lost;
     this.filteredBase = this.counters.filtered;
     this.overBudgetBase = this.counters.overBudget;
@@ -174,66 +197,150 @@ export class EbpfAttributor implements Attributor {
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
     this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
-    const k = joinKey(e.saddr, e.sport, e.daddr, e.dport);
-    const w = this.waiters.get(k);
-    if (w) for (const f of [...w]) f();
+    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
+    for (const k of keys) {
+      const w = this.waiters.get(k);
+      if (w) for (const f of [...w]) f();
+    }
   }
 
   private onExit(src: EbpfSource, reason: string): void {
     if (this.source === src) this.source = null;
     if (this.stopped) return;
-    this.o.onError(`eBPF loader exited (${reason}); attributing through /proc until it is restarted`);
+    const now = Date.now();
+    this.downs.push({ from: now, to: null });
+    if (this.downs.length > 1000) this.downs.shift();
+    if (now - this.attachedAt >= 10_000) { this.failures = 0; this.backoffMs = 1000; }
+    this.o.onError(`eBPF loader exited at ${new Date(now).toISOString()} (${reason}); attributing through /proc until it is restarted`);
     this.scheduleRestart();
   }
 
+  /** At once the first time; with growing backoff while restarts keep failing (each new reason said once). */
   private scheduleRestart(): void {
+    const delay = this.failures === 0 ? 0 : this.backoffMs;
+    if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
+    this.failures++;
     this.restartTimer = setTimeout(async () => {
       this.restartTimer = null;
       if (this.stopped) return;
       try {
         await this.attach();
         this.counters.restarts++;
-        this.backoffMs = 1000;
-        this.o.onInfo('eBPF loader restarted; kernel attribution resumed');
+        this.lastFailure = '';
+        const now = Date.now();
+        const down = this.downs.at(-1);
+        const from = down?.from ?? now;
+        if (down && down.to === null) down.to = now;
+        this.gapsEnded++;
+        this.gapEndedMs += now - from;
+        this.o.onInfo(`eBPF loader restarted; kernel attribution resumed at ${new Date(now).toISOString()}; `
+          + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
       } catch (err) {
-        this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
-        this.o.onError(`eBPF loader restart failed: ${(err as Error).message}; next try in ${this.backoffMs / 1000} s`);
+        const why = (err as Error).message;
+        if (why !== this.lastFailure) this.o.onError(`eBPF loader restart failed: ${why}; retrying with backoff`);
+        this.lastFailure = why;
         this.scheduleRestart();
       }
-    }, this.backoffMs);
+    }, delay);
     this.restartTimer.unref();
   }
 
-  async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
-    let e = this.table.find(t, atMs);
-    if (!e && this.source) {
-      await this.waitForEvent(t);
-      e = this.table.find(t, atMs);
+  /** The loader gap that a connection at atMs fell in (events of the last moments before a crash die with it). */
+  private gapAt(atMs: number): { from: number; to: number | null } | null {
+    for (let i = this.downs.length - 1; i >= 0; i--) {
+      const d = this.downs[i];
+      if (atMs >= d.from - this.o.joinWaitMs && (d.to === null || atMs <= d.to)) return d;
     }
-    if (!e) {
-      this.counters.fallbacks++;
-      const p = await this.o.fallback.lookup(t);
-      return p.attribution === 'none'
-        ? { ...p, reason: `no kernel connect event (connection older than the agent, or the loader was down); ${p.reason}` }
-        : p;
-    }
-    this.counters.joined++;
-    return this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    return null;
   }
 
-  private waitForEvent(t: Tuple): Promise<void> {
-    const k = joinKey(t.client, t.cport, t.server, t.sport);
+  /** Gaps of the loader so far, the current one included, and their total time up to now. */
+  gapTotals(now = Date.now()): { gaps: number; gapMs: number } {
+    const open = this.downs.at(-1);
+    const ongoing = open !== undefined && open.to === null;
+    const current = ongoing ? now - open.from : 0;
+    return { gaps: this.gapsEnded + (ongoing ? 1 : 0), gapMs: Math.round(this.gapEndedMs + current) };
+  }
+
+  /** A wire connection (first seen at atMs): the kernel events of its 4-tuple are seen on the wire. */
+  wireSeen(t: Tuple, atMs: number, view: WireView): void {
+    this.table.wire(t, atMs, view);
+  }
+
+  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
+    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    this.o.onUnseen?.(e, atMs, kind, proc);
+  }
+
+  /** Decide every kernel event still waiting for the wire (at exit, after capture handed over all it had). */
+  drainUnseen(): void {
+    this.table.sweep(Date.now(), true);
+  }
+
+  /** The namespace was judged unreachable from the capture (its later events are filtered in the kernel). */
+  unreachable(netnsIno: number): boolean {
+    return this.reach?.verdicts.get(netnsIno) === 'drop';
+  }
+
+  /** Kernel events that a wire connection with another 4-tuple (after NAT) stood for. */
+  get paired(): number {
+    return this.table.paired;
+  }
+
+  async lookup(t: Tuple, atMs = Date.now()): Promise<ProcessInfo> {
+    return (await this.lookupJoined(t, atMs)).process;
+  }
+
+  /**
+   * As lookup, also giving the caller's own 4-tuple when the event joined by ISN (NAT). A new
+   * connection waits up to joinWaitMs for its event; a second look (`wait` false) does not, nor does a
+   * connection whose SYN the wire never saw (it began before the agent: its event came before, or never).
+   */
+  async lookupJoined(t: Tuple, atMs = Date.now(), wait = true): Promise<EbpfLookup> {
+    let j = this.table.join(t, atMs);
+    if (!j && this.source && wait && typeof t.isn === 'number') {
+      await this.waitForEvent(t, this.o.joinWaitMs);
+      j = this.table.join(t, atMs);
+    }
+    if (!j) {
+      this.counters.fallbacks++;
+      const gap = this.gapAt(atMs);
+      const until = gap?.to ? `restarted at ${new Date(gap.to).toISOString()}` : 'not yet restarted';
+      const why = gap
+        ? `${LOADER_DOWN_REASON} (exited at ${new Date(gap.from).toISOString()}, ${until}): no kernel connect event`
+        : noEventReason({
+          loaderUp: this.source !== null, wireIsn: typeof t.isn === 'number',
+          unjoined: this.table.unjoined(t.server, t.sport, atMs), dst: `${t.server}:${t.sport}`,
+        });
+      const p = await this.o.fallback.lookup(t);
+      return { process: p.attribution === 'none' ? { ...p, reason: `${why}; ${p.reason}` } : p, sent: null };
+    }
+    this.counters.joined++;
+    const e = j.event;
+    const process = await (this.enriched.get(e)
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents));
+    const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
+    return { process, sent };
+  }
+
+  private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
+    const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
+    if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        const list = this.waiters.get(k);
-        const rest = list?.filter((f) => f !== done) ?? [];
-        if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        for (const k of keys) {
+          const list = this.waiters.get(k);
+          const rest = list?.filter((f) => f !== done) ?? [];
+          if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
+        }
         resolve();
       };
-      const timer = setTimeout(done, this.o.joinWaitMs);
-      const list = this.waiters.get(k);
-      if (list) list.push(done); else this.waiters.set(k, [done]);
+      const timer = setTimeout(done, waitMs);
+      for (const k of keys) {
+        const list = this.waiters.get(k);
+        if (list) list.push(done); else this.waiters.set(k, [done]);
+      }
     });
   }
 
@@ -246,6 +353,7 @@ export class EbpfAttributor implements Attributor {
     return this.source !== null;
   }
 
+  /** Stop the loader; the events still waiting for the wire stay, for drainUnseen(). */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweepTimer);

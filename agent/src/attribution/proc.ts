@@ -14,6 +14,8 @@ export interface Tuple {
   cport: number;
   server: string;
   sport: number;
+  /** The client's initial sequence number when the wire saw its SYN (joins NATed connections). */
+  isn?: number | null;
 }
 
 export interface Attributor {

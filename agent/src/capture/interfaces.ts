@@ -31,15 +31,22 @@ function inSubnet(addr: string, net: NetworkInterfaceInfo): boolean {
 
 /**
  * The interface that owns the client address exactly, else the one whose subnet holds it (a
- * container behind a bridge), else null.
+ * container behind a bridge; the most specific subnet when several do), else null.
  */
 export function interfaceFor(clientAddr: string, table: InterfaceTable): string | null {
   let bySubnet: string | null = null;
+  let bestBits = -1;
   for (const [name, nets] of Object.entries(table)) {
     for (const net of nets ?? []) {
       if (net.address === clientAddr) return name;
-      if (bySubnet === null && inSubnet(clientAddr, net)) bySubnet = name;
+      const bits = Number(net.cidr?.split('/')[1] ?? -1);
+      if (bits > bestBits && inSubnet(clientAddr, net)) { bySubnet = name; bestBits = bits; }
     }
   }
   return bySubnet;
+}
+
+/** Whether addr is an address of one of the host's interfaces (not merely in one of their subnets). */
+export function isHostAddress(addr: string, table: InterfaceTable): boolean {
+  return Object.values(table).some((nets) => (nets ?? []).some((net) => net.address.split('%')[0] === addr));
 }

@@ -1,9 +1,10 @@
 /**
  * Capture through a supervised process — native/imds_capture (libpcap with TPACKET_V3 blocks, drop
  * counts, interface names on `any`), or where that is not built, worker.ts (the `cap` binding).
- * When the process dies (its interface was removed) it is started again with backoff until the
- * interface is back; the gap is reported (an `error` record when capture stops, a `notice` when it
- * resumes).
+ * When the process dies (killed, or its interface was removed) it is started again at once, and with
+ * backoff only while restarts keep failing (until the interface is back); the gap is reported (one
+ * `error` record when capture stops, one `notice` when it resumes, with both times) and handed to
+ * onGap, with the moment from which packets were lost (what the dead process had not handed over).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -31,7 +32,17 @@ export interface SupervisedOptions {
   onStats?(s: CaptureStats): void;
   onError(message: string): void;
   onNotice(message: string): void;
+  /** Capture stopped at atMs; packets it captured after lostFromMs never reached the agent. */
+  onDown?(atMs: number, lostFromMs: number): void;
+  /** Capture resumed at atMs. */
+  onUp?(atMs: number): void;
+  /** The drop counters grew between two readings (fromMs, toMs]. */
+  onDrops?(fromMs: number, toMs: number): void;
   maxBackoffMs?: number;
+  /** A capture process that ran at least this long before dying is restarted at once. */
+  stableMs?: number;
+  /** How far back, at most, packets are taken as lost with a dead capture process. */
+  maxLossMs?: number;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -41,6 +52,9 @@ export class SupervisedCapture implements PcapSource {
   private child: ChildProcess | null = null;
   private closed = false;
   private backoffMs = 500;
+  /** Restarts since capture last ran for stableMs: 0 means the next one is at once. */
+  private failures = 0;
+  private downAt: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   restarts = 0;
 
@@ -63,6 +77,10 @@ export class SupervisedCapture implements PcapSource {
       const reader = new RecordReader();
       let stderr = '';
       let open = false;
+      let openedAt = 0;
+      /** Capture time of the newest packet this process handed over. */
+      let lastPacketMs = 0;
+      let lastStats: { at: number; lost: number } | null = null;
       child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
       child.stdout!.on('data', (chunk: Buffer) => {
         let records;
@@ -76,13 +94,19 @@ export class SupervisedCapture implements PcapSource {
         for (const r of records) {
           if (r.type === FRAME_PACKET) {
             const { tsUs, frame } = splitPacket(r.payload);
+            lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
             this.o.onFrame(frame, this.linkType, tsUs);
           } else if (r.type === FRAME_STATS) {
-            this.o.onStats?.(parseStats(r.payload));
+            const st = parseStats(r.payload);
+            const now = Date.now();
+            const lost = st.dropped + st.ifDropped + st.queueDropped;
+            if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(lastStats?.at ?? openedAt, now);
+            lastStats = { at: now, lost };
+            this.o.onStats?.(st);
           } else if (r.type === FRAME_OPEN) {
             open = true;
+            openedAt = Date.now();
             this.linkType = r.payload.toString('latin1');
-            this.backoffMs = 500;
             resolve();
           }
         }
@@ -91,7 +115,8 @@ export class SupervisedCapture implements PcapSource {
         stderr += `${err.message}\n`;
         if (first && !open) reject(new Error(`cannot start the capture helper: ${err.message}`));
       });
-      child.once('exit', (code, signal) => {
+      // 'close', not 'exit': every packet still in the pipe has been read by then.
+      child.once('close', (code, signal) => {
         if (this.child === child) this.child = null;
         const why = stderr.trim().split('\n').filter(Boolean).at(-1) ?? `exit ${code ?? signal}`;
         if (first && !open) {
@@ -99,22 +124,40 @@ export class SupervisedCapture implements PcapSource {
           return;
         }
         if (this.closed) return;
-        if (open) this.o.onError(`capture on ${this.o.device} stopped (${why}); retrying until the interface is back`);
+        if (open) {
+          const now = Date.now();
+          // What the dead process held (its kernel ring, its output queue) is lost: from the newest
+          // packet it handed over, bounded.
+          const lostFrom = Math.max(lastPacketMs, openedAt, now - (this.o.maxLossMs ?? 10_000));
+          this.downAt = now;
+          if (now - openedAt >= (this.o.stableMs ?? 10_000)) { this.failures = 0; this.backoffMs = 500; }
+          this.o.onDown?.(now, lostFrom);
+          this.o.onError(`capture on ${this.o.device} stopped at ${new Date(now).toISOString()} (${why}); `
+            + `packets captured since ${new Date(lostFrom).toISOString()} that it had not handed over are lost; restarting`);
+        }
         this.retry();
       });
     });
   }
 
+  /** At once after a process that had run for a while; with growing backoff while restarts keep failing. */
   private retry(): void {
+    const delay = this.failures === 0 ? 0 : this.backoffMs;
+    if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, this.o.maxBackoffMs ?? 30_000);
+    this.failures++;
     this.timer = setTimeout(() => {
       this.timer = null;
       if (this.closed) return;
       this.start(false).then(() => {
         this.restarts++;
-        this.o.onNotice(`capture on ${this.o.device} resumed`);
+        const now = Date.now();
+        const from = this.downAt ?? now;
+        this.downAt = null;
+        this.o.onUp?.(now);
+        this.o.onNotice(`capture on ${this.o.device} resumed at ${new Date(now).toISOString()}; `
+          + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
       }, () => undefined);
-    }, this.backoffMs);
-    this.backoffMs = Math.min(this.backoffMs * 2, this.o.maxBackoffMs ?? 30_000);
+    }, delay);
   }
 
   /** Stop: the capture process hands over what the kernel still holds, then exits (bounded wait). */

@@ -8,6 +8,8 @@
  *    Without a token: 401 when tokens are required, else the answer (IMDSv1).
  *  - Other methods on known paths → 405, unknown paths → 404 (HTML error page, like the real one).
  *  - `Server: EC2ws`, `Content-Type: text/plain`, HTTP/1.1 keep-alive.
+ *  - With `throttlePerSecond` N: past N requests in one clock second, 429 Too Many Requests (the
+ *    real service throttles per network interface; the stand-in has one).
  *  - IMDSv1 and IMDSv2 callers receive different role credentials (AccessKeyId ...V1... / ...V2...),
  *    as the real service does, so a test can tell which path an SDK took.
  *
@@ -15,10 +17,11 @@
  * nothing the tracer writes ever contains one.
  *
  * Hop limit: the real service sends the PUT answer with IP TTL / hop limit N. Node cannot set
- * IP_TTL / IPV6_UNICAST_HOPS on a socket, so `hopLimit` is accepted and reported but NOT enforced.
+ * IP_TTL / IPV6_UNICAST_HOPS on a socket, so `hopLimit` is accepted and reported but NOT enforced
+ * here; the lab's startImds({hopLimit}) enforces it with an iptables TTL / ip6tables HL rule.
  *
  * CLI: node dist/lab/imds-server.js --listen ADDR [--listen ADDR...] [--port 80] [--tokens-required]
- *      [--put-status 403|404|405] [--canary STR] [--hop-limit N] [--keep-alive-ms N] [--log-requests]
+ *      [--put-status 403|404|405] [--throttle-per-second N] [--canary STR] [--hop-limit N] [--keep-alive-ms N] [--log-requests]
  * prints one line {"event":"imds_ready","listen":[...]} on stdout once every listener is bound,
  * and (with --log-requests) one JSON line per request on stderr (never a token value).
  */
@@ -88,6 +91,8 @@ export interface ImdsServerOptions {
   tokensRequired?: boolean;
   /** Force the status of every token PUT (403/404/405: SDKs then fall back to IMDSv1). */
   putStatus?: number;
+  /** Past this many requests in one clock second, answer 429 (the IMDS's per-interface throttle). */
+  throttlePerSecond?: number;
   canary?: string;
   /** Stored and reported only: Node cannot set the IP TTL of a socket. */
   hopLimit?: number;
@@ -281,6 +286,7 @@ const STATUS_TITLE: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  429: 'Too Many Requests',
 };
 
 function errorPage(status: number): string {
@@ -347,6 +353,14 @@ export async function createImdsServer(opts: ImdsServerOptions = {}): Promise<Im
   }
   const tokens = new TokenStore(canary, now);
   const ctx: TreeContext = { canary, now };
+  let throttleSecond = -1;
+  let throttleCount = 0;
+  const throttled = (): boolean => {
+    if (opts.throttlePerSecond === undefined) return false;
+    const sec = Math.floor(now() / 1000);
+    if (sec !== throttleSecond) { throttleSecond = sec; throttleCount = 0; }
+    return ++throttleCount > opts.throttlePerSecond;
+  };
 
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const method = req.method ?? 'GET';
@@ -385,6 +399,7 @@ export async function createImdsServer(opts: ImdsServerOptions = {}): Promise<Im
     // Drain any request body, then answer.
     req.resume();
     req.on('end', () => {
+      if (throttled()) return fail(429);
       if (found.kind === 'missing') return fail(404);
       if (found.kind === 'token') {
         if (method !== 'PUT') return fail(405);
@@ -456,6 +471,7 @@ async function main(argv: string[]): Promise<void> {
       port: { type: 'string' },
       'tokens-required': { type: 'boolean' },
       'put-status': { type: 'string' },
+      'throttle-per-second': { type: 'string' },
       canary: { type: 'string' },
       'hop-limit': { type: 'string' },
       'keep-alive-ms': { type: 'string' },
@@ -471,6 +487,7 @@ async function main(argv: string[]): Promise<void> {
     port: parseIntFlag('port', values.port, 0, 65535),
     tokensRequired: values['tokens-required'] ?? false,
     putStatus: parseIntFlag('put-status', values['put-status'], 100, 599),
+    throttlePerSecond: parseIntFlag('throttle-per-second', values['throttle-per-second'], 1, 1_000_000),
     canary: values.canary,
     hopLimit: parseIntFlag('hop-limit', values['hop-limit'], 1, 255),
     keepAliveMs: parseIntFlag('keep-alive-ms', values['keep-alive-ms'], 1, 3600_000),

@@ -6,7 +6,8 @@
  *   instance ns  imdst-i-<id>   vi-<id>  169.254.10.2/16   fd00:ec2::2/64
  *   imds ns      imdst-m-<id>   vm-<id>  169.254.169.254/16 fd00:ec2::254/64
  *   container ns imdst-c-<id>   (addContainer) eth0 169.254.20.2/24 → br0 169.254.20.1/24 in the
- *                instance ns, MASQUERADE to 169.254.169.254.
+ *                instance ns, MASQUERADE to 169.254.169.254; more containers (index n ≥ 1):
+ *                imdst-c<n>-<id>, 169.254.20.<2+n>, on the same bridge.
  *
  * <id> is "<owner pid base36>-<4 hex>", so cleanupStaleLabs() can tell labs of dead runs from
  * labs that another live test process is still using.
@@ -29,6 +30,8 @@ export const CONTAINER_SUBNET = '169.254.20.0/24';
 
 /** Hidden hook through which addContainer registers its namespace with the lab. */
 const ADD_NS = Symbol('imdst.addNamespace');
+/** Where addContainer remembers which iptables installed the lab's MASQUERADE rule. */
+const NAT_BIN = Symbol('imdst.natBinary');
 
 export interface ExecResult {
   pid: number;
@@ -51,6 +54,8 @@ export interface RunOptions {
 export interface ImdsStartOptions {
   tokensRequired?: boolean;
   putStatus?: number;
+  /** Past this many requests in one clock second, 429 (imds-server --throttle-per-second). */
+  throttlePerSecond?: number;
   canary?: string;
   hopLimit?: number;
   keepAliveMs?: number;
@@ -60,6 +65,20 @@ export interface ImdsStartOptions {
   logRequests?: boolean;
   /** Give up waiting for imds_ready after this long (default 15 s). */
   readyTimeoutMs?: number;
+}
+
+/**
+ * The IP TTL / hop limit the lab gives the stand-in's token answers (`hopLimit`): the stand-in cannot
+ * set it on its sockets, so an iptables mangle rule in the IMDS namespace does, for the answers that
+ * echo X-aws-ec2-metadata-token-ttl-seconds (token PUTs answered 200), as HttpPutResponseHopLimit does.
+ */
+export function hopLimitRules(hopLimit: number): Array<{ bin: string; rule: string[] }> {
+  const match = ['-p', 'tcp', '--sport', '80', '-m', 'string', '--algo', 'bm', '--icase',
+    '--string', 'x-aws-ec2-metadata-token-ttl-seconds'];
+  return [
+    { bin: 'iptables', rule: ['-t', 'mangle', '-A', 'OUTPUT', ...match, '-j', 'TTL', '--ttl-set', String(hopLimit)] },
+    { bin: 'ip6tables', rule: ['-t', 'mangle', '-A', 'OUTPUT', ...match, '-j', 'HL', '--hl-set', String(hopLimit)] },
+  ];
 }
 
 export interface ImdsHandle {
@@ -260,7 +279,7 @@ async function deleteNamespace(ns: string): Promise<void> {
 }
 
 function ownerPid(ns: string): number | undefined {
-  const m = /^imdst-(?:[imc]|probe)-([0-9a-z]+)-[0-9a-f]{4}$/.exec(ns);
+  const m = /^imdst-(?:[imx]|c\d*|probe)-([0-9a-z]+)-[0-9a-f]{4}$/.exec(ns);
   return m ? parseInt(m[1], 36) : undefined;
 }
 
@@ -377,8 +396,19 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     if (sopts.ipv6 !== false) args.push('--listen', IMDS_V6);
     if (sopts.tokensRequired) args.push('--tokens-required');
     if (sopts.putStatus !== undefined) args.push('--put-status', String(sopts.putStatus));
+    if (sopts.throttlePerSecond !== undefined) args.push('--throttle-per-second', String(sopts.throttlePerSecond));
     if (sopts.canary !== undefined) args.push('--canary', sopts.canary);
     if (sopts.hopLimit !== undefined) args.push('--hop-limit', String(sopts.hopLimit));
+    const hopRules = sopts.hopLimit === undefined ? [] : hopLimitRules(sopts.hopLimit);
+    for (const { bin, rule } of hopRules) {
+      if (bin === 'ip6tables' && sopts.ipv6 === false) continue;
+      await nsExecChecked(imdsNs, bin, ['-w', ...rule], `${bin} hop limit rule`);
+    }
+    const dropHopRules = async (): Promise<void> => {
+      for (const { bin, rule } of hopRules) {
+        await run('ip', ['netns', 'exec', imdsNs, bin, '-w', ...rule.map((a) => (a === '-A' ? '-D' : a))], { timeoutMs: 15_000 });
+      }
+    };
     if (sopts.keepAliveMs !== undefined) args.push('--keep-alive-ms', String(sopts.keepAliveMs));
     if (sopts.logRequests) args.push('--log-requests');
     const proc = nsSpawn(imdsNs, process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -446,7 +476,10 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
             },
           });
         }),
-      stop: () => killAndWait(proc),
+      stop: async () => {
+        await killAndWait(proc);
+        await dropHopRules();
+      },
     };
   };
 
@@ -495,37 +528,46 @@ const IPTABLES_CANDIDATES = ['/usr/sbin/iptables', '/usr/sbin/iptables-nft', '/u
 /**
  * A "container" namespace behind a bridge in the instance namespace, whose traffic to the IMDS is
  * masqueraded by the instance (as Docker's default bridge does). Removed by lab.destroy().
+ * `index` 0 (the default) is the first container; more containers (1, 2, …) join the same bridge.
  */
-export async function addContainer(lab: Lab): Promise<ContainerInfo> {
-  const ns = `${NS_PREFIX}c-${lab.id}`;
-  const hostIf = `vc-${lab.id}`;
+export async function addContainer(lab: Lab, opts: { index?: number } = {}): Promise<ContainerInfo> {
+  const index = opts.index ?? 0;
+  if (!Number.isInteger(index) || index < 0 || index > 200) throw new Error(`container index ${index} out of range 0..200`);
+  const tag = index === 0 ? 'c' : `c${index}`;
+  const ns = `${NS_PREFIX}${tag}-${lab.id}`;
+  const hostIf = `v${tag}-${lab.id}`;
+  const address = index === 0 ? CONTAINER_V4 : `169.254.20.${2 + index}`;
   const ifname = 'eth0';
   const bridge = 'br0';
   const register = (lab as unknown as Record<symbol, (ns: string) => void>)[ADD_NS];
   if (typeof register !== 'function') throw new Error('addContainer needs a lab made by createLab');
-  if (lab.namespaces().includes(ns)) throw new Error(`lab ${lab.id} already has a container`);
+  if (lab.namespaces().includes(ns)) throw new Error(`lab ${lab.id} already has container ${index}`);
+  if (hostIf.length > 15) throw new Error(`interface name too long: ${hostIf}`);
+  const first = !lab.namespaces().some((n) => n.startsWith(`${NS_PREFIX}c`));
 
   await ip(['netns', 'add', ns], `netns add ${ns}`);
   register(ns);
   const inst = lab.instanceNs;
   await ip(['-n', ns, 'link', 'set', 'lo', 'up'], `link set lo up (${ns})`);
-  await ip(['-n', inst, 'link', 'add', bridge, 'type', 'bridge'], 'link add bridge');
-  await ip(['-n', inst, 'addr', 'add', `${BRIDGE_V4}/24`, 'dev', bridge], 'addr add (bridge)');
-  await ip(['-n', inst, 'link', 'set', bridge, 'up'], 'link set bridge up');
+  if (first) {
+    await ip(['-n', inst, 'link', 'add', bridge, 'type', 'bridge'], 'link add bridge');
+    await ip(['-n', inst, 'addr', 'add', `${BRIDGE_V4}/24`, 'dev', bridge], 'addr add (bridge)');
+    await ip(['-n', inst, 'link', 'set', bridge, 'up'], 'link set bridge up');
+  }
   await ip(
     ['link', 'add', 'name', hostIf, 'netns', inst, 'type', 'veth', 'peer', 'name', ifname, 'netns', ns],
     'link add container veth',
   );
   await ip(['-n', inst, 'link', 'set', hostIf, 'master', bridge], 'link set master bridge');
   await ip(['-n', inst, 'link', 'set', hostIf, 'up'], 'link set up (bridge port)');
-  await ip(['-n', ns, 'addr', 'add', `${CONTAINER_V4}/24`, 'dev', ifname], 'addr add (container)');
+  await ip(['-n', ns, 'addr', 'add', `${address}/24`, 'dev', ifname], 'addr add (container)');
   await ip(['-n', ns, 'link', 'set', ifname, 'up'], 'link set up (container)');
   await ip(['-n', ns, 'route', 'add', 'default', 'via', BRIDGE_V4], 'route add default (container)');
   await nsExecChecked(inst, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], 'sysctl ip_forward');
 
   const errors: string[] = [];
-  let iptables = '';
-  for (const bin of IPTABLES_CANDIDATES) {
+  let iptables = first ? '' : (lab as unknown as { [NAT_BIN]?: string })[NAT_BIN] ?? '';
+  for (const bin of first ? IPTABLES_CANDIDATES : []) {
     if (!existsSync(bin)) continue;
     const rule = ['-t', 'nat', '-A', 'POSTROUTING', '-s', CONTAINER_SUBNET, '-d', `${IMDS_V4}/32`, '-j', 'MASQUERADE'];
     const r = await run('ip', ['netns', 'exec', inst, bin, '-w', ...rule], { timeoutMs: 15_000 });
@@ -536,9 +578,10 @@ export async function addContainer(lab: Lab): Promise<ContainerInfo> {
     errors.push(`${bin}: ${r.stderr.trim()}`);
   }
   if (!iptables) throw new Error(`iptables MASQUERADE failed in ${inst}: ${errors.join('; ')}`);
+  (lab as unknown as { [NAT_BIN]?: string })[NAT_BIN] = iptables;
 
   await waitOperUp(ns, ifname);
   await waitOperUp(inst, hostIf);
   await waitOperUp(inst, bridge);
-  return { ns, ifname, hostIf, bridge, address: CONTAINER_V4, iptables };
+  return { ns, ifname, hostIf, bridge, address, iptables };
 }

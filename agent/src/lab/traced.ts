@@ -54,8 +54,10 @@ export async function attachTracer(proc: ChildProcess, readyTimeoutMs = 20_000):
     for (const f of w) f();
     resolve(code);
   }));
-  const count = (pred: (r: TracedRecord) => boolean, n: number, timeoutMs = 20_000, what = 'records') =>
+  const count = (match: (r: TracedRecord) => boolean, n: number, timeoutMs = 20_000, what = 'records') =>
     new Promise<TracedRecord[]>((resolve, reject) => {
+      // A record the predicate cannot read (e.g. `request: null` on a call the wire did not show) does not match.
+      const pred = (r: TracedRecord): boolean => { try { return match(r); } catch { return false; } };
       const timer = setTimeout(() => reject(new Error(`timed out waiting for ${n} ${what}; have ${records.filter(pred).length}; stderr: ${err.slice(-500)}`)), timeoutMs);
       const check = (): void => {
         const got = records.filter(pred);

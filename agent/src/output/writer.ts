@@ -34,10 +34,19 @@ export class RecordWriter {
     this.written++;
   }
 
-  /** Problems go to stdout only: the log file may be what is failing. */
+  /**
+   * Problems go where records go, so a reader of the log learns of a gap in it; except to where the
+   * problem is: the log file's own errors come through a writer without it (run.ts), CloudWatch's
+   * are not shipped to CloudWatch.
+   */
   error(component: string, message: string): void {
-    this.toStderr(3, errorRecord(component, message));
-    this.o.stdout?.write(`${JSON.stringify(errorRecord(component, message))}\n`);
+    const rec = errorRecord(component, message);
+    this.toStderr(3, rec);
+    const line = `${JSON.stringify(rec)}\n`;
+    this.o.stdout?.write(line);
+    this.o.logFile?.write(line);
+    if (component !== 'cloudwatch') for (const s of this.o.sinks ?? []) s.write(line, rec);
+    this.written++;
   }
 
   /** Notices go where records go: they tell a reader of the log what happened to the tracing. */

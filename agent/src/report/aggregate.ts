@@ -14,6 +14,7 @@
  */
 import { shellJoin } from '../format/table.js';
 import { unitGroup } from '../attribution/proc-parse.js';
+import type { CallerAdvice, GroupEnricher } from '../advice/callers.js';
 
 export const NOT_IDENTIFIED = '(caller not identified)';
 
@@ -25,7 +26,8 @@ export interface StatusCount {
 
 /** One line of the report. Field names are a contract (`report --json`): add, never rename. */
 export interface ReportGroup {
-  imds_version: 'v1' | 'v2';
+  /** "unknown": calls the kernel saw whose request capture could not read (`wire_reason`); they may be IMDSv1. */
+  imds_version: 'v1' | 'v2' | 'unknown';
   /** `process.exe`, else `process.comm`; null for an unidentified caller. */
   exe: string | null;
   /** The normalised command line; null when the argv is unknown. */
@@ -49,14 +51,22 @@ export interface ReportGroup {
   statuses: StatusCount[];
   /** How the calls' callers were found: "ebpf", "proc", "none", or several joined with "+". */
   attribution: string;
+  /** The SDK and what to do (the latest call's `sdk`), and the caller's rates (throttling risk). */
+  sdk?: CallerAdvice['sdk'];
+  rates?: CallerAdvice['rates'];
+  /** The container's names when the agent found them (see SCHEMA.md `process.container`). */
+  container_name?: CallerAdvice['container_name'];
 }
 
 export interface AggregateOptions {
   includeV2: boolean;
   maxPaths: number;
+  /** Per-caller advice (SDK, rates) folded alongside. */
+  enrich?: GroupEnricher;
 }
 
 interface Acc {
+  key: string;
   group: Omit<ReportGroup, 'paths' | 'paths_more' | 'statuses' | 'attribution' | 'first_seen' | 'last_seen' | 'count'>;
   paths: Set<string>;
   statuses: Map<number | null, number>;
@@ -96,8 +106,8 @@ export class Aggregator {
   add(rec: unknown): void {
     if (!rec || typeof rec !== 'object' || (rec as Json).event !== 'imds_call') { this.ignored++; return; }
     const r = rec as Json;
-    const version = r.imds_version;
-    if (!(version === 'v1' || (version === 'v2' && this.o.includeV2))) { this.ignored++; return; }
+    const version = r.imds_version === null && typeof r.wire_reason === 'string' ? 'unknown' : r.imds_version;
+    if (!(version === 'v1' || version === 'unknown' || (version === 'v2' && this.o.includeV2))) { this.ignored++; return; }
     const t = Date.parse(str(r.time) ?? '');
     if (Number.isNaN(t)) { this.ignored++; return; }
     const request = (r.request ?? {}) as Json;
@@ -122,11 +132,12 @@ export class Aggregator {
     const key = JSON.stringify([identified, ...Object.values(group)]);
     let acc = this.groups.get(key);
     if (!acc) {
-      acc = { group, paths: new Set(), statuses: new Map(), attributions: new Set(), first: t, last: t,
+      acc = { key, group, paths: new Set(), statuses: new Map(), attributions: new Set(), first: t, last: t,
         firstIso: r.time as string, lastIso: r.time as string };
       this.groups.set(key, acc);
     }
     this.calls++;
+    this.o.enrich?.add(key, r, t);
     const path = str(request.path);
     if (path !== null) acc.paths.add(path);
     const status = typeof (r.response as Json | undefined)?.status === 'number' ? (r.response as Json).status as number : null;
@@ -151,6 +162,7 @@ export class Aggregator {
         statuses: [...a.statuses].map(([status, count]) => ({ status, count }))
           .sort((x, y) => (x.status ?? Infinity) - (y.status ?? Infinity)),
         attribution: [...a.attributions].sort().join('+'),
+        ...this.o.enrich?.fields(a.key),
         _last: a.last,
       };
     });

@@ -4,7 +4,9 @@
  * The same connection seen on two interfaces (container veth and bridge) is one connection (same
  * 4-tuple; duplicate bytes are dropped by TcpStream). The same connection seen before and after NAT
  * (MASQUERADE keeps sequence numbers) is recognised by its initial sequence number and reported once,
- * under its first (pre-NAT) 4-tuple.
+ * under its first (pre-NAT) 4-tuple; the first connection then knows the address and port it left with
+ * (`nat`), and an answer seen only on the post-NAT view (it died on its way in: hop limit) still answers
+ * its request, once.
  */
 import type { TcpSegment } from './packet.js';
 import { TcpStream } from './tcp-stream.js';
@@ -26,6 +28,12 @@ export interface Conn {
   clientIsn: number | null;
   /** Set when this is the post-NAT view of another connection: its messages are not reported. */
   natViewOf: number | null;
+  /** On a connection seen before NAT: how its post-NAT view left the host (source, port, interface). */
+  nat?: { client: string; cport: number; iface: string | null };
+  /** Sequence number of the last request whose response was reported (over all views). */
+  respondedSeq?: number;
+  /** Set by attribution when the caller's kernel saw another 4-tuple (NAT before the capture point). */
+  sentAs?: { client: string; cport: number };
   /** Methods of requests still waiting for their response, oldest first (pipelining). */
   awaiting: Array<{ method: string; seq: number }>;
   requests: number;
@@ -36,7 +44,8 @@ export interface FlowHandlers {
   isServer(addr: string, port: number): boolean;
   onOpen(conn: Conn): void;
   onRequest(conn: Conn, head: RequestHead, seqNo: number, ts: number): void;
-  onResponse(conn: Conn, head: ResponseHead, requestSeq: number | null, ts: number): void;
+  /** `ttl`: IP TTL / hop limit of the segment that completed the response head, as first seen. */
+  onResponse(conn: Conn, head: ResponseHead, requestSeq: number | null, ts: number, ttl: number | null): void;
   onClose(conn: Conn): void;
   onSecret(value: string): void;
   /** A request already reported (its seqNo) turned out ambiguous below HTTP (TCP overlap, urgent data). */
@@ -79,13 +88,17 @@ interface FlowState {
   finDown: boolean;
   /** Bytes this flow held after its last segment (counted in the table's total). */
   bytes: number;
+  /** TTL / hop limit of the server segment being handled. */
+  downTtl: number | null;
+  /** The connection this one is the post-NAT view of. */
+  natOrigin: Conn | null;
 }
 
 const NAT_WINDOW_MS = 5000;
 
 export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
-  private readonly byIsn = new Map<string, { id: number; at: number }>();
+  private readonly byIsn = new Map<string, { id: number; at: number; conn: Conn }>();
   private nextId = 1;
   readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0,
     overlapConflicts: 0, urgent: 0 };
@@ -122,6 +135,7 @@ export class FlowTable {
       if (seg.flags.fin && !seg.flags.rst && !st.up.holding) st.upHttp.end();
     } else {
       if (seg.flags.syn) st.down.onSyn(seg.seq);
+      st.downTtl = seg.ttl ?? null;
       st.down.onSegment(seg.flags.syn ? (seg.seq + 1) >>> 0 : seg.seq, seg.payload, seg.urgent);
       if (seg.flags.ack) st.up.onAck(seg.ack);
     }
@@ -144,7 +158,7 @@ export class FlowTable {
       clientIsn: seg.flags.syn && toServer ? seg.seq : null, natViewOf: null,
       awaiting: [], requests: 0, closed: false,
     };
-    if (conn.clientIsn !== null) this.noteIsn(conn, ts);
+    const natOrigin = conn.clientIsn !== null ? this.noteIsn(conn, ts) : null;
     const limits = {
       maxOutOfOrderSegments: this.limits.maxOutOfOrderSegments,
       maxBufferedBytes: this.limits.maxBufferedBytesPerDirection,
@@ -170,12 +184,20 @@ export class FlowTable {
       requestMethod: () => conn.awaiting[0]?.method ?? null,
       onMessage: (head) => {
         if (head.kind !== 'response') return;
-        const req = head.status >= 100 && head.status < 200 ? conn.awaiting[0] : conn.awaiting.shift();
-        if (conn.natViewOf === null) this.h.onResponse(conn, head, req?.seq ?? null, conn.lastSeen);
+        const interim = head.status >= 100 && head.status < 200;
+        const req = interim ? conn.awaiting[0] : conn.awaiting.shift();
+        // One response per request over all views of a connection: the first view that completes it.
+        const origin = st.natOrigin ?? conn;
+        if (st.natOrigin && (interim || origin.closed)) return;
+        if (!interim && req) {
+          if (req.seq <= (origin.respondedSeq ?? 0)) return;
+          origin.respondedSeq = req.seq;
+        }
+        this.h.onResponse(origin, head, req?.seq ?? null, conn.lastSeen, st.downTtl);
       },
     });
     const st: FlowState = {
-      conn, upHttp, downHttp, finUp: false, finDown: false, bytes: 0,
+      conn, upHttp, downHttp, finUp: false, finDown: false, bytes: 0, downTtl: null, natOrigin,
       up: new TcpStream({
         onData: (b) => upHttp.push(b), onGap: () => upHttp.gap(),
         onConflict: (at) => { this.stats.overlapConflicts++; upHttp.ambiguous(at, 'tcp_overlap_conflict'); },
@@ -201,19 +223,24 @@ export class FlowTable {
     while (this.stats.bufferedBytes > this.limits.maxBufferedBytesTotal && this.flows.size > 0) this.evictOldest();
   }
 
-  /** A SYN with the same ISN to the same server shortly after another one: the post-NAT view. */
-  private noteIsn(conn: Conn, ts: number): void {
+  /**
+   * A SYN with the same ISN to the same server shortly after another one: the post-NAT view. Returns
+   * the connection it is a view of (which learns the post-NAT address), else null.
+   */
+  private noteIsn(conn: Conn, ts: number): Conn | null {
     const k = `${conn.server}|${conn.sport}|${conn.clientIsn}`;
     const prior = this.byIsn.get(k);
     if (prior && ts - prior.at < NAT_WINDOW_MS) {
       conn.natViewOf = prior.id;
+      prior.conn.nat ??= { client: conn.client, cport: conn.cport, iface: conn.iface };
       this.stats.natDuplicates++;
-      return;
+      return prior.conn;
     }
-    this.byIsn.set(k, { id: conn.id, at: ts });
+    this.byIsn.set(k, { id: conn.id, at: ts, conn });
     if (this.byIsn.size > this.limits.maxFlows * 2) {
       for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
     }
+    return null;
   }
 
   private close(st: FlowState): void {

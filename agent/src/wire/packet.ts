@@ -20,6 +20,8 @@ export interface TcpSegment {
   urgent?: number;
   /** Linux cooked capture: 4 = sent by this host, 0 = to us, 3 = another host's; null when unknown. */
   pktType: number | null;
+  /** IPv4 TTL or IPv6 hop limit as captured (absent on segments not decoded from a frame). */
+  ttl?: number;
 }
 
 export type LinkType = 'ETHERNET' | 'LINKTYPE_LINUX_SLL' | 'RAW' | 'NULL' | 'LINUX_SLL2';
@@ -99,7 +101,7 @@ function decodeIPv4(b: Buffer, off: number, pktType: number | null): TcpSegment 
   const end = Math.min(b.length, off + (totalLen >= ihl ? totalLen : b.length - off));
   const src = `${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
   const dst = `${b[off + 16]}.${b[off + 17]}.${b[off + 18]}.${b[off + 19]}`;
-  return decodeTcp(b, off + ihl, end, 4, src, dst, pktType);
+  return decodeTcp(b, off + ihl, end, 4, src, dst, pktType, b[off + 8]);
 }
 
 function decodeIPv6(b: Buffer, off: number, pktType: number | null): TcpSegment | null {
@@ -117,17 +119,17 @@ function decodeIPv6(b: Buffer, off: number, pktType: number | null): TcpSegment 
     p += (b[p + 1] + 1) * 8;
   }
   if (next !== IPPROTO_TCP) return null;
-  return decodeTcp(b, p, end, 6, src, dst, pktType);
+  return decodeTcp(b, p, end, 6, src, dst, pktType, b[off + 7]);
 }
 
 function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: string, dst: string,
-  pktType: number | null): TcpSegment | null {
+  pktType: number | null, ttl: number): TcpSegment | null {
   if (end < off + 20) return null;
   const dataOff = (b[off + 12] >> 4) * 4;
   if (dataOff < 20 || off + dataOff > end) return null;
   const f = b[off + 13];
   const seg: TcpSegment = {
-    family, src, dst, pktType,
+    family, src, dst, pktType, ttl,
     sport: b.readUInt16BE(off),
     dport: b.readUInt16BE(off + 2),
     seq: b.readUInt32BE(off + 4),

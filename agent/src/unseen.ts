@@ -1,0 +1,115 @@
+/**
+ * Connections the kernel saw that the wire did not show (join.ts decides which): each becomes an
+ * `imds_call` record with `imds_version: null`, `request: null` and a `wire_reason`, its caller
+ * from the kernel event — or, beyond a budget (a flood), a count only. Every one is counted by
+ * reason. A connection that never got established carried no request and is not a call.
+ */
+import type { ConnectEvent } from './ebpf/events.js';
+import type { UnseenKind } from './attribution/join.js';
+import { DEFAULTS } from './defaults.js';
+import { fitCallRecord } from './fit.js';
+import { redactProcess } from './redact.js';
+import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from './record.js';
+
+const TCP_ESTABLISHED = 1;
+
+export interface UnseenFacts {
+  atMs: number;
+  reason: WireReason;
+  connection: ConnectionInfo;
+  process: ProcessInfo;
+}
+
+/** The record of a call whose request could not be read. Pure. */
+export function buildUnseenRecord(f: UnseenFacts): CallRecord {
+  return {
+    event: 'imds_call', time: new Date(f.atMs).toISOString(), imds_version: null, provider: 'unknown',
+    request: null, response: { status: null }, connection: f.connection, process: f.process, wire_reason: f.reason,
+  };
+}
+
+/** A token bucket: `burst` at once, refilled at `perMinute`. Pure (time passed in). */
+export class Budget {
+  private tokens: number;
+  private at: number | null = null;
+
+  constructor(private readonly burst: number, private readonly perMinute: number) {
+    this.tokens = burst;
+  }
+
+  take(nowMs: number): boolean {
+    if (this.at !== null) this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.at) * this.perMinute) / 60_000);
+    this.at = nowMs;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+}
+
+export interface UnseenOptions {
+  burst: number;
+  perMinute: number;
+  /** Why the wire did not show a connection that began at atMs. */
+  reasonAt(atMs: number): WireReason;
+  /** Why a connection the wire showed from atMs on carried no request: a capture gap or drops then, else null. */
+  reasonDuring(atMs: number): WireReason | null;
+  connection(e: ConnectEvent): ConnectionInfo;
+  redact(s: string): string;
+  /** argv scrubbing (scrub words); default: redact each argument. */
+  redactArgv?(args: string[]): string[];
+  /**
+   * The event's network namespace was judged unreachable from the capture after the event passed the
+   * kernel filter (netns-reach.ts): it is counted like the ones filtered in the kernel, not recorded.
+   */
+  unreachable(e: ConnectEvent): boolean;
+  /** The agent's own pid: its own calls are counted (onSelf), never recorded. */
+  selfPid: number;
+  onSelf(): void;
+  emit(rec: CallRecord): void;
+}
+
+export class UnseenCalls {
+  readonly counts: Record<WireReason, number> = { capture_gap: 0, capture_dropped: 0, not_captured: 0 };
+  unrecorded = 0;
+  /** Of counts.not_captured, those from namespaces judged unreachable from the capture: no record. */
+  filtered = 0;
+  private readonly budget: Budget;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly o: UnseenOptions) {
+    this.budget = new Budget(o.burst, o.perMinute);
+  }
+
+  handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
+    if (e.newState !== TCP_ESTABLISHED) return; // never connected: no request was sent
+    if (kind === 'no_wire' && this.o.unreachable(e)) {
+      this.counts.not_captured++;
+      this.filtered++;
+      return;
+    }
+    // The wire showed the connection but no request on it: lost only if capture was losing then.
+    const reason = kind === 'no_request' ? this.o.reasonDuring(atMs) : this.o.reasonAt(atMs);
+    if (reason === null) return;
+    if (e.tgid === this.o.selfPid) {
+      this.o.onSelf();
+      return;
+    }
+    this.counts[reason]++;
+    if (!this.budget.take(Date.now())) {
+      this.unrecorded++;
+      return;
+    }
+    const job = process.catch((): ProcessInfo => ({ attribution: 'none', reason: 'the kernel event could not be read' })).then((p) => {
+      const rec = buildUnseenRecord({ atMs, reason, connection: this.o.connection(e),
+        process: redactProcess(p, this.o.redact, this.o.redactArgv?.bind(this.o)) });
+      this.o.emit(fitCallRecord(rec, DEFAULTS.cloudwatch.maxEventBytes)); // one CloudWatch event at most, like every call
+    });
+    this.inFlight.add(job);
+    void job.finally(() => this.inFlight.delete(job));
+  }
+
+  /** Wait until every record already decided is emitted. */
+  async flush(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * The capture process's supervisor, with a stand-in helper (a shell script speaking the framing):
+ * a capture process that dies is restarted at once; one that dies again soon after its restart is
+ * restarted with backoff. Each gap is one error and one notice, with its times. Timers are faked
+ * (only setTimeout), so "at once" is a timer of 0 ms, not a measured time; the processes are real.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { SupervisedCapture } from '../../agent/src/capture/supervised.js';
+
+describe('SupervisedCapture restarts', () => {
+  let dir = '';
+  let cap: SupervisedCapture | null = null;
+  afterEach(async () => {
+    vi.useRealTimers();
+    await cap?.close();
+    for (const pid of pids()) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const pids = (): number[] => {
+    try { return readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n').filter(Boolean).map(Number); } catch { return []; }
+  };
+
+  it('restarts at once after a death, with backoff after a second one soon after; one error and one notice per gap', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'imdst-sup-'));
+    const helper = join(dir, 'helper.sh');
+    // OPEN record: type 1, length 8, "ETHERNET"; then stay until killed.
+    writeFileSync(helper, `#!/bin/sh\necho $$ >> '${dir}/pids'\nprintf '\\001\\000\\000\\000\\010ETHERNET'\nexec sleep 600\n`);
+    chmodSync(helper, 0o755);
+    const errors: string[] = [];
+    const notices: string[] = [];
+    const downs: number[] = [];
+    let waiting: (() => void) | null = null;
+    const wake = (): void => { const w = waiting; waiting = null; w?.(); };
+    const until = (cond: () => boolean): Promise<void> => new Promise((resolve) => {
+      const check = (): void => { if (cond()) resolve(); else waiting = check; };
+      check();
+    });
+    cap = await SupervisedCapture.open({
+      device: 'lab0', filter: 'tcp', bufferBytes: 1, helper, onFrame: () => undefined, stableMs: 60_000,
+      onError: (m) => { errors.push(m); wake(); }, onNotice: (m) => { notices.push(m); wake(); },
+      onDown: (at) => { downs.push(at); },
+    });
+    await until(() => pids().length === 1);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+
+    process.kill(pids()[0], 'SIGKILL');
+    await until(() => errors.length === 1);
+    expect(errors[0]).toMatch(/^capture on lab0 stopped at \d{4}-.*Z \(exit SIGKILL\); .*restarting$/);
+    expect(downs).toHaveLength(1);
+    vi.advanceTimersByTime(0); // the first restart is at once
+    expect(vi.getTimerCount()).toBe(0);
+    await until(() => notices.length === 1);
+    expect(notices[0]).toMatch(/^capture on lab0 resumed at \d{4}-.*Z; it was down from \d{4}-.*Z \(\d+ ms\)$/);
+
+    await until(() => pids().length === 2);
+    process.kill(pids()[1], 'SIGKILL'); // dies again soon after its restart
+    await until(() => errors.length === 2);
+    vi.advanceTimersByTime(0);
+    expect(vi.getTimerCount()).toBe(1); // backing off
+    vi.advanceTimersByTime(500);
+    expect(vi.getTimerCount()).toBe(0);
+    await until(() => notices.length === 2);
+    expect([errors.length, notices.length]).toEqual([2, 2]);
+  });
+});
