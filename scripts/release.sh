@@ -208,6 +208,10 @@ EOF
 done
 
 install -m 0755 "$REPO/scripts/install.sh" "$OUT/install.sh"
-# SHA256SUMS lists every tarball present for this version (a one-arch rebuild keeps the other).
-(cd "$OUT" && sha256sum install.sh imds-tracer-"$VERSION"-linux-*.tar.gz > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+# SHA256SUMS lists what this run built: a tarball left from an earlier build (another commit,
+# say) is not vouched for; install.sh refuses a tarball SHA256SUMS does not list.
+for f in "$OUT"/imds-tracer-*.tar.gz; do
+  case " ${files[*]} " in *" $(basename "$f") "*) ;; *) say "not in SHA256SUMS (not built by this run): $f" ;; esac
+done
+(cd "$OUT" && sha256sum install.sh "${files[@]}" > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 say "wrote $OUT/SHA256SUMS"
