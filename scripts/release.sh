@@ -120,7 +120,8 @@ native_build() {  # $1 = x64|arm64, $2 = output dir
   for a in libpcap.a libbpf.a libelf.a libz.a; do
     [ -e "$libdir/$a" ] || die "$libdir/$a missing (apt-get install libpcap-dev:$([ "$arch" = x64 ] && echo amd64 || echo arm64) libbpf-dev libelf-dev zlib1g-dev for that architecture)"
   done
-  cflags="-g -O2 -Wall -Wextra -Wno-unused-parameter -fstack-protector-strong -D_FORTIFY_SOURCE=2"
+  # -ffile-prefix-map: no build directory in the debug information (a rebuild is byte-identical)
+  cflags="-g -O2 -Wall -Wextra -Wno-unused-parameter -fstack-protector-strong -D_FORTIFY_SOURCE=2 -ffile-prefix-map=$WORK=/build -ffile-prefix-map=$REPO=."
   # Only glibc stays dynamic (every fleet system has it, >= 2.34); the -dev packages' static
   # archives for the rest: libpcap's soname differs between Debian (.so.0.8) and AL2023 (.so.1).
   local static=(-Wl,-Bstatic) dynamic=(-Wl,-Bdynamic)
@@ -132,7 +133,7 @@ native_build() {  # $1 = x64|arm64, $2 = output dir
   local vmdir=$REPO/bpf/vmlinux/$bpfarch
   [ -e "$vmdir/vmlinux.h" ] || vmdir=$REPO/bpf/vmlinux/core
   local o=$WORK/obj-$arch
-  clang -g -O2 -Wall -target bpf -D__TARGET_ARCH_$bpfarch -I"$vmdir" -I"$REPO/bpf" \
+  clang -g -O2 -Wall -target bpf -D__TARGET_ARCH_$bpfarch -I"$vmdir" -I"$REPO/bpf" -ffile-prefix-map="$REPO"=. \
     -c "$REPO/bpf/imds_connect.bpf.c" -o "$o/imds_connect.bpf.o" || die "eBPF object ($arch) failed"
   llvm-strip -g "$o/imds_connect.bpf.o"
   local bpftool
