@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# Installs imds-tracer as a systemd service, from this checkout (or an unpacked release tarball).
-# Runs as root with no prompts (EC2 user data, SSM Run Command), on Amazon Linux 2023 (dnf) and
-# Debian/Ubuntu (apt). Idempotent: a second run with the same options changes nothing.
+# Installs imds-tracer as a systemd service, from a release tarball (fleets) or from this checkout
+# (developers). Runs as root with no prompts (EC2 user data, SSM Run Command, State Manager), on
+# Amazon Linux 2023 (dnf) and Debian/Ubuntu (apt). Idempotent: a second run with the same options
+# changes nothing.
 #
-#   bash scripts/install.sh [--log-group NAME] [--agent-args "OPTIONS"] [--no-start]
+#   bash install.sh --from-release imds-tracer-VERSION-linux-ARCH.tar.gz [--log-group NAME] ...
+#   bash install.sh --from-release DIR    (DIR holds SHA256SUMS and the tarball of this machine's arch)
+#   bash scripts/install.sh [--log-group NAME] [--agent-args "OPTIONS"] [--no-start]   (from source)
 #
-# What it does (docs/fleet.md has the details):
+# From a release (npm run release makes it): nothing is needed on the instance but glibc >= 2.34
+# and systemd: no compiler, no npm, no Node.js (the release brings its own), no network. The
+# tarball's checksum is verified against SHA256SUMS next to it (or --sha256 HEX), then every
+# unpacked file against the tarball's MANIFEST. Steps 1 and 2 below are replaced by unpacking it
+# into /opt/imds-tracer (skipped when that same tarball is installed already).
+#
+# What it does from source (docs/fleet.md has the details):
 #   1. system packages: Node.js >= 20, libpcap, libbpf, libelf and the build tools (skip: --skip-packages)
 #   2. /opt/imds-tracer: a copy of the sources, then npm ci + npm run build + npm prune --omit=dev
 #      there (or, with --from-build, this checkout's dist/, native and eBPF binaries and production
 #      node_modules); skipped when what would be installed is unchanged (a stamp file)
-#   3. /usr/local/bin/imds-tracer, /etc/systemd/system/imds-tracer.service, /var/log/imds-tracer,
-#      /etc/default/imds-tracer (IMDS_TRACER_ARGS, from --log-group and --agent-args)
+#   3. /usr/local/bin/imds-tracer, /etc/systemd/system/imds-tracer.service,
+#      /etc/default/imds-tracer (IMDS_TRACER_ARGS, from --log-group and --agent-args); the log
+#      directory is systemd's (LogsDirectory=), made at the first start
 #   4. systemctl daemon-reload, enable, start (restart when something changed); not with
 #      --no-systemctl, nor when systemd is not running (then the unit is enabled offline).
 #
 # Options:
+#   --from-release F     install release tarball F (or the one for this machine in directory F)
+#   --sha256 HEX         the tarball's expected SHA-256 (instead of SHA256SUMS next to it)
 #   --log-group NAME     ship records to this CloudWatch Logs group (--cloudwatch-log-group NAME)
 #   --agent-args "…"     more options for `imds-tracer run`, split on whitespace
 #                        (without --log-group/--agent-args an existing /etc/default/imds-tracer is kept)
@@ -42,6 +54,8 @@ FROM_BUILD=0
 FORCE=0
 PACKAGES=1
 SYSTEMCTL=1
+RELEASE=''
+RELEASE_SHA=''
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -53,6 +67,10 @@ while [ $# -gt 0 ]; do
     --root=*|--prefix=*) ROOT=${1#*=}; shift ;;
     --no-start) START=0; shift ;;
     --from-build) FROM_BUILD=1; shift ;;
+    --from-release) [ $# -ge 2 ] || die "--from-release needs a tarball or a directory" 2; RELEASE=$2; shift 2 ;;
+    --from-release=*) RELEASE=${1#*=}; shift ;;
+    --sha256) [ $# -ge 2 ] || die "--sha256 needs a checksum" 2; RELEASE_SHA=$2; shift 2 ;;
+    --sha256=*) RELEASE_SHA=${1#*=}; shift ;;
     --force) FORCE=1; shift ;;
     --skip-packages) PACKAGES=0; shift ;;
     --no-systemctl) SYSTEMCTL=0; shift ;;
@@ -75,6 +93,64 @@ if [[ "$AGENT_ARGS" =~ [\"\'\\\$\`] ]] || [[ "$AGENT_ARGS" == *$'\n'* ]]; then
   die "--agent-args may not contain quotes, backslashes, \$, backticks or newlines (options are split on whitespace)" 2
 fi
 
+# ---------------------------------------------------------------------------------------------
+# From a release: verify, unpack into /opt/imds-tracer (instead of steps 1 and 2)
+# ---------------------------------------------------------------------------------------------
+CHANGED=0
+if [ -n "$RELEASE" ]; then
+  [ "$FROM_BUILD" -eq 0 ] || die "--from-release and --from-build exclude each other" 2
+  case "$(uname -m)" in x86_64) ARCH=x64 ;; aarch64) ARCH=arm64 ;; *) die "no release for $(uname -m) (x86_64 and aarch64 only); build from source" ;; esac
+  if [ -d "$RELEASE" ]; then
+    shopt -s nullglob
+    cands=("$RELEASE"/imds-tracer-*-linux-"$ARCH".tar.gz)
+    shopt -u nullglob
+    [ "${#cands[@]}" -eq 1 ] || die "--from-release $RELEASE: expected one imds-tracer-*-linux-$ARCH.tar.gz there, found ${#cands[@]}" 2
+    RELEASE=${cands[0]}
+  fi
+  [ -f "$RELEASE" ] || die "--from-release $RELEASE: no such file" 2
+  rel_name=$(basename "$RELEASE")
+  [[ "$rel_name" =~ ^imds-tracer-.+-linux-(x64|arm64)\.tar\.gz$ ]] || die "--from-release $rel_name: not an imds-tracer-VERSION-linux-ARCH.tar.gz" 2
+  [ "${BASH_REMATCH[1]}" = "$ARCH" ] || die "$rel_name is for ${BASH_REMATCH[1]}; this machine is $(uname -m): use imds-tracer-*-linux-$ARCH.tar.gz" 2
+  got=$(sha256sum "$RELEASE" | cut -d' ' -f1)
+  if [ -z "$RELEASE_SHA" ]; then
+    sums=$(dirname "$RELEASE")/SHA256SUMS
+    [ -f "$sums" ] || die "no checksum for $rel_name: put SHA256SUMS (from the release) next to it, or pass --sha256 HEX" 2
+    RELEASE_SHA=$(awk -v f="$rel_name" '$2 == f || $2 == "*" f { print $1 }' "$sums")
+    [ -n "$RELEASE_SHA" ] || die "$sums does not list $rel_name" 2
+  fi
+  [ "$got" = "$RELEASE_SHA" ] || die "checksum mismatch for $rel_name: SHA-256 $got, expected $RELEASE_SHA (a corrupt or altered download); nothing was changed"
+  glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{ print $2 }' || true)
+  if [ -n "$glibc" ] && [ "${glibc%%.*}" -eq 2 ] 2>/dev/null && [ "${glibc#*.}" -lt 34 ] 2>/dev/null; then
+    die "glibc $glibc here; the release needs glibc >= 2.34 (Amazon Linux 2023, RHEL 9, Ubuntu 22.04+, Debian 12+). Build from source on this system"
+  fi
+  OPT=$R/opt/imds-tracer
+  STAMP="release $got"
+  if [ "$FORCE" -eq 0 ] && [ -f "$OPT/.install-stamp" ] && [ "$(cat "$OPT/.install-stamp")" = "$STAMP" ] &&
+     [ -x "$OPT/runtime/bin/node" ]; then
+    say "$OPT is up to date ($rel_name)"
+  else
+    CHANGED=1
+    mkdir -p "$R/opt"
+    STAGE=$(mktemp -d "$R/opt/.imds-tracer.XXXXXX")
+    trap 'rm -rf "$STAGE"' EXIT
+    tar -C "$STAGE" --strip-components=1 --no-same-owner -xzf "$RELEASE" || die "cannot unpack $rel_name; nothing was changed"
+    [ -f "$STAGE/MANIFEST" ] && [ -x "$STAGE/runtime/bin/node" ] || die "$rel_name is not an imds-tracer release (no MANIFEST or runtime); nothing was changed"
+    (cd "$STAGE" && sha256sum --quiet --strict -c MANIFEST) >&2 || die "files of $rel_name do not match its MANIFEST; nothing was changed"
+    echo "$STAMP" > "$STAGE/.install-stamp"
+    chmod -R u+rwX,go+rX,go-w "$STAGE"
+    chmod 0755 "$STAGE"
+    [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$STAGE"
+    if [ -e "$OPT" ]; then mv "$OPT" "$OPT.old.$$"; fi
+    mv "$STAGE" "$OPT"
+    rm -rf "$OPT.old.$$"
+    trap - EXIT
+    say "installed $OPT from $rel_name"
+  fi
+  NODE_REL=opt/imds-tracer/runtime/bin/node
+  PACKAGES=0
+fi
+
+if [ -z "$RELEASE" ]; then
 # ---------------------------------------------------------------------------------------------
 # 1. System packages
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +213,7 @@ ITEMS=(package.json package-lock.json tsconfig.json bin agent bpf native docs sy
   scripts/install.sh scripts/uninstall.sh)
 BUILT=(dist bpf/.output/imds_connect)
 [ -d "$SRC/native" ] && BUILT+=(native/.output/imds_capture)
+[ ! -f "$SRC/RELEASE" ] || die "$SRC is an unpacked release: install the tarball itself, which is checksummed: bash install.sh --from-release imds-tracer-VERSION-linux-ARCH.tar.gz (or the directory holding it and SHA256SUMS)" 2
 for f in package.json package-lock.json bin agent bpf; do
   [ -e "$SRC/$f" ] || die "$SRC is not an imds-tracer checkout: $f is missing"
 done
@@ -161,7 +238,6 @@ stamp() {
   } | sha256sum | cut -d' ' -f1
 }
 STAMP=$(stamp)
-CHANGED=0
 
 if [ "$FORCE" -eq 0 ] && [ -f "$OPT/.install-stamp" ] && [ "$(cat "$OPT/.install-stamp")" = "$STAMP" ] &&
    [ -f "$OPT/dist/cli.js" ]; then
@@ -202,6 +278,7 @@ else
   trap - EXIT
   say "installed $OPT"
 fi
+fi  # from source
 
 # ---------------------------------------------------------------------------------------------
 # 3. Command, unit, environment file, log directory
@@ -212,7 +289,8 @@ put() {
   mkdir -p "$(dirname "$dest")"
   tmp=$(mktemp "$(dirname "$dest")/.imds-tracer.XXXXXX")
   cat > "$tmp"
-  if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$tmp" "$dest" && [ "$(stat -c %a "$dest")" = "${mode#0}" ]; then
+  # (sha256sum, not cmp: diffutils is not on every minimal image)
+  if [ -f "$dest" ] && [ ! -L "$dest" ] && [ "$(sha256sum < "$tmp")" = "$(sha256sum < "$dest")" ] && [ "$(stat -c %a "$dest")" = "${mode#0}" ]; then
     rm -f "$tmp"
     return 0
   fi
@@ -223,14 +301,24 @@ put() {
 }
 
 # The command finds /opt/imds-tracer relative to itself, so it also works under --root.
+if [ -n "$RELEASE" ]; then
+put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
+#!/bin/sh
+# imds-tracer, installed by install.sh from a release: its own Node.js runtime runs /opt/imds-tracer.
+here=\$(dirname "\$(readlink -f "\$0")")
+exec "\$here/../../../$NODE_REL" "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
+EOF
+else
 put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by scripts/install.sh: runs /opt/imds-tracer with Node.js >= 20.
 here=\$(dirname "\$(readlink -f "\$0")")
 exec $NODE "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
+fi
 
-put "$R/etc/systemd/system/imds-tracer.service" 0644 < "$SRC/systemd/imds-tracer.service"
+# From a release: the unit it brings (it matches its runtime and helpers), else the checkout's.
+put "$R/etc/systemd/system/imds-tracer.service" 0644 < "$([ -n "$RELEASE" ] && echo "$OPT" || echo "$SRC")/systemd/imds-tracer.service"
 
 ENV_FILE=$R/etc/default/imds-tracer
 if [ "$SET_ARGS" -eq 1 ] || [ ! -e "$ENV_FILE" ]; then
@@ -245,14 +333,10 @@ IMDS_TRACER_ARGS="$args"
 EOF
 fi
 
-# /var/log/imds-tracer: systemd (LogsDirectory=) owns it while the service runs; created here for
-# manual runs. Under DynamicUser= systemd turns it into a link to /var/log/private/imds-tracer.
-LOG_DIR=$R/var/log/imds-tracer
-if [ ! -e "$LOG_DIR" ] && [ ! -L "$LOG_DIR" ]; then
-  mkdir -p "$R/var/log"
-  install -d -m 0700 "$LOG_DIR"
-  say "created ${LOG_DIR#"$R"}"
-fi
+# /var/log/imds-tracer is systemd's (LogsDirectory=): under DynamicUser= it makes
+# /var/log/private/imds-tracer (0700, the service user's) and the link /var/log/imds-tracer to it
+# at the first start. Not made here: a plain directory would have to be migrated by systemd. A
+# manual `imds-tracer run` as root makes it itself (0700).
 
 # ---------------------------------------------------------------------------------------------
 # 4. systemd
@@ -279,4 +363,4 @@ else
     say "enabled under $ROOT (systemd not running here: not started)" ||
     say "could not enable imds-tracer.service under $ROOT; enable it on the instance"
 fi
-say "done: imds-tracer $("$NODE" -p "require('$OPT/package.json').version") in ${OPT#"$R"}"
+say "done: imds-tracer $(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$OPT/package.json" | head -1) in ${OPT#"$R"}"

@@ -22,6 +22,16 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   exit 2
 fi
 
+# Release builds (npm run release, test/release): static libraries come with the -dev packages
+# above; arm64 is cross-built with Debian's toolchain and multiarch -dev packages, its helpers
+# smoke-tested under qemu-user; the systemd-box test boots a Debian rootfs (debootstrap, nspawn).
+packages+=(binutils debootstrap systemd-container)
+if [ "$(dpkg --print-architecture)" = amd64 ] && grep -qx 'ID=debian' /etc/os-release; then
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    libpcap-dev:arm64 libbpf-dev:arm64 libelf-dev:arm64 zlib1g-dev:arm64)
+fi
+
 # cloud-init is here only for its EC2 datasource code, which the tests drive in the lab. Where this
 # script is what brings it, it must never run at boot (it would look for metadata services): it is
 # disabled. Where it was already installed (a real instance), it is left alone.

@@ -47,8 +47,10 @@ fi
 remove() {
   local p
   for p in "$@"; do
+    # $R is "" on a real root: guard the path itself (absolute, never "/" alone) instead of $R.
+    case "$p" in /?*) ;; *) die "refusing to remove '$p'" ;; esac
     if [ -e "$R$p" ] || [ -L "$R$p" ]; then
-      rm -rf "${R:?}$p" 2>/dev/null || rm -rf "$R$p"
+      rm -rf -- "$R$p"
       say "removed $p"
     fi
   done
@@ -61,6 +63,9 @@ for leftover in "$R"/opt/.imds-tracer.* "$R"/opt/imds-tracer.old.*; do
   [ -e "$leftover" ] && remove "${leftover#"$R"}"
 done
 
+if [ -d "$R/etc/systemd/system/$UNIT.d" ]; then
+  say "kept /etc/systemd/system/$UNIT.d (local drop-ins; remove it yourself if unwanted)"
+fi
 if [ "$SYSTEMCTL" -eq 1 ] && [ "$ROOT" = / ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl reset-failed "$UNIT" 2>/dev/null || true

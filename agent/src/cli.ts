@@ -23,6 +23,15 @@ function scrubWord(v: string, all: string[] = []): string[] {
   return [...all, v];
 }
 
+/** --cloudwatch-retention-days: one of the values CloudWatch Logs accepts. */
+export const RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+function retentionDays(v: string): number {
+  if (!/^\d+$/.test(v) || !RETENTION_DAYS.includes(Number(v))) {
+    throw new InvalidArgumentError(`--cloudwatch-retention-days must be one of ${RETENTION_DAYS.join(', ')}`);
+  }
+  return Number(v);
+}
+
 export async function main(argv: string[], say = (l: string) => process.stderr.write(`${l}\n`)): Promise<number> {
   let status: number = EXIT.ok;
   const program = new Command('imds-tracer')
@@ -50,8 +59,15 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .option('--cloudwatch-region <region>', 'region of the log group (default: AWS_REGION, else the instance\'s)')
     .option('--cloudwatch-endpoint <url>', 'CloudWatch Logs endpoint override (VPC endpoint, tests)')
     .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)
+    .option('--cloudwatch-create-group', 'create the log group when it does not exist (logs:CreateLogGroup)')
+    .option('--cloudwatch-retention-days <days>', 'retention set on a log group the agent created (with --cloudwatch-create-group; logs:PutRetentionPolicy)', retentionDays)
     .addOption(new Option('--format <kind>', 'stdout: JSON lines, or one readable line per call (auto: table on a terminal)').choices(['auto', 'json', 'table']).default('auto'))
     .action(async (opts: RunOptions & ExtrasOptions) => {
+      if (opts.cloudwatchRetentionDays && !opts.cloudwatchCreateGroup) {
+        say('imds-tracer: --cloudwatch-retention-days needs --cloudwatch-create-group (the agent sets retention only on a group it created)');
+        status = EXIT.usage;
+        return;
+      }
       status = await runTracer(opts, say);
     });
   void run;
@@ -99,7 +115,12 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
     .description('check that tracing can work here (privileges, libpcap, eBPF, log directory); exit 1 if not')
     .option('--log-file <path>', 'JSON lines file whose directory is checked', DEFAULTS.logFile)
     .option('--json', 'print the results as one JSON object', false)
-    .action(async (opts: { logFile: string; json: boolean }) => {
+    .option('--cloudwatch', 'also check CloudWatch Logs shipping: region, credentials, group, a test event (the service\'s options from /etc/default/imds-tracer unless given)')
+    .option('--cloudwatch-log-group <name>', 'with --cloudwatch: the log group')
+    .option('--cloudwatch-log-stream <name>', 'with --cloudwatch: the log stream (a "-doctor" stream next to it gets the test event)')
+    .option('--cloudwatch-region <region>', 'with --cloudwatch: the region')
+    .option('--cloudwatch-endpoint <url>', 'with --cloudwatch: the endpoint')
+    .action(async (opts: { logFile: string; json: boolean; cloudwatch?: boolean; cloudwatchLogGroup?: string }) => {
       const { runDoctor } = await import('./commands/doctor.js');
       status = await runDoctor(opts);
     });

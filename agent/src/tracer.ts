@@ -142,9 +142,10 @@ export class Tracer {
 
   /**
    * Stop capturing, write every call already seen; then every connection the kernel saw that the
-   * wire did not (capture has handed over all it had), then the final stats.
+   * wire did not (capture has handed over all it had), then the final stats (unless finalStats is
+   * false: run.ts writes them itself after the CloudWatch exit flush, so they count its losses).
    */
-  async stop(): Promise<void> {
+  async stop(finalStats = true): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await this.capture?.close();
     this.capture = null;
@@ -152,7 +153,7 @@ export class Tracer {
     await this.ebpf?.stop();
     this.ebpf?.drainUnseen();
     await this.pipeline.flushUnseen();
-    this.o.writer.write(this.stats());
+    if (finalStats) this.o.writer.write(this.stats());
   }
 }
 

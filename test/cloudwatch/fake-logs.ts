@@ -1,5 +1,6 @@
 /**
- * A CloudWatch Logs stand-in on 127.0.0.1 (random port) speaking the JSON protocol the real SDK uses
+ * A recorded-response fake of CloudWatch Logs (answers written from the service's documented
+ * responses, not the service itself) on 127.0.0.1 (random port) speaking the JSON protocol the real SDK uses
  * (`X-Amz-Target: Logs_20140328.<Op>`, `application/x-amz-json-1.1`). It records every accepted
  * PutLogEvents batch, checks each against the service's limits, and answers a request with a fault
  * when the test says so.
@@ -19,6 +20,12 @@ export class FakeLogs extends EventEmitter {
   /** Problems found in accepted batches (limits, order); must stay empty. */
   readonly violations: string[] = [];
   readonly ops: string[] = [];
+  /** Retention (days) set per group by PutRetentionPolicy. */
+  readonly retention = new Map<string, number>();
+  /** Operations answered with AccessDeniedException (a role without that action). */
+  readonly denied = new Set<string>();
+  /** CreateLogGroup finds the group made meanwhile by someone else (ResourceAlreadyExists) and it exists from then on. */
+  groupAppearsOnCreate = false;
   putCount = 0;
   /** Fault for the n-th PutLogEvents (1-based). */
   putFault: (n: number) => Fault = () => null;
@@ -73,6 +80,20 @@ export class FakeLogs extends EventEmitter {
       return this.answer(res, 400, { __type: 'MissingAuthenticationTokenException', message: 'unsigned' });
     }
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, any>;
+    if (this.denied.has(op)) {
+      return this.answer(res, 400, { __type: 'AccessDeniedException', message: `User: arn:aws:sts::123456789012:assumed-role/fake/i-0 is not authorized to perform: logs:${op}` });
+    }
+    if (op === 'CreateLogGroup') {
+      if (this.groupAppearsOnCreate) this.groups.add(body.logGroupName);
+      if (this.groups.has(body.logGroupName)) return this.answer(res, 400, { __type: 'ResourceAlreadyExistsException', message: 'The specified log group already exists' });
+      this.groups.add(body.logGroupName);
+      return this.answer(res, 200, {});
+    }
+    if (op === 'PutRetentionPolicy') {
+      if (!this.groups.has(body.logGroupName)) return this.answer(res, 400, { __type: 'ResourceNotFoundException', message: 'The specified log group does not exist.' });
+      this.retention.set(body.logGroupName, body.retentionInDays);
+      return this.answer(res, 200, {});
+    }
     if (op === 'CreateLogStream') {
       if (!this.groups.has(body.logGroupName)) return this.answer(res, 400, { __type: 'ResourceNotFoundException', message: 'The specified log group does not exist.' });
       const key = `${body.logGroupName}/${body.logStreamName}`;

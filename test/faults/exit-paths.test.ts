@@ -93,3 +93,38 @@ sys.stdin.read()`;
     expect(recs.at(-1).event).toBe('stats');
   });
 });
+
+/**
+ * How the agent is stopped for real: systemd's default KillMode sends SIGTERM to every process of
+ * the unit at once (the agent and its helpers), and Ctrl-C on a terminal sends SIGINT to the whole
+ * foreground process group. Either way the agent stops cleanly: exit 0, final stats, no helper left.
+ */
+describe.skipIf(!support.ok)(`stopped together with its helpers${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await createLab();
+    await lab.startImds();
+  });
+  afterAll(async () => { await lab?.destroy(); });
+
+  const helpers = (pid: number): number[] => {
+    const r = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' });
+    return r.stdout.split('\n').filter(Boolean).map(Number);
+  };
+
+  it.each([
+    ['SIGTERM to the agent and its helpers at once (systemd stop)', 'SIGTERM'],
+    ['SIGINT to the agent and its helpers at once (Ctrl-C)', 'SIGINT'],
+  ] as const)('%s: exit 0 with a final stats record', async (_name, signal) => {
+    const tracer = await startTracer(lab, ['--no-log-file', '--stats-interval', '3600']);
+    const agent = (await tracer.next((r) => r.event === 'ready')).pid as number;
+    const children = helpers(agent);
+    expect(children.length).toBeGreaterThanOrEqual(2); // the capture helper and the eBPF loader
+    for (const pid of [agent, ...children]) process.kill(pid, signal);
+    const code = await Promise.race([tracer.exited, new Promise((r) => setTimeout(() => r('still running after 15 s'), 15_000))]);
+    if (code === 'still running after 15 s') await tracer.stop().catch(() => undefined);
+    expect(code).toBe(0);
+    expect(tracer.records.at(-1)?.event).toBe('stats');
+    for (const pid of children) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});

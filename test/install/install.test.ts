@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, symlinkSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,7 +86,7 @@ describe.skipIf(Boolean(skipReason))('install.sh / uninstall.sh in a scratch roo
     }
   });
 
-  it('writes the command, the unit, the environment file and the log directory with their modes', () => {
+  it('writes the command, the unit and the environment file with their modes; leaves the log directory to systemd', () => {
     const cmd = join(root, 'usr/local/bin/imds-tracer');
     expect(mode(cmd)).toBe('755');
     const unit = join(root, 'etc/systemd/system/imds-tracer.service');
@@ -96,7 +96,8 @@ describe.skipIf(Boolean(skipReason))('install.sh / uninstall.sh in a scratch roo
     expect(mode(env)).toBe('644');
     const assignments = readFileSync(env, 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
     expect(assignments).toEqual(['IMDS_TRACER_ARGS="--cloudwatch-log-group fleet/imds-v1 --include-v2 --ancestors 6"']);
-    expect(mode(join(root, 'var/log/imds-tracer'))).toBe('700');
+    // LogsDirectory= with DynamicUser=: systemd makes /var/log/private/imds-tracer and the link
+    expect(existsSync(join(root, 'var/log/imds-tracer'))).toBe(false);
   });
 
   it('the installed command runs from the scratch root', () => {
@@ -157,17 +158,20 @@ describe.skipIf(Boolean(skipReason))('install.sh / uninstall.sh in a scratch roo
   });
 
   it('uninstall leaves only the records; --purge-logs removes them too', () => {
+    // what systemd made at the first start: /var/log/private/imds-tracer, linked from /var/log/imds-tracer
+    mkdirSync(join(root, 'var/log/private/imds-tracer'), { recursive: true, mode: 0o700 });
+    symlinkSync('private/imds-tracer', join(root, 'var/log/imds-tracer'));
     const record = join(root, 'var/log/imds-tracer/calls.jsonl');
     writeFileSync(record, '{"event":"stats"}\n', { mode: 0o600 });
     const r = sh(UNINSTALL, ['--root', root, '--no-systemctl']);
     expect(r.status, r.out).toBe(0);
     expect(r.out).toContain('kept the records');
     const files = [...tree(root)].filter(([, info]) => !info.startsWith('d ')).map(([p]) => p);
-    expect(files).toEqual(['var/log/imds-tracer/calls.jsonl']);
+    expect(files).toEqual(['var/log/imds-tracer', 'var/log/private/imds-tracer/calls.jsonl']);
     // what stays are the system's own directories (empty here) and the log directory
     const dirs = [...tree(root)].filter(([, info]) => info.startsWith('d ')).map(([p]) => p).sort();
     expect(dirs).toEqual(['etc', 'etc/default', 'etc/systemd', 'etc/systemd/system', 'etc/systemd/system/multi-user.target.wants',
-      'opt', 'usr', 'usr/local', 'usr/local/bin', 'var', 'var/log', 'var/log/imds-tracer'].filter((d) => existsSync(join(root, d))));
+      'opt', 'usr', 'usr/local', 'usr/local/bin', 'var', 'var/log', 'var/log/private', 'var/log/private/imds-tracer'].filter((d) => existsSync(join(root, d))));
     expect(existsSync(join(root, 'opt/imds-tracer'))).toBe(false);
     expect(existsSync(join(root, 'etc/systemd/system/multi-user.target.wants/imds-tracer.service'))).toBe(false);
 
@@ -179,5 +183,6 @@ describe.skipIf(Boolean(skipReason))('install.sh / uninstall.sh in a scratch roo
     expect(purge.status, purge.out).toBe(0);
     expect([...tree(root)].filter(([, info]) => !info.startsWith('d ')).map(([p]) => p)).toEqual([]);
     expect(existsSync(join(root, 'var/log/imds-tracer'))).toBe(false);
+    expect(existsSync(join(root, 'var/log/private/imds-tracer'))).toBe(false);
   });
 });

@@ -71,8 +71,10 @@ export class SupervisedCapture implements PcapSource {
     return new Promise((resolve, reject) => {
       const args = [this.o.device, this.o.filter, String(this.o.bufferBytes)];
       const child = this.o.helper
-        ? spawn(this.o.helper, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-        : spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+        // A process group of its own: Ctrl-C on the agent's terminal is the agent's to handle (it stops
+        // the helper itself); the helper still ends with the agent, when its stdin closes.
+        ? spawn(this.o.helper, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+        : spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       this.child = child;
       const reader = new RecordReader();
       let stderr = '';

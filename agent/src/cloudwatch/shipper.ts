@@ -8,7 +8,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand, type PutLogEventsCommandOutput,
+  CloudWatchLogsClient, CreateLogGroupCommand, CreateLogStreamCommand, PutLogEventsCommand, PutRetentionPolicyCommand,
+  type PutLogEventsCommandOutput,
 } from '@aws-sdk/client-cloudwatch-logs';
 import { DEFAULTS } from '../defaults.js';
 import type { OutputRecord } from '../record.js';
@@ -25,6 +26,10 @@ export interface CloudWatchOptions {
   region: string;
   /** Endpoint override (tests, VPC endpoints). */
   endpoint?: string;
+  /** Create the log group when it is missing (`--cloudwatch-create-group`; logs:CreateLogGroup). */
+  createGroup?: boolean;
+  /** Retention set on a group this agent created (`--cloudwatch-retention-days`; logs:PutRetentionPolicy). */
+  retentionDays?: number;
   /** For tests: the client to send through (default: a CloudWatchLogsClient). */
   client?: Sender;
   flushIntervalMs?: number;
@@ -83,6 +88,8 @@ export class CloudWatchShipper implements LineSink {
   private closing = false;
   private readonly stop = new AbortController();
   private failing = false;
+  /** The cause last reported while failing: a different one is reported too. */
+  private failCause = '';
   private tooLargeReported = false;
   private overflowReported = false;
   readonly counters = { sent: 0, failed_batches: 0, retries: 0, dropped: 0 };
@@ -211,10 +218,12 @@ export class CloudWatchShipper implements LineSink {
           if (attempt === 0) { this.counters.retries++; continue; }
         }
         this.counters.retries++;
-        if (!this.failing) {
-          this.o.onError(`cannot send records to CloudWatch Logs (group ${this.o.logGroup}, stream ${this.o.logStream}): ${describeError(err)}; keeping them and retrying`);
+        const cause = failureCause(err);
+        if (!this.failing || cause !== this.failCause) {
+          this.o.onError(`cannot send records to CloudWatch Logs (${this.where()}): ${describeError(err)}; ${this.failing ? 'the cause changed; ' : ''}keeping them and retrying`);
         }
         this.failing = true;
+        this.failCause = cause;
         try {
           await sleep(backoffMs(attempt, this.o.retryBaseMs ?? CW.retryBaseMs, this.o.retryMaxMs ?? CW.retryMaxMs),
             undefined, { signal: this.stop.signal, ref: false });
@@ -223,18 +232,49 @@ export class CloudWatchShipper implements LineSink {
     }
   }
 
+  /** Group, stream and region, for messages: which of several regions or accounts is wrong. */
+  private where(): string {
+    return `group ${this.o.logGroup}, stream ${this.o.logStream}, region ${this.o.region}${this.o.endpoint ? `, endpoint ${this.o.endpoint}` : ''}`;
+  }
+
   private async createStream(): Promise<void> {
+    const stream = (): Promise<unknown> => this.client.send(
+      new CreateLogStreamCommand({ logGroupName: this.o.logGroup, logStreamName: this.o.logStream }), { abortSignal: this.stop.signal });
     try {
-      await this.client.send(new CreateLogStreamCommand({ logGroupName: this.o.logGroup, logStreamName: this.o.logStream }),
-        { abortSignal: this.stop.signal });
+      await stream();
     } catch (err) {
       const name = (err as { name?: string }).name;
-      if (name === 'ResourceNotFoundException') {
-        throw Object.assign(new Error(`log group ${this.o.logGroup} does not exist (create it; the agent creates only its log stream)`), { name: 'LogGroupMissing' });
+      if (name === 'ResourceNotFoundException' && this.o.createGroup) {
+        await this.createGroup();
+        await stream().catch((e: { name?: string }) => { if (e.name !== 'ResourceAlreadyExistsException') throw e; });
+      } else if (name === 'ResourceNotFoundException') {
+        throw Object.assign(new Error(`log group ${this.o.logGroup} does not exist in region ${this.o.region} (create it, or run with --cloudwatch-create-group; the agent creates only its log stream)`), { name: 'LogGroupMissing' });
+      } else if (name !== 'ResourceAlreadyExistsException') {
+        throw err;
       }
-      if (name !== 'ResourceAlreadyExistsException') throw err;
     }
     this.streamReady = true;
+  }
+
+  /** CreateLogGroup (another instance may win the race: fine), then its retention if asked. */
+  private async createGroup(): Promise<void> {
+    try {
+      await this.client.send(new CreateLogGroupCommand({ logGroupName: this.o.logGroup }), { abortSignal: this.stop.signal });
+    } catch (err) {
+      if ((err as { name?: string }).name !== 'ResourceAlreadyExistsException') throw err;
+      return; // someone else's group: its retention is theirs
+    }
+    let note = `created log group ${this.o.logGroup} in region ${this.o.region}`;
+    if (this.o.retentionDays) {
+      try {
+        await this.client.send(new PutRetentionPolicyCommand({ logGroupName: this.o.logGroup, retentionInDays: this.o.retentionDays }),
+          { abortSignal: this.stop.signal });
+        note += ` with a retention of ${this.o.retentionDays} days`;
+      } catch (err) {
+        this.o.onError(`created log group ${this.o.logGroup} in region ${this.o.region} but could not set its retention to ${this.o.retentionDays} days: ${describeError(err)} (needs logs:PutRetentionPolicy); its events are kept forever until it is set`);
+      }
+    }
+    this.o.onNotice(note);
   }
 
   private accepted(out: PutLogEventsCommandOutput | undefined): void {
@@ -251,7 +291,7 @@ export class CloudWatchShipper implements LineSink {
     this.inflight = [];
     if (this.failing) {
       this.failing = false;
-      this.o.onNotice(`CloudWatch Logs reachable again (group ${this.o.logGroup}, stream ${this.o.logStream}); nothing was lost`);
+      this.o.onNotice(`CloudWatch Logs reachable again (${this.where()}); nothing was lost`);
     }
   }
 
@@ -286,7 +326,13 @@ export class CloudWatchShipper implements LineSink {
     const left = this.queued;
     if (left > 0) {
       this.counters.dropped += left;
-      this.o.onError(`${left} records not shipped to CloudWatch Logs within ${timeoutMs} ms at exit (the log file, if any, has them)`);
+      this.o.onError(`${left} records not shipped to CloudWatch Logs (${this.where()}) within ${timeoutMs} ms at exit (the log file, if any, has them)`);
     }
   }
+}
+
+/** What kind of failure: its error name and HTTP status (not the message, which varies per request). */
+export function failureCause(err: unknown): string {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  return `${e?.name ?? e?.code ?? 'Error'}/${e?.$metadata?.httpStatusCode ?? ''}`;
 }

@@ -17,6 +17,9 @@ export interface ExtrasOptions {
   cloudwatchLogStream?: string;
   cloudwatchRegion?: string;
   cloudwatchEndpoint?: string;
+  /** Create the group when missing; with a retention (days) on a group it created. */
+  cloudwatchCreateGroup?: boolean;
+  cloudwatchRetentionDays?: number;
 }
 
 export interface ExtrasDeps {
@@ -42,8 +45,8 @@ export class RunExtras {
       const group = o.cloudwatchLogGroup;
       shipper = new DeferredShipper({
         maxQueueBytes: DEFAULTS.cloudwatch.maxQueueBytes, retryBaseMs: 2000, retryMaxMs: 60_000,
-        onError: (m) => self.say('error', m, writer),
-        onNotice: (m) => self.say('notice', m, writer),
+        onError: (m) => self.say('error', `${m} (log group ${group})`, writer),
+        onNotice: (m) => self.say('notice', `${m} (log group ${group})`, writer),
         connect: async () => {
           const t = await resolveTarget({
             logGroup: group, logStream: o.cloudwatchLogStream, region: o.cloudwatchRegion, endpoint: o.cloudwatchEndpoint,
@@ -51,6 +54,7 @@ export class RunExtras {
           const { CloudWatchShipper } = await import('../cloudwatch/shipper.js'); // the SDK is loaded only when shipping
           const s = new CloudWatchShipper({
             logGroup: t.logGroup, logStream: t.logStream, region: t.region, endpoint: t.endpoint,
+            createGroup: o.cloudwatchCreateGroup, retentionDays: o.cloudwatchRetentionDays,
             onError: (m) => writer?.error('cloudwatch', m),
             onNotice: (m) => writer?.notice('cloudwatch', m),
           });

@@ -4,6 +4,7 @@ import { DEFAULTS, type Backend } from '../defaults.js';
 import { canCapture } from '../privileges.js';
 import { LogFile } from '../output/log-file.js';
 import { RecordWriter } from '../output/writer.js';
+import { sameOutput, stderrIsJournal, SystemdNotifier } from '../output/notify.js';
 import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './run-outputs.js';
 import { Tracer } from '../tracer.js';
 import { LiveTable, resolveFormat, type OutputFormat } from '../format/live.js';
@@ -36,7 +37,9 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     return EXIT.usage;
   }
   const stdout = resolveFormat(o.format, process.stdout.isTTY) === 'table' ? new LiveTable(process.stdout) : process.stdout;
-  const writer0 = new RecordWriter({ stdout, logFile: null });
+  // Errors and notices also on stderr (the journal under systemd, where stdout goes nowhere).
+  const errOut = { stderr: sameOutput() ? null : process.stderr, journalPriority: stderrIsJournal() };
+  const writer0 = new RecordWriter({ stdout, logFile: null, ...errOut });
   // The log file's errors go to stdout only (writer0); its notices (it works again) also go into it.
   let noticeWriter = writer0;
   let logFile: LogFile | null = null;
@@ -66,7 +69,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
-  const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks });
+  const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks, ...errOut });
   noticeWriter = writer;
   extras.attach(writer);
   const tracer = new Tracer({
@@ -86,6 +89,10 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     return EXIT.failure;
   }
   extras.announce(writer);
+  // Type=notify: ready now that capture and attribution are attached (the ready record is out).
+  const notifier = SystemdNotifier.start((m) => writer.error('systemd', m));
+  notifier?.send('READY', '1');
+  notifier?.send('STATUS', `tracing IMDS calls on ${o.interface}`);
   await new Promise<void>((resolve) => {
     const done = (): void => {
       process.off('SIGTERM', done);
@@ -97,10 +104,15 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     process.on('SIGINT', done);
     const timer = o.duration ? setTimeout(done, o.duration * 1000) : undefined;
   });
+  notifier?.send('STOPPING', '1');
+  notifier?.send('STATUS', 'writing the last records');
   await extras.sample();
-  await tracer.stop();
+  // The final stats come after the CloudWatch exit flush, so they count what it could not ship.
+  await tracer.stop(false);
   await extras.close();
+  writer.write(tracer.stats());
   process.off('SIGHUP', onHup);
   await writer.close();
+  await notifier?.close();
   return EXIT.ok;
 }

@@ -20,7 +20,9 @@ export interface CheckResult {
 }
 
 export const CHECK_IDS = ['node', 'privileges', 'libpcap', 'interfaces', 'btf', 'ebpf', 'proc', 'log-dir', 'disk'] as const;
-export type CheckId = (typeof CHECK_IDS)[number];
+/** With `doctor --cloudwatch`, after the others. */
+export const CLOUDWATCH_CHECK_IDS = ['cloudwatch-region', 'cloudwatch-credentials', 'cloudwatch-group', 'cloudwatch-put'] as const;
+export type CheckId = (typeof CHECK_IDS)[number] | (typeof CLOUDWATCH_CHECK_IDS)[number];
 
 export const MIN_NODE_MAJOR = 20;
 export const MIN_FREE_BYTES = 100 * 1024 * 1024;
@@ -123,6 +125,33 @@ export function evaluatePcap(p: PcapProbe): CheckResult {
     };
   }
   return { ...base, status: 'PASS', data, detail: `Loaded; ${list}; a capture on "any" with the IMDS filter opened and closed.` };
+}
+
+/** The capture helper (native/imds_capture), the agent's capture path when it is installed. */
+export interface HelperProbe {
+  helper: string;
+  /** Why it could not run at all (missing, wrong architecture, a library not found), or null. */
+  runError: string | null;
+  /** Result of a capture on "any" with the IMDS filter through it; null when not tried. */
+  open: { ok: true; linkType: string } | { ok: false; error: string } | null;
+}
+
+export function evaluateCaptureHelper(p: HelperProbe): CheckResult {
+  const base = { id: 'libpcap' as const, title: `libpcap (capture helper ${p.helper})` };
+  if (p.runError !== null) {
+    return {
+      ...base, status: 'FAIL', detail: `The capture helper does not run: ${p.runError}`,
+      fix: 'Reinstall (a release tarball for this architecture, or npm run build in a source checkout); `file` and `ldd` on the helper show a wrong architecture or a missing library.',
+    };
+  }
+  if (p.open === null) return { ...base, status: 'PASS', detail: 'It runs (libpcap linked in); capture not tried (no CAP_NET_RAW, see privileges).' };
+  if (!p.open.ok) {
+    return {
+      ...base, status: 'FAIL', detail: `It runs, but a capture on "any" could not be opened: ${p.open.error}`,
+      fix: 'Run it as root or with CAP_NET_RAW; check that the kernel has AF_PACKET support.',
+    };
+  }
+  return { ...base, status: 'PASS', data: { link_type: p.open.linkType }, detail: `A capture on "any" with the IMDS filter opened (${p.open.linkType}) and closed.` };
 }
 
 export interface InterfaceInfo {

@@ -11,7 +11,9 @@ import { captureFilter } from '../capture/filter.js';
 import { loadCap } from '../capture/pcap.js';
 import { DEFAULTS } from '../defaults.js';
 import { startEbpfSource } from '../attribution/ebpf/loader.js';
-import type { EbpfProbe, InterfaceInfo, LogDirProbe, PcapProbe, ProcProbe } from './checks.js';
+import type { EbpfProbe, HelperProbe, InterfaceInfo, LogDirProbe, PcapProbe, ProcProbe } from './checks.js';
+import { spawn } from 'node:child_process';
+import { SupervisedCapture } from '../capture/supervised.js';
 
 const message = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 
@@ -48,6 +50,34 @@ export function probePcap(mayCapture: boolean): PcapProbe {
   }
   cap.close();
   return { loadError: null, devices, open: { ok: true } };
+}
+
+/**
+ * The capture helper: without CAP_NET_RAW, that it runs at all (no arguments: it prints its usage
+ * and exits 2; a missing library or a wrong architecture fails earlier); with it, a capture on
+ * "any" with the IMDS filter opened through it, as the agent does, then closed.
+ */
+export async function probeCaptureHelper(helper: string, mayCapture: boolean): Promise<HelperProbe> {
+  const runs = await new Promise<string | null>((resolve) => {
+    let err = '';
+    const c = spawn(helper, [], { stdio: ['ignore', 'ignore', 'pipe'] });
+    c.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+    c.once('error', (e) => resolve(e.message));
+    c.once('exit', (code, sig) => resolve(code === 2 && /usage/.test(err) ? null : `exit ${code ?? sig}: ${err.trim() || 'no message'}`));
+  });
+  if (runs !== null) return { helper, runError: runs, open: null };
+  if (!mayCapture) return { helper, runError: null, open: null };
+  try {
+    const cap = await SupervisedCapture.open({
+      device: 'any', filter: captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort), bufferBytes: 1024 * 1024,
+      helper, onFrame: () => undefined, onError: () => undefined, onNotice: () => undefined,
+    });
+    const linkType = cap.linkType;
+    await cap.close();
+    return { helper, runError: null, open: { ok: true, linkType } };
+  } catch (err) {
+    return { helper, runError: null, open: { ok: false, error: (err as Error).message } };
+  }
 }
 
 /** Interfaces from /sys/class/net: up when IFF_UP is set in flags, loopback when type is 772. */

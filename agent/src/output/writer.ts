@@ -12,6 +12,13 @@ export interface WriterOptions {
   stdout: Writable | null;
   logFile: LogFile | null;
   sinks?: LineSink[];
+  /**
+   * A copy of every error and notice record (the journal under systemd, where stdout is null).
+   * Lines get a syslog priority prefix ("<3>" error, "<5>" notice) when journalPriority is set:
+   * journald strips it and files the line at that priority (`journalctl -p err`).
+   */
+  stderr?: Writable | null;
+  journalPriority?: boolean;
 }
 
 export class RecordWriter {
@@ -34,6 +41,7 @@ export class RecordWriter {
    */
   error(component: string, message: string): void {
     const rec = errorRecord(component, message);
+    this.toStderr(3, rec);
     const line = `${JSON.stringify(rec)}\n`;
     this.o.stdout?.write(line);
     this.o.logFile?.write(line);
@@ -43,7 +51,13 @@ export class RecordWriter {
 
   /** Notices go where records go: they tell a reader of the log what happened to the tracing. */
   notice(component: string, message: string): void {
+    this.toStderr(5, noticeRecord(component, message));
     this.write(noticeRecord(component, message));
+  }
+
+  private toStderr(priority: number, rec: OutputRecord): void {
+    if (!this.o.stderr) return;
+    this.o.stderr.write(`${this.o.journalPriority ? `<${priority}>` : ''}${JSON.stringify(rec)}\n`);
   }
 
   get writeErrors(): number {

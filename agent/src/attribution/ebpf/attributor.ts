@@ -84,6 +84,8 @@ export class EbpfAttributor implements Attributor {
   private readonly parents = new AncestorCache();
   private sweepTimer: NodeJS.Timeout;
   private restartTimer: NodeJS.Timeout | null = null;
+  /** A restart under way (stop() waits for it, then stops what it started). */
+  private restarting: Promise<void> = Promise.resolve();
   private backoffMs = 1000;
   /** Restart attempts since the loader last ran for a while: 0 means the next one is at once. */
   private failures = 0;
@@ -169,6 +171,11 @@ export class EbpfAttributor implements Attributor {
       netnsFilter: this.reach !== null, keepNetns: keep, dropNetns: drop,
       budgetRate: this.o.budgetRate ?? DEFAULTS.ebpfBudgetRate, budgetBurst: this.o.budgetBurst ?? DEFAULTS.ebpfBudgetBurst,
     });
+    if (this.stopped) {
+      // stop() came while this (re)start was under way: a loader left running would keep the agent alive.
+      await src.stop();
+      throw new Error('stopped while starting');
+    }
     this.source = src;
     this.loadMs = src.loadMs;
     this.attachMs = src.attachMs;
@@ -220,29 +227,33 @@ export class EbpfAttributor implements Attributor {
     const delay = this.failures === 0 ? 0 : this.backoffMs;
     if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
     this.failures++;
-    this.restartTimer = setTimeout(async () => {
-      this.restartTimer = null;
-      if (this.stopped) return;
-      try {
-        await this.attach();
-        this.counters.restarts++;
-        this.lastFailure = '';
-        const now = Date.now();
-        const down = this.downs.at(-1);
-        const from = down?.from ?? now;
-        if (down && down.to === null) down.to = now;
-        this.gapsEnded++;
-        this.gapEndedMs += now - from;
-        this.o.onInfo(`eBPF loader restarted; kernel attribution resumed at ${new Date(now).toISOString()}; `
-          + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
-      } catch (err) {
-        const why = (err as Error).message;
-        if (why !== this.lastFailure) this.o.onError(`eBPF loader restart failed: ${why}; retrying with backoff`);
-        this.lastFailure = why;
-        this.scheduleRestart();
-      }
-    }, delay);
+    this.restartTimer = setTimeout(() => { this.restarting = this.restart(); }, delay);
     this.restartTimer.unref();
+  }
+
+  /** One restart: attach again, and say how long kernel attribution was down; else try again later. */
+  private async restart(): Promise<void> {
+    this.restartTimer = null;
+    if (this.stopped) return;
+    try {
+      await this.attach();
+      this.counters.restarts++;
+      this.lastFailure = '';
+      const now = Date.now();
+      const down = this.downs.at(-1);
+      const from = down?.from ?? now;
+      if (down && down.to === null) down.to = now;
+      this.gapsEnded++;
+      this.gapEndedMs += now - from;
+      this.o.onInfo(`eBPF loader restarted; kernel attribution resumed at ${new Date(now).toISOString()}; `
+        + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
+    } catch (err) {
+      const why = (err as Error).message;
+      if (this.stopped) return;
+      if (why !== this.lastFailure) this.o.onError(`eBPF loader restart failed: ${why}; retrying with backoff`);
+      this.lastFailure = why;
+      this.scheduleRestart();
+    }
   }
 
   /** The loader gap that a connection at atMs fell in (events of the last moments before a crash die with it). */
@@ -360,5 +371,6 @@ export class EbpfAttributor implements Attributor {
     if (this.reachTimer) clearInterval(this.reachTimer);
     if (this.restartTimer) clearTimeout(this.restartTimer);
     await this.source?.stop();
+    await this.restarting;
   }
 }

@@ -228,7 +228,9 @@ export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSourc
       return;
     }
 
-    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group, like the capture helper: a terminal's Ctrl-C reaches the agent only, which
+    // stops the loader itself; the loader also ends when its stdin closes (the agent is gone).
+    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const decoder = new RecordDecoder();
     let source: EbpfSourceImpl | undefined;
     let settled = false;
