@@ -6,6 +6,7 @@
  * `error` record when capture stops, one `notice` when it resumes, with both times) and handed to
  * onGap, with the moment from which packets were lost (what the dead process had not handed over).
  */
+import { RestartBackoff } from '../backoff.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,14 +52,15 @@ export class SupervisedCapture implements PcapSource {
   linkType = '';
   private child: ChildProcess | null = null;
   private closed = false;
-  private backoffMs = 500;
-  /** Restarts since capture last ran for stableMs: 0 means the next one is at once. */
-  private failures = 0;
+  /** Restarts: at once after a capture that ran for stableMs, with growing delays while they keep failing. */
+  private readonly backoff: RestartBackoff;
   private downAt: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   restarts = 0;
 
-  private constructor(private readonly o: SupervisedOptions) {}
+  private constructor(private readonly o: SupervisedOptions) {
+    this.backoff = new RestartBackoff(500, o.maxBackoffMs ?? 30_000, o.stableMs ?? 10_000);
+  }
 
   /** Resolves once capture is open; rejects with the device's error on the first attempt. */
   static async open(o: SupervisedOptions): Promise<SupervisedCapture> {
@@ -132,7 +134,7 @@ export class SupervisedCapture implements PcapSource {
           // packet it handed over, bounded.
           const lostFrom = Math.max(lastPacketMs, openedAt, now - (this.o.maxLossMs ?? 10_000));
           this.downAt = now;
-          if (now - openedAt >= (this.o.stableMs ?? 10_000)) { this.failures = 0; this.backoffMs = 500; }
+          this.backoff.ended(now - openedAt);
           this.o.onDown?.(now, lostFrom);
           this.o.onError(`capture on ${this.o.device} stopped at ${new Date(now).toISOString()} (${why}); `
             + `packets captured since ${new Date(lostFrom).toISOString()} that it had not handed over are lost; restarting`);
@@ -144,9 +146,7 @@ export class SupervisedCapture implements PcapSource {
 
   /** At once after a process that had run for a while; with growing backoff while restarts keep failing. */
   private retry(): void {
-    const delay = this.failures === 0 ? 0 : this.backoffMs;
-    if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, this.o.maxBackoffMs ?? 30_000);
-    this.failures++;
+    const delay = this.backoff.next();
     this.timer = setTimeout(() => {
       this.timer = null;
       if (this.closed) return;

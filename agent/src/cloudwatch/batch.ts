@@ -2,6 +2,7 @@
  * The pure parts of shipping to CloudWatch Logs: how many queued events make the next PutLogEvents
  * batch (within the service's limits), what to do after a failed request, how long to back off.
  */
+import { backoffMs as backoff } from '../backoff.js';
 
 export interface QueuedEvent {
   message: string;
@@ -64,8 +65,7 @@ export function failureAction(err: unknown): FailureAction {
 
 /** Exponential backoff with jitter: base·2^attempt capped at max, times a factor in [0.5, 1). */
 export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random()): number {
-  const exp = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.round(exp * (0.5 + random / 2));
+  return backoff(attempt, baseMs, maxMs, random);
 }
 
 /** A short, readable description of an SDK or network error. */

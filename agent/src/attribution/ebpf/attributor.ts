@@ -12,6 +12,7 @@
  * filtered (netns-reach.ts judges them), and every source (network namespace + cgroup) has a
  * budget of events, so a flood from one cannot evict everyone else's events.
  */
+import { RestartBackoff } from '../../backoff.js';
 import { DEFAULTS } from '../../defaults.js';
 import { startEbpfSource, type EbpfSource } from './loader.js';
 import type { ConnectEvent, SourceDrops } from './events.js';
@@ -86,9 +87,8 @@ export class EbpfAttributor implements Attributor {
   private restartTimer: NodeJS.Timeout | null = null;
   /** A restart under way (stop() waits for it, then stops what it started). */
   private restarting: Promise<void> = Promise.resolve();
-  private backoffMs = 1000;
-  /** Restart attempts since the loader last ran for a while: 0 means the next one is at once. */
-  private failures = 0;
+  /** Restarts: at once after a loader that ran for a while, with growing delays while they keep failing. */
+  private readonly backoff = new RestartBackoff(1000, 60_000, 10_000);
   private attachedAt = 0;
   private lastFailure = '';
   private stopped = false;
@@ -217,16 +217,14 @@ export class EbpfAttributor implements Attributor {
     const now = Date.now();
     this.downs.push({ from: now, to: null });
     if (this.downs.length > 1000) this.downs.shift();
-    if (now - this.attachedAt >= 10_000) { this.failures = 0; this.backoffMs = 1000; }
+    this.backoff.ended(now - this.attachedAt);
     this.o.onError(`eBPF loader exited at ${new Date(now).toISOString()} (${reason}); attributing through /proc until it is restarted`);
     this.scheduleRestart();
   }
 
   /** At once the first time; with growing backoff while restarts keep failing (each new reason said once). */
   private scheduleRestart(): void {
-    const delay = this.failures === 0 ? 0 : this.backoffMs;
-    if (this.failures > 0) this.backoffMs = Math.min(this.backoffMs * 2, 60_000);
-    this.failures++;
+    const delay = this.backoff.next();
     this.restartTimer = setTimeout(() => { this.restarting = this.restart(); }, delay);
     this.restartTimer.unref();
   }
