@@ -19,6 +19,8 @@
 #ifndef __IMDS_CONNECT_H
 #define __IMDS_CONNECT_H
 
+#include "../include/imds_frame.h"
+
 #define IMDS_LAYOUT_VERSION	2
 
 #define IMDS_COMM_LEN		16
@@ -138,5 +140,14 @@ _Static_assert(sizeof(struct imds_connect_event) == 1776, "imds_connect_event la
 _Static_assert(sizeof(struct imds_ready_record) == 80, "imds_ready_record layout");
 _Static_assert(sizeof(struct imds_source_drops) == 24, "imds_source_drops layout");
 _Static_assert(sizeof(struct imds_stats_record) == 168, "imds_stats_record layout");
+
+/* Every record begins with the framing header both helpers share (include/imds_frame.h). */
+#define IMDS_FRAMED(rec) \
+	_Static_assert(__builtin_offsetof(struct rec, type) == __builtin_offsetof(struct imds_frame_hdr, type) \
+		       && __builtin_offsetof(struct rec, size) == __builtin_offsetof(struct imds_frame_hdr, size) \
+		       && sizeof(((struct rec *)0)->type) == 4 && sizeof(((struct rec *)0)->size) == 4, #rec " framing")
+IMDS_FRAMED(imds_connect_event);
+IMDS_FRAMED(imds_ready_record);
+IMDS_FRAMED(imds_stats_record);
 
 #endif /* __IMDS_CONNECT_H */

@@ -25,7 +25,11 @@ int main(void)
 	C(IMDS_AF_INET) C(IMDS_AF_INET6) C(IMDS_EXE_MAX) C(IMDS_EXE_NAME_MAX) C(IMDS_EXE_DEPTH)
 	C(IMDS_TOP_SOURCES) C(IMDS_MAX_NETNS) C(IMDS_MAX_SOURCES) C(IMDS_NETNS_KEEP) C(IMDS_NETNS_DROP)
 
-	printf("},\"ancestor\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_ancestor));
+	printf("},\"frame\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_frame_hdr));
+	first = 1;
+	F(imds_frame_hdr, type) F(imds_frame_hdr, size)
+
+	printf("}},\"ancestor\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_ancestor));
 	first = 1;
 	F(imds_ancestor, pid) F(imds_ancestor, _pad) F(imds_ancestor, comm)
 

@@ -9,7 +9,8 @@
  * every 10 ms, `any` uses DLT_LINUX_SLL2 (which names the interface of each packet), drops are
  * counted with pcap_stats, and a lost interface only ends this process (the agent restarts it).
  *
- * Output on stdout, records of [u8 type][u32 length, big endian][payload]:
+ * Output on stdout, records framed as the eBPF loader's are (include/imds_frame.h: {u32 type, u32 size}
+ * in host byte order, size counting the whole record), then the payload:
  *   1 OPEN    payload: the link type name (ETHERNET, LINKTYPE_LINUX_SLL, LINUX_SLL2, RAW, NULL)
  *   2 PACKET  payload: [u64 capture time in microseconds since the epoch, BE][frame bytes]
  *   3 STATS   payload: [u32 packets received][u32 dropped by the kernel][u32 dropped by the interface]
@@ -31,6 +32,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/types.h>
+#include "../include/imds_frame.h"
 
 #ifndef DLT_LINUX_SLL2
 #define DLT_LINUX_SLL2 276
@@ -73,6 +76,7 @@ static int flush_queue(void)
 	return 0;
 }
 
+/* Payload integers are big endian (STATS counters, PACKET times): only the frame header is host order. */
 static void put32(unsigned char *b, uint32_t v)
 {
 	b[0] = v >> 24; b[1] = v >> 16; b[2] = v >> 8; b[3] = v;
@@ -80,7 +84,10 @@ static void put32(unsigned char *b, uint32_t v)
 
 static void write_record(int type, const void *a, size_t alen, const void *b, size_t blen)
 {
-	size_t total = 5 + alen + blen;
+	size_t total = sizeof(struct imds_frame_hdr) + alen + blen;
+	struct imds_frame_hdr hdr;
+	unsigned char *out;
+
 	if (queue_len + total > QUEUE_MAX) {
 		queue_dropped++;
 		return;
@@ -96,11 +103,12 @@ static void write_record(int type, const void *a, size_t alen, const void *b, si
 		queue = q;
 		queue_cap = cap;
 	}
-	unsigned char *out = queue + queue_len;
-	out[0] = (unsigned char)type;
-	put32(out + 1, (uint32_t)(alen + blen));
-	if (alen) memcpy(out + 5, a, alen);
-	if (blen) memcpy(out + 5 + alen, b, blen);
+	out = queue + queue_len;
+	hdr.type = (__u32)type;
+	hdr.size = (__u32)total;
+	memcpy(out, &hdr, sizeof(hdr));
+	if (alen) memcpy(out + sizeof(hdr), a, alen);
+	if (blen) memcpy(out + sizeof(hdr) + alen, b, blen);
 	queue_len += total;
 }
 

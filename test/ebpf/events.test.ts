@@ -37,6 +37,7 @@ import {
   READY_RECORD_FIELDS,
   READY_RECORD_SIZE,
   REC_CONNECT,
+  HEADER_SIZE,
   REC_READY,
   REC_STATS,
   RecordDecoder,
@@ -49,11 +50,13 @@ import {
   type DecodedRecord,
   type FieldLayout,
 } from '../../agent/src/attribution/ebpf/events.js';
+import { FRAME_HEADER } from '../../agent/src/capture/framing.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 interface CLayout {
   constants: Record<string, number>;
+  frame: { size: number; fields: Record<string, [number, number]> };
   ancestor: { size: number; fields: Record<string, [number, number]> };
   connect: { size: number; fields: Record<string, [number, number]> };
   ready: { size: number; fields: Record<string, [number, number]> };
@@ -109,6 +112,15 @@ describe('record layout: C (bpf/imds_connect.h) == TypeScript (events.ts)', () =
       IMDS_NETNS_KEEP: NETNS_KEEP,
       IMDS_NETNS_DROP: NETNS_DROP,
     });
+  });
+
+  it('one frame header for both helpers (include/imds_frame.h): the capture decoder, the loader decoder and every loader record agree', () => {
+    expect(layout.frame).toEqual({ size: 8, fields: { type: [0, 4], size: [4, 4] } });
+    expect({ size: FRAME_HEADER.size, fields: { type: FRAME_HEADER.type, size: FRAME_HEADER.recordSize } }).toEqual(layout.frame);
+    expect(HEADER_SIZE).toBe(layout.frame.size);
+    for (const rec of [layout.connect, layout.ready, layout.stats]) {
+      expect({ type: rec.fields.type, size: rec.fields.size }).toEqual(layout.frame.fields);
+    }
   });
 
   it('struct imds_connect_event: size and every field offset/size', () => {

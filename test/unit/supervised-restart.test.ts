@@ -27,7 +27,7 @@ describe('SupervisedCapture restarts', () => {
     dir = mkdtempSync(join(tmpdir(), 'imdst-sup-'));
     const helper = join(dir, 'helper.sh');
     // OPEN record: type 1, length 8, "ETHERNET"; then stay until killed.
-    writeFileSync(helper, `#!/bin/sh\necho $$ >> '${dir}/pids'\nprintf '\\001\\000\\000\\000\\010ETHERNET'\nexec sleep 600\n`);
+    writeFileSync(helper, `#!/bin/sh\necho $$ >> '${dir}/pids'\nprintf '\\001\\000\\000\\000\\020\\000\\000\\000ETHERNET'\nexec sleep 600\n`);
     chmodSync(helper, 0o755);
     const errors: string[] = [];
     const notices: string[] = [];

@@ -1,20 +1,23 @@
 /**
- * Records from a capture process (native/imds_capture, or worker.ts) to the agent:
- * [u8 type][u32 length BE][payload]. Type 1 OPEN: the link type name; type 2 PACKET: [u64 BE capture
+ * Records from a capture process (native/imds_capture, or worker.ts) to the agent, framed as the
+ * eBPF loader's are (include/imds_frame.h): [u32 type][u32 size of the whole record], little endian,
+ * then the payload. Type 1 OPEN: the link type name; type 2 PACKET: [u64 BE capture
  * time in µs since the epoch][frame]; type 3 STATS: [u32 received][u32 dropped][u32 if-dropped]
  * [u32 dropped by the helper's full output queue]. Pure.
  */
 export const FRAME_OPEN = 1;
 export const FRAME_PACKET = 2;
 export const FRAME_STATS = 3;
-const HEADER = 5;
+/** The shared frame header (include/imds_frame.h): {u32 type, u32 size}, pinned by test/ebpf/events.test.ts. */
+export const FRAME_HEADER = { size: 8, type: [0, 4], recordSize: [4, 4] } as const;
+const HEADER = FRAME_HEADER.size;
 /** Larger than any frame the snap length allows: a longer record means the stream is corrupt. */
 export const MAX_RECORD = 262_144;
 
 export function encodeRecord(type: number, payload: Buffer): Buffer {
   const out = Buffer.allocUnsafe(HEADER + payload.length);
-  out[0] = type;
-  out.writeUInt32BE(payload.length, 1);
+  out.writeUInt32LE(type, FRAME_HEADER.type[0]);
+  out.writeUInt32LE(HEADER + payload.length, FRAME_HEADER.recordSize[0]);
   payload.copy(out, HEADER);
   return out;
 }
@@ -28,10 +31,11 @@ export class RecordReader {
     const out: Array<{ type: number; payload: Buffer }> = [];
     let off = 0;
     while (this.buf.length - off >= HEADER) {
-      const type = this.buf[off];
-      const len = this.buf.readUInt32BE(off + 1);
-      if (type < FRAME_OPEN || type > FRAME_STATS || len > MAX_RECORD || (type === FRAME_PACKET && len < 8)) {
-        throw new Error(`capture worker stream corrupt (type ${type}, length ${len})`);
+      const type = this.buf.readUInt32LE(off + FRAME_HEADER.type[0]);
+      const size = this.buf.readUInt32LE(off + FRAME_HEADER.recordSize[0]);
+      const len = size - HEADER;
+      if (type < FRAME_OPEN || type > FRAME_STATS || size < HEADER || len > MAX_RECORD || (type === FRAME_PACKET && len < 8)) {
+        throw new Error(`capture worker stream corrupt (type ${type}, size ${size})`);
       }
       if (this.buf.length - off < HEADER + len) break;
       out.push({ type, payload: this.buf.subarray(off + HEADER, off + HEADER + len) });

@@ -1,0 +1,57 @@
+/**
+ * The capture helper's records (native/imds_capture, worker.ts) in the framing both helpers share:
+ * [u32 type][u32 size of the whole record] little endian, then the payload. Pure.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  encodeRecord, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetPayload, parseStats, RecordReader, splitPacket,
+} from '../../agent/src/capture/framing.js';
+
+describe('capture framing', () => {
+  it('writes the header little endian, size counting the whole record', () => {
+    const r = encodeRecord(FRAME_OPEN, Buffer.from('ETHERNET'));
+    expect([...r.subarray(0, 8)]).toEqual([1, 0, 0, 0, 16, 0, 0, 0]);
+    expect(r.subarray(8).toString()).toBe('ETHERNET');
+  });
+
+  it('reads back every record, however the stream is cut into chunks', () => {
+    const frame = (n: number) => Buffer.alloc(n, n & 0xff);
+    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 50 })),
+      (sizes, cuts) => {
+        const stats = Buffer.alloc(16);
+        stats.writeUInt32BE(7, 0);
+        const recs = [encodeRecord(FRAME_OPEN, Buffer.from('LINUX_SLL2')),
+          ...sizes.map((n, i) => encodeRecord(FRAME_PACKET, packetPayload(BigInt(1_700_000_000_000_000 + i), frame(n)))),
+          encodeRecord(FRAME_STATS, stats)];
+        const all = Buffer.concat(recs);
+        const reader = new RecordReader();
+        const got: Array<{ type: number; payload: Buffer }> = [];
+        let off = 0;
+        for (const c of [...cuts, all.length]) {
+          if (off >= all.length) break;
+          got.push(...reader.push(all.subarray(off, off + c)));
+          off += c;
+        }
+        expect(got.map((g) => g.type)).toEqual([FRAME_OPEN, ...sizes.map(() => FRAME_PACKET), FRAME_STATS]);
+        expect(got[0].payload.toString()).toBe('LINUX_SLL2');
+        got.slice(1, -1).forEach((g, i) => {
+          const p = splitPacket(g.payload);
+          expect(p.tsUs).toBe(1_700_000_000_000_000 + i);
+          expect(p.frame.equals(frame(sizes[i]))).toBe(true);
+        });
+        expect(parseStats(got.at(-1)!.payload).received).toBe(7);
+      }));
+  });
+
+  it('a corrupt stream is an error, not a silent skip', () => {
+    const bad = Buffer.alloc(8);
+    bad.writeUInt32LE(9, 0);
+    bad.writeUInt32LE(8, 4);
+    expect(() => new RecordReader().push(bad)).toThrow(/corrupt \(type 9, size 8\)/);
+    const short = Buffer.alloc(8);
+    short.writeUInt32LE(FRAME_OPEN, 0);
+    short.writeUInt32LE(4, 4); // smaller than its own header
+    expect(() => new RecordReader().push(short)).toThrow(/corrupt/);
+  });
+});
