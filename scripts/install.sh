@@ -209,7 +209,7 @@ NODE=$(find_node) || die "Node.js 20 or newer not found (found: $(node --version
 OPT=$R/opt/imds-tracer
 # What is copied from the checkout (sources; the build is made in /opt/imds-tracer, or with
 # --from-build copied as well). Missing optional entries are skipped.
-ITEMS=(package.json package-lock.json tsconfig.json bin agent bpf native docs systemd README.md SCHEMA.md
+ITEMS=(package.json package-lock.json tsconfig.json bin agent bpf native include docs systemd README.md SCHEMA.md
   scripts/install.sh scripts/uninstall.sh)
 BUILT=(dist bpf/.output/imds_connect)
 [ -d "$SRC/native" ] && BUILT+=(native/.output/imds_capture)
