@@ -54,6 +54,15 @@ export const DEFAULTS = {
   reportMaxPaths: 5,
   /** How often the agent's own CPU time and RSS are sampled for the stats record. */
   resourceSampleMs: 5000,
+  // --- memory bounds (a 512 MiB instance) ---
+  /** Bytes of records that may wait for a slow stdout reader; past it lines are dropped and counted. */
+  stdoutMaxBufferBytes: 4 * 1024 * 1024,
+  /** The same for stderr (diagnostics only). */
+  stderrMaxBufferBytes: 1024 * 1024,
+  /** Lines kept in memory while the log file cannot be written; the oldest dropped (counted) beyond it. */
+  logFileMaxPendingBytes: 4 * 1024 * 1024,
+  /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
+  stdoutExitFlushMs: 5000,
   cloudwatch: {
     /** A batch is sent at least this often (sooner when it is full). */
     flushIntervalMs: 5000,

@@ -32,15 +32,17 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
     return EXIT.usage;
   }
-  const writer0 = new RecordWriter({ stdout: process.stdout, logFile: null });
+  const writer0 = new RecordWriter({ stdout: process.stdout, stderr: process.stderr, logFile: null });
+  let writerLate: RecordWriter | null = null; // once made, the log file's own errors go everywhere too
   let logFile: LogFile | null = null;
   if (o.logFile) {
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
       maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
-      onError: (m) => writer0.error('log-file', m),
-      onRecovered: (m) => writer0.notice('log-file', m),
-      onNotice: (m) => writer0.notice('log-file', m),
+      maxPendingBytes: DEFAULTS.logFileMaxPendingBytes,
+      onError: (m) => (writerLate ?? writer0).error('log-file', m),
+      onRecovered: (m) => (writerLate ?? writer0).notice('log-file', m),
+      onNotice: (m) => (writerLate ?? writer0).notice('log-file', m),
     });
     try {
       logFile.open();
@@ -60,7 +62,8 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
-  const writer = new RecordWriter({ stdout: process.stdout, logFile, sinks: extras.sinks });
+  const writer = new RecordWriter({ stdout: process.stdout, stderr: process.stderr, logFile, sinks: extras.sinks });
+  writerLate = writer;
   extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,

@@ -1,7 +1,20 @@
-/** Where records go: one JSON line each, on stdout and in the log file. */
+/**
+ * Where records go: one JSON line each, through one pino logger, on stdout, in the log file and to
+ * the other sinks (CloudWatch); diagnostics (`error`, `notice`) also on stderr (the journal).
+ *
+ * The record kinds are pino's levels (`imds_call`, `ready`, `stats`, `notice`, `error`): the level
+ * formatter writes `"event":<kind>` where pino writes `"level"`, and the record's own `event` key is
+ * serialized away, so a line is byte for byte `JSON.stringify(record)` — no level, pid, hostname, time
+ * or msg of pino's (base: null, timestamp: false). The log file is a SonicBoom (log-file.ts); stdout
+ * and stderr are bounded (std-stream.ts). Whatever cannot wait is dropped, counted
+ * (`stats.records_dropped`) and reported by an `error` record where it can still be read.
+ */
+import pino, { type Logger } from 'pino';
 import type { Writable } from 'node:stream';
+import { DEFAULTS } from '../defaults.js';
 import { errorRecord, noticeRecord, type OutputRecord } from '../record.js';
-import { LogFile } from './log-file.js';
+import type { LogFile } from './log-file.js';
+import { BoundedStream } from './std-stream.js';
 
 /** Another place records go (CloudWatch Logs): given each line written to the log file. */
 export interface LineSink {
@@ -10,26 +23,78 @@ export interface LineSink {
 
 export interface WriterOptions {
   stdout: Writable | null;
+  /** Diagnostics (error, notice) also go here: the journal under systemd. */
+  stderr?: Writable | null;
   logFile: LogFile | null;
   sinks?: LineSink[];
+  /** Bytes that may wait for a slow stdout/stderr reader before lines are dropped. */
+  maxStdoutBytes?: number;
+  maxStderrBytes?: number;
+}
+
+/** pino levels, one per record kind; notice and error are the diagnostics (also on stderr). */
+export const RECORD_LEVELS = { imds_call: 30, ready: 31, stats: 32, notice: 40, error: 50 } as const;
+type Kind = keyof typeof RECORD_LEVELS;
+
+/** A pino logger whose lines are exactly `JSON.stringify(record)`: the record kind is the level. */
+export function recordLogger(dest: pino.DestinationStream | pino.MultiStreamRes<Kind>): Logger<Kind, true> {
+  return pino<Kind, true>({
+    base: null,
+    timestamp: false,
+    customLevels: RECORD_LEVELS,
+    useOnlyCustomLevels: true,
+    level: 'imds_call',
+    formatters: { level: (label) => ({ event: label }) },
+    serializers: { event: () => undefined },
+  }, dest);
+}
+
+export interface RecordsDropped {
+  stdout: number;
+  stderr: number;
+  log_file: number;
 }
 
 export class RecordWriter {
   written = 0;
+  private readonly logger: Logger<Kind, true>;
+  private readonly out: BoundedStream | null;
+  private readonly err: BoundedStream | null;
+  private current: OutputRecord | null = null;
 
-  constructor(private readonly o: WriterOptions) {}
+  constructor(private readonly o: WriterOptions) {
+    this.out = o.stdout ? new BoundedStream({
+      stream: o.stdout, maxBytes: o.maxStdoutBytes ?? DEFAULTS.stdoutMaxBufferBytes,
+      onDropStart: () => this.diagnostic(errorRecord('output',
+        'stdout is not read fast enough: records are dropped from stdout (counted in stats.records_dropped.stdout); the log file still gets them'), false),
+      onRecovered: (n) => this.notice('output', `stdout is read again; ${n} records were dropped from it`),
+    }) : null;
+    this.err = o.stderr ? new BoundedStream({ stream: o.stderr, maxBytes: o.maxStderrBytes ?? DEFAULTS.stderrMaxBufferBytes }) : null;
+    const records = { write: (line: string) => this.fanOut(line) };
+    const diagnostics = { write: (line: string) => { this.err?.write(line); } };
+    this.logger = recordLogger(pino.multistream<Kind>([
+      { level: 'imds_call', stream: records },
+      { level: 'notice', stream: diagnostics },
+    ], { levels: RECORD_LEVELS }));
+  }
+
+  private fanOut(line: string): void {
+    this.out?.write(line);
+    this.o.logFile?.write(line);
+    const rec = this.current as OutputRecord;
+    for (const s of this.o.sinks ?? []) s.write(line, rec);
+  }
 
   write(rec: OutputRecord): void {
-    const line = `${JSON.stringify(rec)}\n`;
-    this.o.stdout?.write(line);
-    this.o.logFile?.write(line);
-    for (const s of this.o.sinks ?? []) s.write(line, rec);
+    this.current = rec;
+    this.logger[rec.event as Kind](rec);
+    this.current = null;
     this.written++;
   }
 
-  /** Problems go to stdout only: the log file may be what is failing. */
+  /** Problems go where records go (stdout, log file, CloudWatch) and to stderr (the journal). */
   error(component: string, message: string): void {
-    this.o.stdout?.write(`${JSON.stringify(errorRecord(component, message))}\n`);
+    this.write(errorRecord(component, message));
   }
 
   /** Notices go where records go: they tell a reader of the log what happened to the tracing. */
@@ -37,13 +102,27 @@ export class RecordWriter {
     this.write(noticeRecord(component, message));
   }
 
+  /** A diagnostic about stdout itself: it goes everywhere but stdout. */
+  private diagnostic(rec: OutputRecord, toStdout: boolean): void {
+    const line = `${JSON.stringify(rec)}\n`;
+    if (toStdout) this.out?.write(line);
+    this.err?.write(line);
+    this.o.logFile?.write(line);
+    for (const s of this.o.sinks ?? []) s.write(line, rec);
+  }
+
   get writeErrors(): number {
     return this.o.logFile?.errors ?? 0;
   }
 
-  async close(): Promise<void> {
+  /** Records that did not reach a destination because it could not take them (stats.records_dropped). */
+  get dropped(): RecordsDropped {
+    return { stdout: this.out?.dropped ?? 0, stderr: this.err?.dropped ?? 0, log_file: this.o.logFile?.dropped ?? 0 };
+  }
+
+  /** Flush the log file now; wait (bounded) for stdout's reader to take what waits. */
+  async close(timeoutMs: number = DEFAULTS.stdoutExitFlushMs): Promise<void> {
     this.o.logFile?.close();
-    const out = this.o.stdout;
-    if (out && out.writableNeedDrain) await new Promise((r) => out.once('drain', r));
+    await Promise.all([this.out?.flush(timeoutMs), this.err?.flush(timeoutMs)]);
   }
 }
