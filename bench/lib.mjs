@@ -13,6 +13,10 @@ import { createInterface } from 'node:readline';
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO = dirname(BENCH_DIR);
 export const DIST = join(REPO, 'dist');
+/** The agent build run by startAgent (default: this checkout's); memory.mjs compares two. */
+export let AGENT_DIST = DIST;
+export let AGENT_NODE_ARGS = [];
+export function useAgent(dist, nodeArgs = []) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; }
 export const RESULTS = join(BENCH_DIR, 'RESULTS.md');
 export const FILTER = 'tcp port 80 and (host 169.254.169.254 or host fd00:ec2::254)';
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -110,7 +114,7 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
 let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
   const t0 = nowMs();
-  const child = l.spawn(l.instanceNs, process.execPath, [join(DIST, 'cli.js'), 'run', ...args],
+  const child = l.spawn(l.instanceNs, process.execPath, [...AGENT_NODE_ARGS, join(AGENT_DIST, 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   onCleanup(() => stopChild(child, 3000));
   const a = {

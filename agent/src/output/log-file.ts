@@ -28,6 +28,8 @@ export interface LogFileOptions {
   /** Lines kept while the file cannot be written; the oldest are dropped (and counted) beyond it. */
   maxPendingBytes?: number;
   retryMs?: number;
+  /** Pending lines are written at once (not at the next tick) when they reach this many bytes; 256 KiB. */
+  batchBytes?: number;
   /** Rotate before a line would take the file past this size; no rotation when absent. */
   maxBytes?: number;
   /** Rotated files kept (`path.1` … `path.N`); default 5. */
@@ -79,6 +81,11 @@ export class LogFile {
   write(line: string): void {
     this.pending.push(line);
     this.pendingBytes += line.length;
+    // A burst between two ticks is written at once rather than held: only a failing file holds lines.
+    if (!this.failing && !this.flushing && this.pendingBytes >= (this.o.batchBytes ?? 256 * 1024)) {
+      this.flush();
+      return;
+    }
     const max = this.o.maxPendingBytes ?? 4 * 1024 * 1024;
     while (this.pendingBytes > max && this.pending.length > 1) {
       this.pendingBytes -= (this.pending.shift() as string).length;
@@ -89,6 +96,19 @@ export class LogFile {
 
   /** Write everything pending; returns false (and keeps the lines) if the file cannot be written. */
   flush(): boolean {
+    if (this.flushing) return true; // a line written by our own notice/error callbacks waits for the next tick
+    this.flushing = true;
+    try {
+      return this.flushNow();
+    } finally {
+      this.flushing = false;
+      if (this.pending.length > 0 && !this.timer && !this.failing) this.timer = setTimeout(() => this.flush(), 0);
+    }
+  }
+
+  private flushing = false;
+
+  private flushNow(): boolean {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (this.pending.length === 0) return true;
     let done = 0; // lines wholly written
