@@ -186,21 +186,24 @@ export function procSample(pid) {
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // fields after ")": state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14) … rss(21)
     const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-    return { ticks, rss: Number(f[21]) * PAGE };
-  } catch { return { ticks: 0, rss: 0 }; }
+    // RssAnon: the process's own memory (RSS also holds file pages: the node binary, shared and reclaimable)
+    let anon = 0;
+    try { anon = Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024; } catch { /* gone */ }
+    return { ticks, rss: Number(f[21]) * PAGE, anon };
+  } catch { return { ticks: 0, rss: 0, anon: 0 }; }
 }
 
 /** Sum over the process tree (the agent has a child: the eBPF loader). */
 export function treeSample(pid) {
-  let ticks = 0; let rss = 0; const per = {};
+  let ticks = 0; let rss = 0; let anon = 0; const per = {};
   for (const p of processTree(pid)) {
     const s = procSample(p);
-    ticks += s.ticks; rss += s.rss;
+    ticks += s.ticks; rss += s.rss; anon += s.anon;
     let comm = '?';
     try { comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { /* gone */ }
     per[p] = { ...s, comm };
   }
-  return { ticks, rss, t: nowMs(), per };
+  return { ticks, rss, anon, t: nowMs(), per };
 }
 
 /**
@@ -209,10 +212,14 @@ export function treeSample(pid) {
  */
 export function cpuMeter(pid, intervalMs = 500) {
   const first = treeSample(pid);
-  let last = first; let maxRss = first.rss; let maxRootRss = procSample(pid).rss;
+  let last = first; let maxRss = first.rss; let maxRootRss = procSample(pid).rss; let maxAnon = first.anon;
+  const maxAnonBy = {};
   const timer = setInterval(() => {
     const s = treeSample(pid);
-    if (s.rss > 0) { last = s; maxRss = Math.max(maxRss, s.rss); maxRootRss = Math.max(maxRootRss, procSample(pid).rss); }
+    if (s.rss > 0) {
+      last = s; maxRss = Math.max(maxRss, s.rss); maxRootRss = Math.max(maxRootRss, procSample(pid).rss); maxAnon = Math.max(maxAnon, s.anon);
+      for (const v of Object.values(s.per)) maxAnonBy[v.comm] = Math.max(maxAnonBy[v.comm] ?? 0, v.anon);
+    }
   }, intervalMs);
   return {
     stop() {
@@ -229,6 +236,8 @@ export function cpuMeter(pid, intervalMs = 500) {
         byComm, split: Object.entries(byComm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', '),
         cpuPct: secs > 0 ? ((last.ticks - first.ticks) / CLK_TCK / secs) * 100 : NaN,
         seconds: secs, rssMaxMB: maxRss / 2 ** 20, rssLastMB: last.rss / 2 ** 20, rootRssMaxMB: maxRootRss / 2 ** 20,
+        anonMaxMB: maxAnon / 2 ** 20,
+        anonSplit: Object.entries(maxAnonBy).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(0)}`).join(', '),
       };
     },
   };

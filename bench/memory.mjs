@@ -54,17 +54,17 @@ B.main(async () => {
       const recorded = agent.counts.v1 + agent.counts.v2;
       const dropped = st.records_dropped ? st.records_dropped.stdout : 'n/a';
       rows.push([rate === 0 ? 'max' : rate, v.name, v.nodeArgs.join(' ') || '(none)', (answered / res.v1.duration).toFixed(0),
-        B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), B.fmt(r.cpuPct), `${recorded} / ${answered + 1}`, dropped,
+        B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), `${B.fmt(r.anonMaxMB, 0)} (${r.anonSplit})`, B.fmt(r.cpuPct), `${recorded} / ${answered + 1}`, dropped,
         st.heap_used_bytes !== undefined ? B.fmt(st.heap_used_bytes / 2 ** 20, 0) : 'n/a', la]);
       details.push({ rate, variant: v.name, code, stats: st });
-      console.log(`rate ${rate || 'max'} ${v.name}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS max ${r.rssMaxMB.toFixed(0)} MB (node ${r.rootRssMaxMB.toFixed(0)}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, load ${la}, exit ${code}`);
+      console.log(`rate ${rate || 'max'} ${v.name}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS max ${r.rssMaxMB.toFixed(0)} MB (node ${r.rootRssMaxMB.toFixed(0)}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, load ${la}, exit ${code}`);
     }
   }
   await imds.stop();
   const body = [
-    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), its stdout read by the harness. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc. "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
+    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), its stdout read by the harness. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
     '',
-    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg'], rows),
+    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg'], rows),
     '',
     '<details><summary>final stats records</summary>',
     '',
