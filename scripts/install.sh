@@ -227,7 +227,7 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by scripts/install.sh: runs /opt/imds-tracer with Node.js >= 20.
 here=\$(dirname "\$(readlink -f "\$0")")
-exec $NODE "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
+exec $NODE --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 
 put "$R/etc/systemd/system/imds-tracer.service" 0644 < "$SRC/systemd/imds-tracer.service"

@@ -37,9 +37,17 @@ export const DEFAULTS = {
   joinWaitMs: 2000,
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
-  /** Kernel budget per source (network namespace + cgroup): events per second, and burst. */
-  ebpfBudgetRate: 100,
-  ebpfBudgetBurst: 500,
+  /**
+   * Kernel budget per source (network namespace + cgroup): events per second, and burst. The IMDS
+   * itself answers at most 1,024 packets/s per network interface (three or more per connection), so a
+   * working service cannot sustain more than a few hundred new IMDS connections a second: 1,000/s
+   * (burst 2,000) never throttles one, and still bounds a source that loops on connect() (its excess
+   * counted in stats.kernel.sources_over_budget, its calls attributed from /proc). The pipeline
+   * behind it takes 5,000/s from one source with none lost (bench/RESULTS.md); IMDS_TRACER_EBPF_BUDGET
+   * raises or removes the budget.
+   */
+  ebpfBudgetRate: 1000,
+  ebpfBudgetBurst: 2000,
   /** How often network namespaces are judged reachable (kept) or not (filtered in the kernel). */
   netnsRefreshMs: 10_000,
   /** Network namespaces with a verdict at most (the kernel map's size). */
@@ -61,6 +69,13 @@ export const DEFAULTS = {
   stderrMaxBufferBytes: 1024 * 1024,
   /** Lines kept in memory while the log file cannot be written; the oldest dropped (counted) beyond it. */
   logFileMaxPendingBytes: 4 * 1024 * 1024,
+  /**
+   * V8 heap limits the agent is started with (bin/imds-tracer.js's first line, the command
+   * scripts/install.sh writes, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
+   * 16 (most of the RSS under load was young-generation garbage), and an old generation capped at
+   * 128 MB, twice what the bounded state can hold. test/unit/node-flags.test.ts keeps the copies equal.
+   */
+  agentNodeFlags: ['--max-semi-space-size=2', '--max-old-space-size=128'],
   /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
   stdoutExitFlushMs: 5000,
   cloudwatch: {
