@@ -15,7 +15,7 @@ export const REPO = dirname(BENCH_DIR);
 export const DIST = join(REPO, 'dist');
 /** The agent build run by startAgent (default: this checkout's); memory.mjs compares two. */
 export let AGENT_DIST = DIST;
-export let AGENT_NODE_ARGS = [];
+export let AGENT_NODE_ARGS = null; // null: the flags the agent ships with (DEFAULTS.agentNodeFlags)
 export function useAgent(dist, nodeArgs = []) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; }
 export const RESULTS = join(BENCH_DIR, 'RESULTS.md');
 export const FILTER = 'tcp port 80 and (host 169.254.169.254 or host fd00:ec2::254)';
@@ -27,6 +27,7 @@ if (!existsSync(join(DIST, 'lab', 'netns.js'))) {
   process.exit(2);
 }
 const netns = await import(join(DIST, 'lab', 'netns.js'));
+const shippedFlags = [...((await import(join(DIST, 'defaults.js'))).DEFAULTS.agentNodeFlags ?? [])];
 export const { IMDS_V4, IMDS_V6, INSTANCE_V4 } = netns;
 
 // ------------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
 let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
   const t0 = nowMs();
-  const child = l.spawn(l.instanceNs, process.execPath, [...AGENT_NODE_ARGS, join(AGENT_DIST, 'cli.js'), 'run', ...args],
+  const child = l.spawn(l.instanceNs, process.execPath, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   onCleanup(() => stopChild(child, 3000));
   const a = {

@@ -11,8 +11,9 @@ import * as B from './lib.mjs';
 const f = B.flags(20);
 const rates = (f.get('--rates') ?? '500,2000,5000,max').split(',').map((r) => (r === 'max' ? 0 : Number(r)));
 const before = f.get('--before');
-/** The flags the installed command and the systemd unit start node with (scripts/install.sh, bin/imds-tracer.js). */
-const DEFAULT_FLAGS = '--max-old-space-size=64 --max-semi-space-size=1';
+/** The flags the installed command and the systemd unit start node with (DEFAULTS.agentNodeFlags). */
+const { DEFAULTS } = await import(join(B.DIST, 'defaults.js'));
+const DEFAULT_FLAGS = DEFAULTS.agentNodeFlags.join(' ');
 const split = (s) => (s ?? '').split(' ').filter(Boolean);
 const variants = [
   ...(before ? [{ name: 'before', dist: join(before, 'dist'), nodeArgs: split(f.get('--before-node-args')) }] : []),

@@ -66,8 +66,15 @@ static void flush_queue(void)
 			exit(0);
 		off += (size_t)n;
 	}
-	memmove(queue, queue + off, queue_len - off);
-	queue_len -= off;
+	if (off) {
+		memmove(queue, queue + off, queue_len - off);
+		queue_len -= off;
+	}
+	if (queue_len == 0 && queue_cap > 65536) {
+		free(queue);	/* a burst costs memory only while it lasts */
+		queue = NULL;
+		queue_cap = 0;
+	}
 }
 
 static void put32(unsigned char *b, uint32_t v)

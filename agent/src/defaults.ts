@@ -89,8 +89,13 @@ export const DEFAULTS = {
     maxBatchSpanMs: 24 * 3600 * 1000,
     /** Events older than this are rejected by the service: dropped (and counted) before sending. */
     maxEventAgeMs: 14 * 24 * 3600 * 1000 - 3600 * 1000,
-    /** Lines kept while CloudWatch cannot be reached; the oldest are dropped (and counted) beyond it. */
-    maxQueueBytes: 50 * 1024 * 1024,
+    /**
+     * Lines kept while CloudWatch cannot be reached; the oldest are dropped (and counted) beyond it.
+     * 16 MiB (~25,000 records, hours of a busy instance's IMDSv1 calls) rather than 50: the queue lives
+     * on the V8 heap, capped at 128 MB (agentNodeFlags), on instances with 512 MiB; the log file keeps
+     * every record anyway.
+     */
+    maxQueueBytes: 16 * 1024 * 1024,
     retryBaseMs: 500,
     retryMaxMs: 30_000,
     requestTimeoutMs: 15_000,
