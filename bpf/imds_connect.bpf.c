@@ -31,7 +31,7 @@
 #define AF_INET6	10
 
 #define MAX_TRACKED	4096
-#define RINGBUF_BYTES	(4 << 20)
+#define RINGBUF_BYTES	(1 << 20)
 
 /* Targets, set by the loader before load (rodata: the verifier sees them). */
 const volatile __u32 target_v4[IMDS_MAX_TARGETS] = {};		/* network order */

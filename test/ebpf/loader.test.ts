@@ -484,8 +484,8 @@ while True:
   });
 
   it('a burst larger than the ring buffer while the agent does not read: queued by the loader, none lost', async () => {
-    // 5,000 events (8.9 MB) > the 4 MiB ring buffer + the 1 MiB pipe: without the loader's own queue
-    // (a loader blocked on a full pipe stops draining the ring) about half of them would be lost.
+    // 5,000 events (8.9 MB) > the 1 MiB ring buffer + the 1 MiB pipe: without the loader's own queue
+    // (a loader blocked on a full pipe stops draining the ring) most of them would be lost.
     const N = 5000;
     const child = spawn(process.env.IMDS_TRACER_EBPF_LOADER ?? BINARY, ['--ipv4', '169.254.169.254', '--port', '81'], { stdio: ['pipe', 'pipe', 'inherit'] });
     const decoder = new RecordDecoder();
