@@ -4,6 +4,11 @@
  * When the process dies (its interface was removed) it is started again with backoff until the
  * interface is back; the gap is reported (an `error` record when capture stops, a `notice` when it
  * resumes).
+ *
+ * Memory: each chunk of the helper's pipe is parsed and handed on synchronously, so nothing queues
+ * in the agent; the parse buffer holds at most one unfinished record (MAX_RECORD, larger is a corrupt
+ * stream). When the agent is behind it simply reads later: the pipe fills, and the helper keeps the
+ * rest in its own bounded queue (16 MiB, dropped beyond and counted in stats.pcap.dropped).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
