@@ -87,9 +87,15 @@ export class LogFile {
       return;
     }
     const max = this.o.maxPendingBytes ?? 4 * 1024 * 1024;
+    let dropping = false;
     while (this.pendingBytes > max && this.pending.length > 1) {
       this.pendingBytes -= (this.pending.shift() as string).length;
       this.dropped++;
+      dropping = true;
+    }
+    if (dropping && !this.dropReported) {
+      this.dropReported = true; // once per failure: the error record itself waits with the other lines
+      this.o.onError(`log file ${this.o.path} cannot be written for too long: the oldest waiting lines are dropped beyond ${max} bytes (counted in stats.records_dropped.log_file)`);
     }
     if (!this.timer && !this.failing) this.timer = setTimeout(() => this.flush(), 0);
   }
@@ -107,6 +113,7 @@ export class LogFile {
   }
 
   private flushing = false;
+  private dropReported = false;
 
   private flushNow(): boolean {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
@@ -130,6 +137,7 @@ export class LogFile {
       this.forget(done);
       if (this.failing) {
         this.failing = false;
+        this.dropReported = false;
         this.o.onRecovered?.(`log file ${this.o.path} writable again`);
       }
       return true;
