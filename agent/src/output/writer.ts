@@ -37,7 +37,7 @@ export const RECORD_LEVELS = { imds_call: 30, ready: 31, stats: 32, notice: 40, 
 type Kind = keyof typeof RECORD_LEVELS;
 
 /** A pino logger whose lines are exactly `JSON.stringify(record)`: the record kind is the level. */
-export function recordLogger(dest: pino.DestinationStream | pino.MultiStreamRes<Kind>): Logger<Kind, true> {
+export function recordLogger(dest: pino.DestinationStream): Logger<Kind, true> {
   return pino<Kind, true>({
     base: null,
     timestamp: false,
@@ -70,15 +70,13 @@ export class RecordWriter {
       onRecovered: (n) => this.notice('output', `stdout is read again; ${n} records were dropped from it`),
     }) : null;
     this.err = o.stderr ? new BoundedStream({ stream: o.stderr, maxBytes: o.maxStderrBytes ?? DEFAULTS.stderrMaxBufferBytes }) : null;
-    const records = { write: (line: string) => this.fanOut(line) };
-    const diagnostics = { write: (line: string) => { this.err?.write(line); } };
-    this.logger = recordLogger(pino.multistream<Kind>([
-      { level: 'imds_call', stream: records },
-      { level: 'notice', stream: diagnostics },
-    ], { levels: RECORD_LEVELS }));
+    // One destination, routed by the record kind (cheaper per record than pino.multistream).
+    this.logger = recordLogger({ write: (line: string) => this.fanOut(line) });
   }
 
   private fanOut(line: string): void {
+    const kind = this.current?.event;
+    if (kind === 'error' || kind === 'notice') this.err?.write(line); // diagnostics: the journal too
     this.out?.write(line);
     this.o.logFile?.write(line);
     const rec = this.current as OutputRecord;
