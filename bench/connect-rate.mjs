@@ -39,15 +39,15 @@ B.main(async () => {
       const k = a.lastStats?.kernel ?? {};
       const budgetText = budget === 'default' ? 'default' : budget === '0' ? 'off' : `${budget} (rate/burst)`;
       rows.push([rate, budgetText, (j.connects / j.seconds).toFixed(0), j.connects, k.events ?? '?', `**${k.events_lost ?? '?'}**`,
-        k.events_lost_queue ?? 'n/a', k.events_over_budget ?? '?', `${k.joined ?? '?'} / ${k.proc_fallbacks ?? '?'}`,
+        k.events_over_budget ?? '?', `${k.joined ?? '?'} / ${k.proc_fallbacks ?? '?'}`,
         `${B.fmt(c.cpuPct, 0)} (${c.split})`, `${B.fmt(c.rssMaxMB, 0)} / ${B.fmt(c.anonMaxMB, 0)} (${c.anonSplit})`, la]);
       console.log(`rate ${rate}/s budget ${budget}: ${j.connects} connects, kernel ${JSON.stringify(k)}, cpu ${c.split}, RSS max ${c.rssMaxMB.toFixed(0)} MB anon ${c.anonMaxMB.toFixed(0)} (${c.anonSplit}), load ${la}`);
     }
   }
   delete process.env.IMDS_TRACER_EBPF_BUDGET;
   B.record('Kernel events at a paced connect rate', [
-    `A C loop (bench/connect-loop.c: socket, connect, close with SO_LINGER 0) in the instance namespace connects to ${B.IMDS_V4}:80 (a C accept loop in the imds namespace) at the target rate for ${f.seconds} s; the agent traces with the eBPF backend. All connections come from one network namespace and one cgroup: one source for the kernel budget. "budget" is the agent's default, or IMDS_TRACER_EBPF_BUDGET (0: off). Connections carry no HTTP request, so they make no records; each is one kernel event. "lost" = stats.kernel.events_lost (the kernel ring buffer was full, or the loader's queue toward the agent was: events_lost_queue), "over budget" = stats.kernel.events_over_budget. Load average at the start of each run: other work shared the 2 vCPUs.`,
+    `A C loop (bench/connect-loop.c: socket, connect, close with SO_LINGER 0) in the instance namespace connects to ${B.IMDS_V4}:80 (a C accept loop in the imds namespace) at the target rate for ${f.seconds} s; the agent traces with the eBPF backend. All connections come from one network namespace and one cgroup: one source for the kernel budget. "budget" is the agent's default, or IMDS_TRACER_EBPF_BUDGET (0: off). Connections carry no HTTP request, so they make no records; each is one kernel event. "lost" = stats.kernel.events_lost (the kernel ring buffer was full: the loader's queue toward the agent never drops, it stops draining the ring when full), "over budget" = stats.kernel.events_over_budget. Load average at the start of each run: other work shared the 2 vCPUs.`,
     '',
-    B.table(['target connects/s', 'budget', 'achieved', 'connects', 'kernel events', 'lost', 'of which loader queue', 'over budget', 'joined / proc fallbacks', 'agent CPU % (per process)', 'RSS MB max tree / anonymous (per process)', 'load avg'], rows),
+    B.table(['target connects/s', 'budget', 'achieved', 'connects', 'kernel events', 'lost', 'over budget', 'joined / proc fallbacks', 'agent CPU % (per process)', 'RSS MB max tree / anonymous (per process)', 'load avg'], rows),
   ].join('\n'));
 }, 1200);
