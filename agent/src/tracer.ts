@@ -250,7 +250,9 @@ export class Tracer {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first : null;
     if (info && (info.attribution !== 'none' || conn.closed)) return info;
-    const again = this.lookup(conn, true);
+    // A second look does not wait for the kernel event again; a first one (no early lookup: the bound
+    // on lookups at SYN time was reached, e.g. during a SYN flood) does.
+    const again = this.lookup(conn, first !== undefined);
     this.connAttr.set(conn.id, again);
     return again;
   }
