@@ -13,6 +13,10 @@ import { createInterface } from 'node:readline';
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO = dirname(BENCH_DIR);
 export const DIST = join(REPO, 'dist');
+/** The agent build run by startAgent (default: this checkout's); memory.mjs compares two. */
+export let AGENT_DIST = DIST;
+export let AGENT_NODE_ARGS = null; // null: the flags the agent ships with (DEFAULTS.agentNodeFlags)
+export function useAgent(dist, nodeArgs = []) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; }
 export const RESULTS = join(BENCH_DIR, 'RESULTS.md');
 export const FILTER = 'tcp port 80 and (host 169.254.169.254 or host fd00:ec2::254)';
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -23,6 +27,7 @@ if (!existsSync(join(DIST, 'lab', 'netns.js'))) {
   process.exit(2);
 }
 const netns = await import(join(DIST, 'lab', 'netns.js'));
+const shippedFlags = [...((await import(join(DIST, 'defaults.js'))).DEFAULTS.agentNodeFlags ?? [])];
 export const { IMDS_V4, IMDS_V6, INSTANCE_V4 } = netns;
 
 // ------------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
 let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
   const t0 = nowMs();
-  const child = l.spawn(l.instanceNs, process.execPath, [join(DIST, 'cli.js'), 'run', ...args],
+  const child = l.spawn(l.instanceNs, process.execPath, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   onCleanup(() => stopChild(child, 3000));
   const a = {
@@ -182,21 +187,24 @@ export function procSample(pid) {
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // fields after ")": state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14) … rss(21)
     const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-    return { ticks, rss: Number(f[21]) * PAGE };
-  } catch { return { ticks: 0, rss: 0 }; }
+    // RssAnon: the process's own memory (RSS also holds file pages: the node binary, shared and reclaimable)
+    let anon = 0;
+    try { anon = Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024; } catch { /* gone */ }
+    return { ticks, rss: Number(f[21]) * PAGE, anon };
+  } catch { return { ticks: 0, rss: 0, anon: 0 }; }
 }
 
 /** Sum over the process tree (the agent has a child: the eBPF loader). */
 export function treeSample(pid) {
-  let ticks = 0; let rss = 0; const per = {};
+  let ticks = 0; let rss = 0; let anon = 0; const per = {};
   for (const p of processTree(pid)) {
     const s = procSample(p);
-    ticks += s.ticks; rss += s.rss;
+    ticks += s.ticks; rss += s.rss; anon += s.anon;
     let comm = '?';
     try { comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { /* gone */ }
     per[p] = { ...s, comm };
   }
-  return { ticks, rss, t: nowMs(), per };
+  return { ticks, rss, anon, t: nowMs(), per };
 }
 
 /**
@@ -205,10 +213,14 @@ export function treeSample(pid) {
  */
 export function cpuMeter(pid, intervalMs = 500) {
   const first = treeSample(pid);
-  let last = first; let maxRss = first.rss; let maxRootRss = procSample(pid).rss;
+  let last = first; let maxRss = first.rss; let maxRootRss = procSample(pid).rss; let maxAnon = first.anon;
+  const maxAnonBy = {};
   const timer = setInterval(() => {
     const s = treeSample(pid);
-    if (s.rss > 0) { last = s; maxRss = Math.max(maxRss, s.rss); maxRootRss = Math.max(maxRootRss, procSample(pid).rss); }
+    if (s.rss > 0) {
+      last = s; maxRss = Math.max(maxRss, s.rss); maxRootRss = Math.max(maxRootRss, procSample(pid).rss); maxAnon = Math.max(maxAnon, s.anon);
+      for (const v of Object.values(s.per)) maxAnonBy[v.comm] = Math.max(maxAnonBy[v.comm] ?? 0, v.anon);
+    }
   }, intervalMs);
   return {
     stop() {
@@ -225,6 +237,8 @@ export function cpuMeter(pid, intervalMs = 500) {
         byComm, split: Object.entries(byComm).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', '),
         cpuPct: secs > 0 ? ((last.ticks - first.ticks) / CLK_TCK / secs) * 100 : NaN,
         seconds: secs, rssMaxMB: maxRss / 2 ** 20, rssLastMB: last.rss / 2 ** 20, rootRssMaxMB: maxRootRss / 2 ** 20,
+        anonMaxMB: maxAnon / 2 ** 20,
+        anonSplit: Object.entries(maxAnonBy).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(0)}`).join(', '),
       };
     },
   };

@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2 --max-old-space-size=128
+// (V8 heap limits for an agent, not a server: DEFAULTS.agentNodeFlags in agent/src/defaults.ts.)
 // Entry point of the installed command: runs the compiled CLI (npm run build makes dist/).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -4,11 +4,18 @@
  *
  * open -> set rodata (targets) -> load -> attach -> ready record -> poll loop.
  *
- * Output (stdout): the fixed-size binary records of imds_connect.h, each
- * written whole with write(2): one imds_ready_record once attached, one
- * imds_connect_event per connection, imds_stats_record every second when the
- * counters changed and once at exit. With --text, or when stdout is a
- * terminal, readable lines instead.
+ * Output (stdout): the fixed-size binary records of imds_connect.h: one
+ * imds_ready_record once attached, one imds_connect_event per connection,
+ * imds_stats_record every second when the counters changed and once at exit.
+ * With --text, or when stdout is a terminal, readable lines instead.
+ *
+ * After the ready record stdout is non-blocking and records go through an
+ * output queue (bounded, OUT_QUEUE_MAX): the ring buffer is drained into it at
+ * once, so a burst waits here (not in the kernel ring, where it would be lost)
+ * while the agent catches up. When the queue is full the ring buffer is left
+ * alone until the agent has read some: events are then lost only when the
+ * ring buffer fills too, and counted there (lost). The queue's memory is given
+ * back once it is empty.
  *
  * Network namespace verdicts (--keep-netns, --drop-netns, and at run time
  * lines on stdin: "keep INO", "drop INO", "forget INO") go into the
@@ -24,6 +31,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -42,12 +50,26 @@
 #include "imds_connect.skel.h"
 
 #define PROG "imds-connect"
-#define RINGBUF_BYTES (1 << 20)	/* must match imds_connect.bpf.c */
+/*
+ * Must match imds_connect.bpf.c. 1 MiB (~590 events) is enough with the output queue draining it:
+ * measured 0 lost at 5,000 connects/s (bench/connect-rate.mjs); a larger ring costs twice its size
+ * in the loader's RSS (the data pages are mapped twice, for wrap-around), all the time.
+ */
+#define RINGBUF_BYTES (1 << 20)
+/* Bytes of records waiting for the agent at most: ~9,400 connect events. */
+#define OUT_QUEUE_MAX (16u << 20)
+/* A larger pipe toward the agent: fewer, larger reads (best effort). */
+#define PIPE_BYTES (1 << 20)
+#ifndef F_SETPIPE_SZ
+#define F_SETPIPE_SZ 1031	/* linux/fcntl.h: F_LINUX_SPECIFIC_BASE + 7 */
+#endif
 
 static volatile sig_atomic_t exiting;
 static bool verbose;
 static bool text_mode;
 static bool stdout_closed;
+/* Events taken from the ring buffer but not queued (out of memory): added to lost. */
+static __u64 queue_lost;
 
 static struct {
 	__u32 v4[IMDS_MAX_TARGETS];
@@ -320,6 +342,66 @@ static bool write_all(const void *buf, size_t len)
 	return !stdout_closed;
 }
 
+static unsigned char *outq;
+static size_t outq_len, outq_cap;
+
+/* Room for len more bytes in the output queue (stats records may pass the bound). */
+static bool queue_has_room(size_t len)
+{
+	return outq_len + len <= OUT_QUEUE_MAX;
+}
+
+/* Append a record; false if memory ran out (the caller counts it). */
+static bool queue_put(const void *rec, size_t len)
+{
+	if (outq_len + len > outq_cap) {
+		size_t cap = outq_cap ? outq_cap : 65536;
+		unsigned char *q;
+
+		while (cap < outq_len + len)
+			cap *= 2;
+		q = realloc(outq, cap);
+		if (!q)
+			return false;
+		outq = q;
+		outq_cap = cap;
+	}
+	memcpy(outq + outq_len, rec, len);
+	outq_len += len;
+	return true;
+}
+
+/* Write what the pipe takes now; false once stdout is gone. */
+static bool queue_flush(void)
+{
+	size_t off = 0;
+
+	while (off < outq_len && !stdout_closed) {
+		ssize_t n = write(STDOUT_FILENO, outq + off, outq_len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			stdout_closed = true;
+			exiting = 1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (off) {
+		memmove(outq, outq + off, outq_len - off);
+		outq_len -= off;
+	}
+	if (outq_len == 0 && outq_cap > 65536) {
+		free(outq);	/* a burst costs memory only while it lasts */
+		outq = NULL;
+		outq_cap = 0;
+	}
+	return !stdout_closed;
+}
+
 /* exe[] holds components leaf first ("curl\0bin\0usr\0"): print them root first. */
 static void print_text_exe(const struct imds_connect_event *e)
 {
@@ -379,7 +461,12 @@ static int handle_event(void *ctx, void *data, size_t size)
 		print_text_event(e);
 		return 0;
 	}
-	return write_all(e, sizeof(*e)) ? 0 : -EPIPE;
+	if (stdout_closed)
+		return -EPIPE;
+	if (!queue_put(e, sizeof(*e)))
+		__atomic_fetch_add(&queue_lost, 1, __ATOMIC_RELAXED);
+	/* queue full: stop here (this event is taken), the rest stays in the ring buffer */
+	return queue_has_room(sizeof(*e)) ? 0 : -ENOBUFS;
 }
 
 /* Keep: the source key/state layouts of imds_connect.bpf.c. */
@@ -430,7 +517,7 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 	struct imds_stats_record r = {
 		.type = IMDS_REC_STATS,
 		.size = sizeof(r),
-		.lost = __atomic_load_n(&obj->bss->lost, __ATOMIC_RELAXED),
+		.lost = __atomic_load_n(&obj->bss->lost, __ATOMIC_RELAXED) + queue_lost,
 		.emitted = __atomic_load_n(&obj->bss->emitted, __ATOMIC_RELAXED),
 		.untracked = __atomic_load_n(&obj->bss->untracked, __ATOMIC_RELAXED),
 		.track_failed = __atomic_load_n(&obj->bss->track_failed, __ATOMIC_RELAXED),
@@ -460,7 +547,10 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 		fflush(stdout);
 		return;
 	}
-	write_all(&r, sizeof(r));
+	/* behind the events already queued, so the agent sees them in order */
+	if (!queue_put(&r, sizeof(r)))
+		return;	/* out of memory: the next one carries the same counters */
+	queue_flush();
 }
 
 static int set_verdict(const struct imds_connect_bpf *obj, __u32 ino, __u32 verdict)
@@ -550,7 +640,7 @@ int main(int argc, char **argv)
 	struct ring_buffer *rb = NULL;
 	struct imds_ready_record ready = { .type = IMDS_REC_READY, .size = sizeof(ready) };
 	struct sigaction sa = {};
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	__u64 t0, t1, t2, t3, last_stats;
 	bool watch_stdin;
 	unsigned int i;
@@ -647,28 +737,42 @@ int main(int argc, char **argv)
 	}
 
 	watch_stdin = stdin_is_pipe();
+	if (!text_mode) {
+		/* best effort: a larger pipe, then non-blocking writes through the queue */
+		fcntl(STDOUT_FILENO, F_SETPIPE_SZ, PIPE_BYTES);
+		fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
+	}
 	pfd[0].fd = ring_buffer__epoll_fd(rb);
-	pfd[0].events = POLLIN;
-	pfd[1].fd = STDIN_FILENO;
-	pfd[1].events = POLLIN;
+	pfd[1].fd = STDOUT_FILENO;
+	pfd[2].fd = STDIN_FILENO;
+	pfd[2].events = POLLIN;
 	last_stats = now_ns(CLOCK_MONOTONIC);
 
 	while (!exiting) {
-		int n = poll(pfd, watch_stdin ? 2 : 1, 1000);
+		/* a full queue leaves the ring buffer alone until the agent has read some */
+		bool room = queue_has_room(sizeof(struct imds_connect_event));
+		int n;
 		__u64 now;
 
+		pfd[0].events = room ? POLLIN : 0;
+		pfd[1].events = outq_len ? POLLOUT : 0;
+		n = poll(pfd, watch_stdin ? 3 : 2, 1000);
 		if (n < 0 && errno != EINTR) {
 			rc = fail("poll", errno, NULL);
 			goto cleanup;
 		}
-		if (n > 0 && pfd[0].revents) {
+		if (n > 0 && pfd[1].revents && !queue_flush())
+			break;	/* the agent is gone */
+		if (n > 0 && (pfd[0].revents & POLLIN)) {
 			err = ring_buffer__consume(rb);
-			if (err < 0 && err != -EINTR && err != -EPIPE) {
+			if (err < 0 && err != -EINTR && err != -EPIPE && err != -ENOBUFS) {
 				rc = fail("ring buffer consume", -err, NULL);
 				goto cleanup;
 			}
+			if (!text_mode && !queue_flush())
+				break;
 		}
-		if (n > 0 && watch_stdin && pfd[1].revents) {
+		if (n > 0 && watch_stdin && pfd[2].revents) {
 			if (!read_commands(obj))
 				break;	/* parent gone */
 		}
@@ -679,11 +783,18 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* drain what is left, then the final counters */
+	/* drain what is left (blocking again: the agent reads until we exit), then the final counters */
+	if (!text_mode)
+		fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) & ~O_NONBLOCK);
+	while (!stdout_closed && (outq_len || ring_buffer__consume(rb) == -ENOBUFS))
+		if (!queue_flush())
+			break;
 	if (!stdout_closed)
 		ring_buffer__consume(rb);
 	if (!stdout_closed)
 		emit_stats(obj, true, true);
+	if (!text_mode)
+		queue_flush();
 	rc = 0;
 
 cleanup:

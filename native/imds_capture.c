@@ -50,7 +50,7 @@ static void on_signal(int sig) { (void)sig; stopping = 1; }
  * kernel ring is drained at once even while the agent is busy, and a burst costs heap memory only
  * for as long as it lasts. Records beyond the bound are dropped and counted (queue_dropped).
  */
-#define QUEUE_MAX (64u << 20)
+#define QUEUE_MAX (16u << 20)
 static unsigned char *queue;
 static size_t queue_len, queue_cap;
 static uint32_t queue_dropped;
@@ -71,8 +71,15 @@ static int flush_queue(void)
 			return -1;
 		off += (size_t)n;
 	}
-	memmove(queue, queue + off, queue_len - off);
-	queue_len -= off;
+	if (off) {
+		memmove(queue, queue + off, queue_len - off);
+		queue_len -= off;
+	}
+	if (queue_len == 0 && queue_cap > 65536) {
+		free(queue);	/* a burst costs memory only while it lasts */
+		queue = NULL;
+		queue_cap = 0;
+	}
 	return 0;
 }
 

@@ -313,7 +313,7 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by scripts/install.sh: runs /opt/imds-tracer with Node.js >= 20.
 here=\$(dirname "\$(readlink -f "\$0")")
-exec $NODE "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
+exec $NODE --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 fi
 

@@ -37,9 +37,17 @@ export const DEFAULTS = {
   joinWaitMs: 2000,
   /** Kernel connect events kept for joining (each eviction is counted). */
   maxPendingJoins: 10_000,
-  /** Kernel budget per source (network namespace + cgroup): events per second, and burst. */
-  ebpfBudgetRate: 100,
-  ebpfBudgetBurst: 500,
+  /**
+   * Kernel budget per source (network namespace + cgroup): events per second, and burst. The IMDS
+   * itself answers at most 1,024 packets/s per network interface (three or more per connection), so a
+   * working service cannot sustain more than a few hundred new IMDS connections a second: 1,000/s
+   * (burst 2,000) never throttles one, and still bounds a source that loops on connect() (its excess
+   * counted in stats.kernel.sources_over_budget, its calls attributed from /proc). The pipeline
+   * behind it takes 5,000/s from one source with none lost (bench/RESULTS.md); IMDS_TRACER_EBPF_BUDGET
+   * raises or removes the budget.
+   */
+  ebpfBudgetRate: 1000,
+  ebpfBudgetBurst: 2000,
   /** How often network namespaces are judged reachable (kept) or not (filtered in the kernel). */
   netnsRefreshMs: 10_000,
   /** Network namespaces with a verdict at most (the kernel map's size). */
@@ -57,6 +65,22 @@ export const DEFAULTS = {
   reportMaxPaths: 5,
   /** How often the agent's own CPU time and RSS are sampled for the stats record. */
   resourceSampleMs: 5000,
+  // --- memory bounds (a 512 MiB instance) ---
+  /** Bytes of records that may wait for a slow stdout reader; past it lines are dropped and counted. */
+  stdoutMaxBufferBytes: 4 * 1024 * 1024,
+  /** The same for stderr (diagnostics only). */
+  stderrMaxBufferBytes: 1024 * 1024,
+  /** Lines kept in memory while the log file cannot be written; the oldest dropped (counted) beyond it. */
+  logFileMaxPendingBytes: 4 * 1024 * 1024,
+  /**
+   * V8 heap limits the agent is started with (bin/imds-tracer.js's first line, the command
+   * scripts/install.sh writes, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
+   * 16 (most of the RSS under load was young-generation garbage), and an old generation capped at
+   * 128 MB, twice what the bounded state can hold. test/unit/node-flags.test.ts keeps the copies equal.
+   */
+  agentNodeFlags: ['--max-semi-space-size=2', '--max-old-space-size=128'],
+  /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
+  stdoutExitFlushMs: 5000,
   cloudwatch: {
     /** A batch is sent at least this often (sooner when it is full). */
     flushIntervalMs: 5000,
@@ -68,8 +92,13 @@ export const DEFAULTS = {
     maxBatchSpanMs: 24 * 3600 * 1000,
     /** Events older than this are rejected by the service: dropped (and counted) before sending. */
     maxEventAgeMs: 14 * 24 * 3600 * 1000 - 3600 * 1000,
-    /** Lines kept while CloudWatch cannot be reached; the oldest are dropped (and counted) beyond it. */
-    maxQueueBytes: 50 * 1024 * 1024,
+    /**
+     * Lines kept while CloudWatch cannot be reached; the oldest are dropped (and counted) beyond it.
+     * 16 MiB (~25,000 records, hours of a busy instance's IMDSv1 calls) rather than 50: the queue lives
+     * on the V8 heap, capped at 128 MB (agentNodeFlags), on instances with 512 MiB; the log file keeps
+     * every record anyway.
+     */
+    maxQueueBytes: 16 * 1024 * 1024,
     retryBaseMs: 500,
     retryMaxMs: 30_000,
     requestTimeoutMs: 15_000,

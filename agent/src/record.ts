@@ -196,6 +196,12 @@ export interface StatsRecord {
   rss_bytes?: number;
   /** Size-based rotations of the log file since start (with a log file). */
   log_rotations?: number;
+  /** V8 heap in use and reserved, and memory outside it (Buffers), bytes. */
+  heap_used_bytes?: number;
+  heap_total_bytes?: number;
+  external_bytes?: number;
+  /** Records a destination could not take (a stdout reader that stopped, a log file that could not be written for long). */
+  records_dropped?: { stdout: number; stderr: number; log_file: number };
   /** With --cloudwatch-log-group. */
   cloudwatch?: { sent: number; failed_batches: number; retries: number; queued: number; dropped: number };
 }

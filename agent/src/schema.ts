@@ -80,11 +80,14 @@ export const SCHEMAS: Record<string, Spec> = {
     calls_unseen: obj<NonNullable<StatsRecord['calls_unseen']>>({ capture_gap: 'number', capture_dropped: 'number', not_captured: 'number' }),
     calls_unseen_unrecorded: 'number', calls_unseen_filtered: 'number',
     cpu_percent: 'number', rss_bytes: 'number', log_rotations: 'number',
+    heap_used_bytes: 'number', heap_total_bytes: 'number', external_bytes: 'number',
+    records_dropped: obj<NonNullable<StatsRecord['records_dropped']>>({ stdout: 'number', stderr: 'number', log_file: 'number' }),
     cloudwatch: obj<NonNullable<StatsRecord['cloudwatch']>>({
       sent: 'number', failed_batches: 'number', retries: 'number', queued: 'number', dropped: 'number',
     }),
   }, ['kernel', 'pcap', 'cpu_percent', 'rss_bytes', 'log_rotations', 'cloudwatch', 'calls_self_v1', 'calls_self_v2', 'calls_ambiguous',
-    'tcp_overlap_conflicts', 'tcp_urgent', 'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded', 'calls_unseen_filtered']),
+    'tcp_overlap_conflicts', 'tcp_urgent', 'capture_gaps', 'capture_gap_ms', 'calls_unseen', 'calls_unseen_unrecorded', 'calls_unseen_filtered',
+    'heap_used_bytes', 'heap_total_bytes', 'external_bytes', 'records_dropped']),
   error: obj<ErrorRecord>({ event: { enum: ['error'] }, time: 'string', component: 'string', message: 'string' }),
   notice: obj<NoticeRecord>({ event: { enum: ['notice'] }, time: 'string', component: 'string', message: 'string' }),
 };

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConnectEvent, StatsRecord } from '../../agent/src/attribution/ebpf/events.js';
-import { ARGV_MAX } from '../../agent/src/attribution/ebpf/events.js';
+import { ARGV_MAX, RecordDecoder } from '../../agent/src/attribution/ebpf/events.js';
 import { EBPF_NOT_BUILT, startEbpfSource, type EbpfSource } from '../../agent/src/attribution/ebpf/loader.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -482,6 +482,49 @@ while True:
       await g.stop();
     }
   });
+
+  it('a burst larger than the ring buffer while the agent does not read: queued by the loader, none lost', async () => {
+    // 5,000 events (8.9 MB) > the 1 MiB ring buffer + the 1 MiB pipe: without the loader's own queue
+    // (a loader blocked on a full pipe stops draining the ring) most of them would be lost.
+    const N = 5000;
+    const child = spawn(process.env.IMDS_TRACER_EBPF_LOADER ?? BINARY, ['--ipv4', '169.254.169.254', '--port', '81'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const decoder = new RecordDecoder();
+    const events: ConnectEvent[] = [];
+    const stats: StatsRecord[] = [];
+    let ready = false;
+    let onReady: () => void = () => undefined;
+    const readyP = new Promise<void>((r) => { onReady = r; });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      for (const rec of decoder.push(chunk)) {
+        if (rec.kind === 'ready') { ready = true; onReady(); }
+        else if (rec.kind === 'connect') events.push(rec.event);
+        else stats.push(rec.stats);
+      }
+    });
+    try {
+      await readyP;
+      expect(ready).toBe(true);
+      child.stdout!.pause(); // the agent is behind: nothing is read while the burst happens
+      // Each connect refused by the far side is one SYN_SENT -> CLOSE: one event. (A connect that fails
+      // before its SYN, e.g. no free port while other tests load the machine, makes none: counted apart.)
+      const loop = `import errno, socket\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\nprint(refused)\n`;
+      const r = await inNear('python3', '-c', loop);
+      expect(r.code, r.stderr).toBe(0);
+      const refused = Number(r.stdout.trim());
+      expect(refused).toBeGreaterThan(4000); // still over 3x what the ring buffer and the pipe hold
+      child.stdout!.resume();
+      const mine = (): ConnectEvent[] => events.filter((e) => e.netnsIno === nearIno && e.dport === 81);
+      await waitFor('every event of the burst', () => (mine().length >= refused ? true : undefined), 30_000);
+      // the loader's stats follow the events they count (same queue): one counting the whole burst
+      const st = await waitFor('stats counting the burst', () => stats.find((x) => x.emitted + x.lost >= refused), 10_000);
+      expect(st.lost).toBe(0);
+      expect(mine()).toHaveLength(refused);
+    } finally {
+      child.stdout!.resume(); // the loader writes what it holds before it exits
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('close', r));
+    }
+  }, 60_000);
 
   it('reports an unexpected loader death through "exit", and stop() after it resolves', async () => {
     const s = await startEbpfSource();

@@ -168,3 +168,30 @@ describe('LogFile faults', () => {
     expect(notices).toEqual([`log file ${path} was removed or replaced; writing to a new one`]);
   });
 });
+
+describe('LogFile memory bound', () => {
+  let dir3: string;
+  beforeEach(() => { dir3 = mkdtempSync(join(tmpdir(), 'imdst-logbound-')); });
+  afterEach(() => rmSync(dir3, { recursive: true, force: true }));
+
+  it('while the file cannot be written, at most maxPendingBytes wait: the oldest dropped, counted, one error; the newest written on recovery', () => {
+    const logs = join(dir3, 'logs');
+    const path = join(logs, 'calls.jsonl');
+    const errors: string[] = [];
+    const f = new LogFile({ path, dirMode: 0o700, fileMode: 0o600, maxPendingBytes: 4096, retryMs: 3_600_000, onError: (m) => errors.push(m) });
+    f.open();
+    rmSync(logs, { recursive: true });
+    writeFileSync(logs, 'not a directory'); // the directory cannot be made again: every write fails
+    for (let i = 0; i < 1000; i++) f.write(rec(i));
+    f.flush();
+    expect(f.dropped).toBeGreaterThan(900);
+    expect(errors.filter((m) => /cannot be written for too long.*records_dropped\.log_file/.test(m))).toHaveLength(1);
+    rmSync(logs);
+    expect(f.flush()).toBe(true);
+    f.close();
+    const kept = readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).seq as number);
+    expect(Buffer.byteLength(readFileSync(path))).toBeLessThanOrEqual(4096);
+    expect(kept.length + f.dropped).toBe(1000);
+    expect(kept).toEqual(Array.from({ length: kept.length }, (_, k) => 1000 - kept.length + k));
+  });
+});

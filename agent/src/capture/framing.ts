@@ -62,7 +62,7 @@ export interface CaptureStats {
   received: number;
   dropped: number;
   ifDropped: number;
-  /** Dropped by the helper itself when its output queue (64 MiB) was full. */
+  /** Dropped by the helper itself when its output queue (16 MiB) was full. */
   queueDropped: number;
 }
 

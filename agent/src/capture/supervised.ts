@@ -5,6 +5,11 @@
  * backoff only while restarts keep failing (until the interface is back); the gap is reported (one
  * `error` record when capture stops, one `notice` when it resumes, with both times) and handed to
  * onGap, with the moment from which packets were lost (what the dead process had not handed over).
+ *
+ * Memory: each chunk of the helper's pipe is parsed and handed on synchronously, so nothing queues
+ * in the agent; the parse buffer holds at most one unfinished record (MAX_RECORD, larger is a corrupt
+ * stream). When the agent is behind it simply reads later: the pipe fills, and the helper keeps the
+ * rest in its own bounded queue (16 MiB, dropped beyond and counted in stats.pcap.dropped).
  */
 import { RestartBackoff } from '../backoff.js';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -28,6 +28,12 @@ export interface ExtrasDeps {
   env?: NodeJS.ProcessEnv;
 }
 
+/** The V8 heap now (cheap: no /proc read), for the stats record. */
+export function heapFields(): { heap_used_bytes: number; heap_total_bytes: number; external_bytes: number } {
+  const m = process.memoryUsage();
+  return { heap_used_bytes: m.heapUsed, heap_total_bytes: m.heapTotal, external_bytes: m.external + m.arrayBuffers };
+}
+
 export class RunExtras {
   private notes: Array<{ kind: 'error' | 'notice'; m: string }> = [];
   readonly sinks: LineSink[] = [];
@@ -85,7 +91,10 @@ export class RunExtras {
   /** The writer that carries the shipper's errors and notices. */
   attach(writer: RecordWriter): void {
     this.setWriter(writer);
+    this.writer = writer;
   }
+
+  private writer: RecordWriter | null = null;
 
   /** Write the notices held until the tracer is ready (where records go, CloudWatch fallbacks). */
   announce(writer: RecordWriter): void {
@@ -96,6 +105,8 @@ export class RunExtras {
   statsExtra(): Partial<StatsRecord> {
     return {
       ...this.resources.fields(),
+      ...heapFields(),
+      ...(this.writer ? { records_dropped: this.writer.dropped } : {}),
       ...(this.logFile ? { log_rotations: this.logFile.rotations } : {}),
       ...(this.shipper ? { cloudwatch: this.shipper.stats() } : {}),
     };

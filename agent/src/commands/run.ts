@@ -40,16 +40,16 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   // Errors and notices also on stderr (the journal under systemd, where stdout goes nowhere).
   const errOut = { stderr: sameOutput() ? null : process.stderr, journalPriority: stderrIsJournal() };
   const writer0 = new RecordWriter({ stdout, logFile: null, ...errOut });
-  // The log file's errors go to stdout only (writer0); its notices (it works again) also go into it.
-  let noticeWriter = writer0;
+  let writerLate: RecordWriter | null = null; // once made, the log file's own errors go everywhere too
   let logFile: LogFile | null = null;
   if (o.logFile) {
     logFile = new LogFile({
       path: o.logFile, dirMode: DEFAULTS.logDirMode, fileMode: DEFAULTS.logFileMode,
       maxBytes: o.logMaxBytes ?? DEFAULTS.logMaxBytes, files: o.logFiles ?? DEFAULTS.logFiles,
-      onError: (m) => writer0.error('log-file', m),
-      onRecovered: (m) => noticeWriter.notice('log-file', m),
-      onNotice: (m) => noticeWriter.notice('log-file', m),
+      maxPendingBytes: DEFAULTS.logFileMaxPendingBytes,
+      onError: (m) => (writerLate ?? writer0).error('log-file', m),
+      onRecovered: (m) => (writerLate ?? writer0).notice('log-file', m),
+      onNotice: (m) => (writerLate ?? writer0).notice('log-file', m),
     });
     try {
       logFile.open();
@@ -70,7 +70,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
   const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks, ...errOut });
-  noticeWriter = writer;
+  writerLate = writer;
   extras.attach(writer);
   const tracer = new Tracer({
     device: o.interface, includeV2: o.includeV2, includeOther: o.includeOther, backend: o.backend,

@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Lab } from './netns.js';
+import { DEFAULTS } from '../defaults.js';
 
 export interface TracedRecord { [k: string]: any }
 
@@ -23,7 +24,7 @@ export interface TracerProcess {
 
 export async function startTracer(lab: Lab, args: string[], readyTimeoutMs = 20_000,
   env: NodeJS.ProcessEnv = process.env): Promise<TracerProcess> {
-  const proc = lab.spawn(lab.instanceNs, process.execPath, [join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
+  const proc = lab.spawn(lab.instanceNs, process.execPath, [...DEFAULTS.agentNodeFlags, join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env });
   return attachTracer(proc, readyTimeoutMs);
 }

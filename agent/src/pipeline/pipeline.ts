@@ -239,7 +239,9 @@ export class Pipeline {
     if (!this.attributor) return { attribution: 'none', reason: 'no attribution backend' };
     const info = first ? await first.caller : null;
     if (info && (info.attribution !== 'none' || conn.closed)) return info;
-    const again = this.lookup(conn, true);
+    // A second look does not wait for the kernel event again; a first one (no early lookup: the bound
+    // on lookups at SYN time was reached, e.g. during a SYN flood) does.
+    const again = this.lookup(conn, first !== undefined);
     this.conns.set(conn.id, { caller: again });
     return again;
   }

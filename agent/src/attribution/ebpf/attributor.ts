@@ -169,7 +169,8 @@ export class EbpfAttributor implements Attributor {
     const src = await startEbpfSource({
       ...this.o.targets, binaryPath: this.o.loaderPath,
       netnsFilter: this.reach !== null, keepNetns: keep, dropNetns: drop,
-      budgetRate: this.o.budgetRate ?? DEFAULTS.ebpfBudgetRate, budgetBurst: this.o.budgetBurst ?? DEFAULTS.ebpfBudgetBurst,
+      ...budgetFromEnv(process.env.IMDS_TRACER_EBPF_BUDGET, this.o.budgetRate ?? DEFAULTS.ebpfBudgetRate,
+        this.o.budgetBurst ?? DEFAULTS.ebpfBudgetBurst),
     });
     if (this.stopped) {
       // stop() came while this (re)start was under way: a loader left running would keep the agent alive.
@@ -371,4 +372,16 @@ export class EbpfAttributor implements Attributor {
     await this.source?.stop();
     await this.restarting;
   }
+}
+
+/**
+ * The kernel budget per source: IMDS_TRACER_EBPF_BUDGET=<rate>/<burst> (events per second and burst;
+ * `0` for none) overrides the default, for a host whose busiest service makes more new IMDS
+ * connections than the default allows (and for the benchmarks). A malformed value is ignored. Pure.
+ */
+export function budgetFromEnv(value: string | undefined, rate: number, burst: number): { budgetRate: number; budgetBurst: number } {
+  const m = /^\s*(\d+)\s*(?:\/\s*(\d+)\s*)?$/.exec(value ?? '');
+  if (!m) return { budgetRate: rate, budgetBurst: burst };
+  const r = Number(m[1]);
+  return { budgetRate: r, budgetBurst: m[2] !== undefined ? Math.max(1, Number(m[2])) : Math.max(1, r) };
 }

@@ -12,6 +12,10 @@
  * The loader's stdin is kept as a pipe: if this process dies, the loader sees
  * EOF and exits by itself. It also carries network namespace verdicts at run
  * time (setNetnsVerdict: one "keep|drop|forget INO" line each).
+ *
+ * Memory: records are decoded and emitted synchronously per chunk (the decoder holds at most one
+ * unfinished record), so nothing queues here; when the agent is behind, the loader's own bounded
+ * queue (16 MiB) holds the events and the kernel ring buffer waits behind it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';

@@ -1,0 +1,53 @@
+// Kernel events at a paced rate of new connections to the IMDS port (eBPF backend): how many the
+// kernel program saw, how many were lost (ring buffer or loader queue full), over budget, joined.
+// The connect loop (connect-loop.c) runs in one network namespace and one cgroup: ONE source, so the
+// per-source budget applies to all of it. Runs with the default budget and with the budget off.
+//   node bench/connect-rate.mjs [--seconds 5] [--rates 1000,5000] [--budgets default,0] [--no-record]
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as B from './lib.mjs';
+
+const f = B.flags(5);
+const rates = (f.get('--rates') ?? '200,1000,5000').split(',').map(Number);
+const budgets = (f.get('--budgets') ?? 'default,0').split(',');
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+B.main(async () => {
+  const l = await B.lab();
+  const dir = B.tmp();
+  const bin = join(dir, 'connect-loop');
+  const cc = spawnSync('cc', ['-O2', '-o', bin, join(B.BENCH_DIR, 'connect-loop.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cc connect-loop.c: ${cc.stderr}`);
+  const rows = [];
+  for (const budget of budgets) {
+    for (const rate of rates) {
+      if (budget === 'default') delete process.env.IMDS_TRACER_EBPF_BUDGET;
+      else process.env.IMDS_TRACER_EBPF_BUDGET = budget; // inherited by the agent
+      const server = l.spawn(l.imdsNs, bin, ['server', B.IMDS_V4, '80', String(f.seconds + 3)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      B.onCleanup(() => B.stopChild(server, 1000));
+      await new Promise((res, rej) => { server.stdout.once('data', res); server.once('exit', (c) => rej(new Error(`listener exited ${c}`))); });
+      const a = await B.startAgent(l, ['--log-file', join(dir, `calls-${budget}-${rate}.jsonl`), '--stats-interval', '3600', '--backend', 'ebpf']);
+      const m = B.cpuMeter(a.pid, 250);
+      const la = loadavg();
+      const r = await l.exec(l.instanceNs, bin, ['client', B.IMDS_V4, '80', String(f.seconds), String(rate)], { timeoutMs: (f.seconds + 20) * 1000 });
+      const c = m.stop();
+      await B.sleep(3000);
+      await a.stop();
+      await B.stopChild(server, 5000);
+      const j = JSON.parse(r.stdout.trim());
+      const k = a.lastStats?.kernel ?? {};
+      const budgetText = budget === 'default' ? 'default' : budget === '0' ? 'off' : `${budget} (rate/burst)`;
+      rows.push([rate, budgetText, (j.connects / j.seconds).toFixed(0), j.connects, k.events ?? '?', `**${k.events_lost ?? '?'}**`,
+        k.events_over_budget ?? '?', `${k.joined ?? '?'} / ${k.proc_fallbacks ?? '?'}`,
+        `${B.fmt(c.cpuPct, 0)} (${c.split})`, `${B.fmt(c.rssMaxMB, 0)} / ${B.fmt(c.anonMaxMB, 0)} (${c.anonSplit})`, la]);
+      console.log(`rate ${rate}/s budget ${budget}: ${j.connects} connects, kernel ${JSON.stringify(k)}, cpu ${c.split}, RSS max ${c.rssMaxMB.toFixed(0)} MB anon ${c.anonMaxMB.toFixed(0)} (${c.anonSplit}), load ${la}`);
+    }
+  }
+  delete process.env.IMDS_TRACER_EBPF_BUDGET;
+  B.record('Kernel events at a paced connect rate', [
+    `A C loop (bench/connect-loop.c: socket, connect, close with SO_LINGER 0) in the instance namespace connects to ${B.IMDS_V4}:80 (a C accept loop in the imds namespace) at the target rate for ${f.seconds} s; the agent traces with the eBPF backend. All connections come from one network namespace and one cgroup: one source for the kernel budget. "budget" is the agent's default, or IMDS_TRACER_EBPF_BUDGET (0: off). Connections carry no HTTP request, so they make no records; each is one kernel event. "lost" = stats.kernel.events_lost (the kernel ring buffer was full: the loader's queue toward the agent never drops, it stops draining the ring when full), "over budget" = stats.kernel.events_over_budget. Load average at the start of each run: other work shared the 2 vCPUs.`,
+    '',
+    B.table(['target connects/s', 'budget', 'achieved', 'connects', 'kernel events', 'lost', 'over budget', 'joined / proc fallbacks', 'agent CPU % (per process)', 'RSS MB max tree / anonymous (per process)', 'load avg'], rows),
+  ].join('\n'));
+}, 1200);

@@ -1,0 +1,24 @@
+/** The V8 heap limits the agent starts with are the same wherever it is started. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../../agent/src/defaults.js';
+
+const ROOT = join(import.meta.dirname, '../..');
+const flags = DEFAULTS.agentNodeFlags.join(' ');
+
+describe('agent node flags', () => {
+  it('bin/imds-tracer.js starts node with them (npx imds-tracer)', () => {
+    expect(readFileSync(join(ROOT, 'bin/imds-tracer.js'), 'utf8').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
+  });
+
+  it('the command scripts/install.sh writes (the systemd unit runs it) starts node with them', () => {
+    expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec $NODE ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js"`);
+  });
+
+  it('they take effect: the heap limit of a node started so is near 128 MB', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(process.execPath, [...DEFAULTS.agentNodeFlags, '-p', 'require("v8").getHeapStatistics().heap_size_limit'], { encoding: 'utf8' });
+    expect(Number(r.stdout)).toBeLessThan(160 * 1024 * 1024);
+  });
+});
