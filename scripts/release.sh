@@ -22,7 +22,7 @@
 #
 # Needs (build machine, Debian 12): gcc, clang, llvm-strip, bpftool, libpcap-dev, libbpf-dev,
 # libelf-dev, zlib1g-dev; for arm64 also gcc-aarch64-linux-gnu and the :arm64 -dev packages
-# (scripts/setup.sh installs them); network access to the npm registry the first time per version.
+# (scripts/setup-dev.sh installs them); network access to the npm registry the first time per version.
 set -euo pipefail
 umask 022
 
@@ -115,7 +115,7 @@ native_build() {  # $1 = x64|arm64, $2 = output dir
     x64) cc=${CC_X64:-gcc}; bpfarch=x86; triplet=x86_64-linux-gnu ;;
     arm64) cc=${CC_ARM64:-aarch64-linux-gnu-gcc}; bpfarch=arm64; triplet=aarch64-linux-gnu ;;
   esac
-  command -v "$cc" >/dev/null || die "$cc not found (arm64: apt-get install gcc-aarch64-linux-gnu; scripts/setup.sh does)"
+  command -v "$cc" >/dev/null || die "$cc not found (arm64: apt-get install gcc-aarch64-linux-gnu; scripts/setup-dev.sh does)"
   local libdir=/usr/lib/$triplet
   for a in libpcap.a libbpf.a libelf.a libz.a; do
     [ -e "$libdir/$a" ] || die "$libdir/$a missing (apt-get install libpcap-dev:$([ "$arch" = x64 ] && echo amd64 || echo arm64) libbpf-dev libelf-dev zlib1g-dev for that architecture)"

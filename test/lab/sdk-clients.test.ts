@@ -83,7 +83,7 @@ const PACKAGES: Record<string, string[]> = Object.fromEntries([
 ]);
 const missing = (name: string): string | null => {
   if (GO_NAMES.includes(name) && !goSupport.ok) return goSupport.reason ?? 'go';
-  return installed(PACKAGES[name]) ? null : `${PACKAGES[name].join(', ')} not installed (scripts/setup.sh installs them)`;
+  return installed(PACKAGES[name]) ? null : `${PACKAGES[name].join(', ')} not installed (scripts/setup-dev.sh, run by npm test as root, installs them)`;
 };
 
 describe.skipIf(!support.ok)(`real SDKs and tools, token PUT answered / refused / unanswered${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
