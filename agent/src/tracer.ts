@@ -55,7 +55,12 @@ export class Tracer {
   async start(): Promise<void> {
     this.pipeline.useAttributor(await this.startAttributor(), this.ebpf);
     const filter = captureFilter(DEFAULTS.imdsIPv4, DEFAULTS.imdsIPv6, DEFAULTS.imdsPort);
-    this.capture = await this.openCapture(filter);
+    try {
+      this.capture = await this.openCapture(filter);
+    } catch (err) {
+      for (const say of this.beforeReady.splice(0)) say(); // tracing will not start: say what was seen
+      throw err;
+    }
     this.timers.push(setInterval(() => this.pipeline.sweep(Date.now()), 10_000));
     if (this.o.statsIntervalMs > 0) {
       this.timers.push(setInterval(() => this.o.writer.write(this.stats()), this.o.statsIntervalMs));
@@ -70,11 +75,21 @@ export class Tracer {
     if (this.backendReason) ready.backend_reason = this.backendReason;
     if (this.ebpf) ready.ebpf = { load_ms: round2(this.ebpf.loadMs), attach_ms: round2(this.ebpf.attachMs) };
     this.o.writer.write(ready);
+    for (const say of this.beforeReady.splice(0)) say();
+    this.isReady = true;
     if (this.o.device !== 'any' && this.attributionKind === 'proc') {
       this.o.writer.notice('capture', `capturing on ${this.o.device} alone with the /proc backend: a connection NATed `
         + `before ${this.o.device} (a container on a bridge) cannot be traced to its caller, whose socket has another `
         + `4-tuple; it is reported with attribution none. Capture on any, or use the eBPF backend, to name it`);
     }
+  }
+
+  /** The `ready` record is the first: components' errors and notices from before it wait for it. */
+  private isReady = false;
+  private readonly beforeReady: Array<() => void> = [];
+  private afterReady(say: () => void): void {
+    if (this.isReady) say();
+    else if (this.beforeReady.length < 100) this.beforeReady.push(say);
   }
 
   /** Container names (Docker, the kubelet, the ECS agent), cached. */
@@ -95,8 +110,8 @@ export class Tracer {
           targets: { ipv4: [...DEFAULTS.imdsIPv4], ipv6: [...DEFAULTS.imdsIPv6], ports: [DEFAULTS.imdsPort] },
           loaderPath: process.env.IMDS_TRACER_EBPF_LOADER || undefined,
           netnsFilter: process.env.IMDS_TRACER_EBPF_ALL_NETNS !== '1',
-          onError: (m) => this.o.writer.error('ebpf', m),
-          onInfo: (m) => this.o.writer.notice('ebpf', m),
+          onError: (m) => this.afterReady(() => this.o.writer.error('ebpf', m)),
+          onInfo: (m) => this.afterReady(() => this.o.writer.notice('ebpf', m)),
           onUnseen: (e, at, kind, proc) => this.pipeline.pushUnseen(e, at, kind, proc),
         });
         this.attributionKind = 'ebpf';
@@ -129,7 +144,8 @@ export class Tracer {
       onStats: (st) => { this.pcapStats = st; },
       onDown: (at, lostFrom) => this.pipeline.timeline.down(at, lostFrom), onUp: (at) => { this.pipeline.timeline.up(at); },
       onDrops: (from, to) => this.pipeline.timeline.dropped(from, to),
-      onError: (m) => this.o.writer.error('capture', m), onNotice: (m) => this.o.writer.notice('capture', m),
+      onError: (m) => this.afterReady(() => this.o.writer.error('capture', m)),
+      onNotice: (m) => this.afterReady(() => this.o.writer.notice('capture', m)),
     });
   }
 
