@@ -10,7 +10,7 @@ import { DEFAULTS } from '../defaults.js';
 import { Pipeline, type RecordSink } from '../pipeline/pipeline.js';
 import { buildStats } from '../pipeline/stats.js';
 import { FileClock } from '../offline/file-clock.js';
-import { CaptureFileError, readCapture, type CapturedPacket } from '../offline/capture-file.js';
+import { CaptureFileError, capturePackets, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
 import { errorRecord, type OutputRecord, type ProcessInfo } from '../record.js';
 import type { Attributor } from '../attribution/attributor.js';
 import { EXIT } from './run.js';
@@ -106,7 +106,6 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
   });
   let first: number | null = null;
   let nextSweep = 0;
-  const batch: CapturedPacket[] = [];
   const push = (p: CapturedPacket): void => {
     if (p.tsUs !== null) {
       const ms = p.tsUs / 1000;
@@ -119,19 +118,23 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     }
     pipeline.push(p.data, p.link, p.tsUs ?? undefined, packetInterface(p));
   };
-  let summary;
+  // Pushed in batches, the records decided so far written out between them.
+  const packets = capturePackets(buf);
+  let summary: CaptureSummary;
   try {
-    // Decoded in one pass; pushed in batches, records written out between them.
-    summary = readCapture(buf, (p) => { batch.push(p); });
+    let n = 0;
+    for (let r = packets.next(); ; r = packets.next()) {
+      if (r.done) { summary = r.value; break; }
+      push(r.value);
+      if (++n % DEFAULTS.readBatchPackets === 0) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        await out.flush();
+      }
+    }
   } catch (err) {
     if (!(err instanceof CaptureFileError)) throw err;
     say(`imds-tracer read: ${file}: ${err.message}`);
     return EXIT.failure;
-  }
-  for (let i = 0; i < batch.length; i += DEFAULTS.readBatchPackets) {
-    for (const p of batch.slice(i, i + DEFAULTS.readBatchPackets)) push(p);
-    await new Promise<void>((resolve) => setImmediate(resolve)); // the records decided so far are made
-    await out.flush();
   }
   await pipeline.endOfCapture(); // every call still waiting for its answer is written now
   const end = clock.now();

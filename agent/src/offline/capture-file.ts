@@ -51,17 +51,27 @@ const BOM = 0x1a2b3c4d;
 /** A record larger than this is not a packet: the file is broken there. */
 const MAX_RECORD = 64 * 1024 * 1024;
 
+/** Every packet of the file, through a callback; the summary at the end. */
 export function readCapture(buf: Buffer, onPacket: (p: CapturedPacket) => void): CaptureSummary {
+  const it = capturePackets(buf);
+  for (let r = it.next(); ; r = it.next()) {
+    if (r.done) return r.value;
+    onPacket(r.value);
+  }
+}
+
+/** The packets of the file, one by one (the data a view of buf); returns the summary. Throws CaptureFileError on the first next() when buf is not a capture. */
+export function* capturePackets(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
   if (buf.length < 4) throw new CaptureFileError(`not a pcap or pcapng file (${buf.length} bytes)`);
   const m = buf.readUInt32LE(0);
-  if (m === SHB) return readPcapng(buf, onPacket);
+  if (m === SHB) return yield* readPcapng(buf);
   if (m === PCAP_US || m === PCAP_NS || buf.readUInt32BE(0) === PCAP_US || buf.readUInt32BE(0) === PCAP_NS) {
-    return readPcap(buf, onPacket);
+    return yield* readPcap(buf);
   }
   throw new CaptureFileError(`not a pcap or pcapng file (starts with 0x${buf.subarray(0, 4).toString('hex')})`);
 }
 
-function readPcap(buf: Buffer, onPacket: (p: CapturedPacket) => void): CaptureSummary {
+function* readPcap(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
   const le = buf.readUInt32LE(0) === PCAP_US || buf.readUInt32LE(0) === PCAP_NS;
   const u32 = (o: number): number => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
   const nano = u32(0) === PCAP_NS;
@@ -87,10 +97,10 @@ function readPcap(buf: Buffer, onPacket: (p: CapturedPacket) => void): CaptureSu
       sum.cut = { offset: off, truncated: true, why: `packet ${sum.packets + 1} cut short (${buf.length - off - 16} of ${incl} bytes)` };
       break;
     }
-    onPacket({
+    yield {
       data: buf.subarray(off + 16, off + 16 + incl), link, ifName: null,
       tsUs: sec * 1e6 + (nano ? frac / 1000 : frac),
-    });
+    };
     sum.packets++;
     off += 16 + incl;
   }
@@ -101,7 +111,7 @@ interface Iface { link: string; name: string | null; snaplen: number;
   /** Timestamp units per second, as a divisor to microseconds: units / perUs; and the offset in seconds. */
   unitsPerSecond: number; offsetS: number }
 
-function readPcapng(buf: Buffer, onPacket: (p: CapturedPacket) => void): CaptureSummary {
+function* readPcapng(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
   const sum: CaptureSummary = { format: 'pcapng', packets: 0, cut: null, skippedBlocks: 0 };
   let le = true;
   let ifaces: Iface[] = [];
@@ -153,8 +163,8 @@ function readPcapng(buf: Buffer, onPacket: (p: CapturedPacket) => void): Capture
         const incl = u32(body + 12);
         if (body + 20 + incl > end) { stop(`enhanced packet block at ${off}: ${incl} bytes do not fit in it`, false); break; }
         if (!iface) { sum.skippedBlocks++; break; }
-        onPacket({ data: buf.subarray(body + 20, body + 20 + incl), link: iface.link, ifName: iface.name,
-          tsUs: timestampUs(iface, u32(body + 4), u32(body + 8)) });
+        yield { data: buf.subarray(body + 20, body + 20 + incl), link: iface.link, ifName: iface.name,
+          tsUs: timestampUs(iface, u32(body + 4), u32(body + 8)) };
         sum.packets++;
         break;
       }
@@ -164,7 +174,7 @@ function readPcapng(buf: Buffer, onPacket: (p: CapturedPacket) => void): Capture
         const orig = u32(body);
         let incl = Math.min(orig, end - body - 4);
         if (iface.snaplen > 0) incl = Math.min(incl, iface.snaplen);
-        onPacket({ data: buf.subarray(body + 4, body + 4 + incl), link: iface.link, ifName: iface.name, tsUs: null });
+        yield { data: buf.subarray(body + 4, body + 4 + incl), link: iface.link, ifName: iface.name, tsUs: null };
         sum.packets++;
         break;
       }
