@@ -48,7 +48,7 @@ async function read(buf: Buffer, ...flags: string[]): Promise<{ status: number; 
   const said: string[] = [];
   let out = '';
   vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out += String(s); return true; });
-  const status = await main(['node', 'imds-tracer', 'read', ...flags, file], (l) => { said.push(l); });
+  const status = await main(['node', 'imds-tracer', 'read', ...flags, file], (l) => { said.push(l); return true; });
   vi.restoreAllMocks();
   return { status, said, file, records: out.split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
 }
