@@ -3,7 +3,7 @@
  * offline/capture-file.ts, and `imds-tracer read` run in process on them: the same pipeline, in file
  * time, every call still waiting written at the end, bad and truncated files.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -94,7 +94,7 @@ describe('capture file decoders', () => {
       epb(7, a[3], false), // an interface never described: skipped and counted
     ]);
     const { packets, summary } = decodeAll(buf);
-    expect(summary).toMatchObject({ format: 'pcapng', packets: 4, cut: null, skippedBlocks: 2 });
+    expect(summary).toMatchObject({ format: 'pcapng', packets: 4, cut: null, skippedBlocks: 1, orphanPackets: 1 });
     expect(packets.map((p) => [p.link, p.ifName, p.tsUs])).toEqual([
       ['ETHERNET', 'eth0', a[0].tsUs], ['RAW', 'tun9', b[0].tsUs], ['ETHERNET', 'eth0', null], ['LINUX_SLL2', 'any', a[2].tsUs]]);
     expect(packets[2].data).toEqual(a[1].data);
@@ -200,6 +200,17 @@ describe('imds-tracer read', () => {
     const missing = await read(Buffer.alloc(0), join(dir, 'nope.pcap'));
     expect(missing.status).toBe(1);
     expect(missing.said[0]).toMatch(/nope\.pcap: ENOENT/);
+  });
+
+  it('--log-file: the same lines appended to the file; packets of an undescribed interface named on stderr', async () => {
+    const log = join(dir, 'read.jsonl');
+    const a = exchange('ETHERNET', 40060, req('GET', '/latest/meta-data/logged'), res(200), T0);
+    const buf = Buffer.concat([shb(true), idb(1, true, { name: 'eth0' }), ...a.map((p) => epb(0, p, true)), epb(3, a[0], true)]);
+    const { status, records, said, file } = await read(buf, '--log-file', log);
+    expect(status).toBe(0);
+    expect(readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))).toEqual(records);
+    expect(calls(records).map((r) => r.request.path)).toEqual(['/latest/meta-data/logged']);
+    expect(said).toEqual([`imds-tracer read: ${file}: packets of an interface the file never described, skipped: 1`]);
   });
 
   it('a truncated file: the records before the cut, one line saying where, exit 0', async () => {

@@ -140,6 +140,9 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
   const end = clock.now();
   out.write(buildStats({ pipeline, nowMs: end, startedAt: first ?? end, writer: out, pcap: null, ebpf: null }));
   await out.flush();
+  if (summary.orphanPackets > 0) {
+    say(`imds-tracer read: ${file}: packets of an interface the file never described, skipped: ${summary.orphanPackets}`);
+  }
   if (summary.cut) {
     say(`imds-tracer read: ${file}: ${summary.cut.truncated ? 'cut' : 'broken'} at byte ${summary.cut.offset} `
       + `after ${summary.packets} packets: ${summary.cut.why}`);

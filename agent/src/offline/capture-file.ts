@@ -38,8 +38,10 @@ export interface CaptureSummary {
   packets: number;
   /** Where and why the file stopped before its end (truncated or broken there); null when read to its end. */
   cut: { offset: number; why: string; truncated: boolean } | null;
-  /** Blocks skipped (pcapng: not packets, not interfaces), and packets of an interface never described. */
+  /** pcapng blocks skipped: neither packets nor interfaces (statistics, name resolution, …). */
   skippedBlocks: number;
+  /** pcapng packets skipped: of an interface the section never described (a broken file). */
+  orphanPackets: number;
 }
 
 export class CaptureFileError extends Error {}
@@ -75,7 +77,7 @@ function* readPcap(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
   const le = buf.readUInt32LE(0) === PCAP_US || buf.readUInt32LE(0) === PCAP_NS;
   const u32 = (o: number): number => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
   const nano = u32(0) === PCAP_NS;
-  const sum: CaptureSummary = { format: 'pcap', packets: 0, cut: null, skippedBlocks: 0 };
+  const sum: CaptureSummary = { format: 'pcap', packets: 0, cut: null, skippedBlocks: 0, orphanPackets: 0 };
   if (buf.length < 24) {
     throw new CaptureFileError(`pcap file header cut short (${buf.length} of 24 bytes)`);
   }
@@ -112,7 +114,7 @@ interface Iface { link: string; name: string | null; snaplen: number;
   unitsPerSecond: number; offsetS: number }
 
 function* readPcapng(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
-  const sum: CaptureSummary = { format: 'pcapng', packets: 0, cut: null, skippedBlocks: 0 };
+  const sum: CaptureSummary = { format: 'pcapng', packets: 0, cut: null, skippedBlocks: 0, orphanPackets: 0 };
   let le = true;
   let ifaces: Iface[] = [];
   let off = 0;
@@ -162,7 +164,7 @@ function* readPcapng(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
         const iface = ifaces[u32(body)];
         const incl = u32(body + 12);
         if (body + 20 + incl > end) { stop(`enhanced packet block at ${off}: ${incl} bytes do not fit in it`, false); break; }
-        if (!iface) { sum.skippedBlocks++; break; }
+        if (!iface) { sum.orphanPackets++; break; }
         yield { data: buf.subarray(body + 20, body + 20 + incl), link: iface.link, ifName: iface.name,
           tsUs: timestampUs(iface, u32(body + 4), u32(body + 8)) };
         sum.packets++;
@@ -170,7 +172,7 @@ function* readPcapng(buf: Buffer): Generator<CapturedPacket, CaptureSummary> {
       }
       case 3: { // simple packet block: no time, interface 0, captured length from the block and snap length
         const iface = ifaces[0];
-        if (!iface || end - body < 4) { sum.skippedBlocks++; break; }
+        if (!iface || end - body < 4) { sum.orphanPackets++; break; }
         const orig = u32(body);
         let incl = Math.min(orig, end - body - 4);
         if (iface.snaplen > 0) incl = Math.min(incl, iface.snaplen);
