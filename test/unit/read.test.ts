@@ -213,6 +213,15 @@ describe('imds-tracer read', () => {
     expect(said).toEqual([`imds-tracer read: ${file}: packets of an interface the file never described, skipped: 1`]);
   });
 
+  it('a link type not read here: its packets counted as undecodable, named once on stderr', async () => {
+    const a = exchange('ETHERNET', 40070, req('GET', '/latest/meta-data/x'), res(200), T0);
+    const { status, records, said, file } = await read(pcapFile(105, a));
+    expect(status).toBe(0);
+    expect(calls(records)).toEqual([]);
+    expect(records.at(-1)).toMatchObject({ event: 'stats', packets: a.length, packets_undecodable: a.length });
+    expect(said).toEqual([`imds-tracer read: ${file}: link type 105 is not one read here (Ethernet, Linux cooked, raw IP, loopback): its packets are counted in stats.packets_undecodable`]);
+  });
+
   it('a truncated file: the records before the cut, one line saying where, exit 0', async () => {
     const a = exchange('ETHERNET', 40050, req('GET', '/latest/meta-data/before-cut'), res(200), T0);
     const b = exchange('ETHERNET', 40051, req('GET', '/latest/meta-data/after-cut'), res(200), T0 + 1_000_000);

@@ -105,6 +105,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     ifname: () => null, selfPid: -1,
   });
   let first: number | null = null;
+  const unknownLinks = new Set<string>();
   let nextSweep = 0;
   const push = (p: CapturedPacket): void => {
     if (p.tsUs !== null) {
@@ -116,6 +117,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
         nextSweep = clock.now() + DEFAULTS.readSweepMs;
       }
     }
+    if (p.link.startsWith('LINKTYPE_') && p.link !== 'LINKTYPE_LINUX_SLL') unknownLinks.add(p.link);
     pipeline.push(p.data, p.link, p.tsUs ?? undefined, packetInterface(p));
   };
   // Pushed in batches, the records decided so far written out between them.
@@ -140,6 +142,9 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
   const end = clock.now();
   out.write(buildStats({ pipeline, nowMs: end, startedAt: first ?? end, writer: out, pcap: null, ebpf: null }));
   await out.flush();
+  for (const link of unknownLinks) {
+    say(`imds-tracer read: ${file}: link type ${link.slice('LINKTYPE_'.length)} is not one read here (Ethernet, Linux cooked, raw IP, loopback): its packets are counted in stats.packets_undecodable`);
+  }
   if (summary.orphanPackets > 0) {
     say(`imds-tracer read: ${file}: packets of an interface the file never described, skipped: ${summary.orphanPackets}`);
   }
