@@ -213,6 +213,15 @@ describe('imds-tracer read', () => {
     expect(said).toEqual([`imds-tracer read: ${file}: packets of an interface the file never described, skipped: 1`]);
   });
 
+  it('a pcapng broken midway: the records before the break, one line saying where, exit 1', async () => {
+    const a = exchange('ETHERNET', 40080, req('GET', '/latest/meta-data/before-break'), res(200), T0);
+    const good = pcapngFile(1, a);
+    const { status, records, said, file } = await read(Buffer.concat([good, Buffer.from([6, 0, 0, 0, 7, 0, 0, 0, 1, 2, 3, 4])]));
+    expect(status).toBe(1);
+    expect(calls(records).map((r) => r.request.path)).toEqual(['/latest/meta-data/before-break']);
+    expect(said).toEqual([`imds-tracer read: ${file}: broken at byte ${good.length} after ${a.length} packets: block of length 7: not a block, the file is broken here`]);
+  });
+
   it('a link type not read here: its packets counted as undecodable, named once on stderr', async () => {
     const a = exchange('ETHERNET', 40070, req('GET', '/latest/meta-data/x'), res(200), T0);
     const { status, records, said, file } = await read(pcapFile(105, a));
