@@ -44,7 +44,7 @@ fi
 
 start=$(date +%s)
 failed=()
-scripts=(throughput latency shortlived overhead startup connect-rate)
+scripts=(throughput latency shortlived overhead startup connect-rate offline)
 if [ -n "${BENCH_ONLY:-}" ]; then read -r -a scripts <<< "$BENCH_ONLY"; fi   # e.g. BENCH_ONLY="latency startup"
 for s in "${scripts[@]}"; do
   echo "== bench/$s.mjs ${pass[*]-}"

@@ -16,6 +16,7 @@ packages=(
   python3-boto ruby-aws-sdk-core amazon-ec2-utils cloud-init   # more real clients (test/lab/sdk-clients)
   golang-go golang-github-aws-aws-sdk-go-dev golang-github-aws-aws-sdk-go-v2-dev  # Go SDKs, compiled by that test
   binutils debootstrap systemd-container                       # release checks; the systemd-box test
+  tcpdump tshark                                               # capture files for test/lab/read (pcap; pcapng by dumpcap), bench/offline
 )
 # arm64 is cross-built with Debian's toolchain and multiarch -dev packages, its helpers smoke-tested
 # under qemu-user.

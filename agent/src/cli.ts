@@ -86,6 +86,18 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
       status = await runReport(files, opts, say);
     });
 
+  program.command('read')
+    .description('the call records of capture files (pcap, pcapng: tcpdump -w) taken here or elsewhere, as JSON lines')
+    .argument('<files...>', 'capture files to read, in order')
+    .option('--include-v2', 'also record IMDSv2 calls', false)
+    .option('--include-other', "also record other clouds' metadata probes (never counted as IMDSv1)", false)
+    .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)
+    .option('--log-file <path>', 'also append the JSON lines to this file (default: stdout only)')
+    .action(async (files: string[], opts: import('./commands/read.js').ReadOptions) => {
+      const { runRead } = await import('./commands/read.js');
+      status = await runRead(files, opts, say);
+    });
+
   program.command('fleet')
     .description('per instance: IMDSv1 callers, verdict and SDK advice, from the records in CloudWatch Logs, checked against MetadataNoToken')
     .requiredOption('--log-group <name>', 'the CloudWatch Logs group the agents ship to')

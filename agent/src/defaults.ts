@@ -16,6 +16,10 @@ export const DEFAULTS = {
   responseWaitMs: 1500,
   /** How long a request waits for attribution to finish before its record is written anyway. */
   attributionWaitMs: 3000,
+  /** `read`: packets pushed between two turns of the event loop (records are written out in between). */
+  readBatchPackets: 5000,
+  /** `read`: idle flows are swept every this much file time. */
+  readSweepMs: 10_000,
   /** Bounds of the wire state (each eviction is counted in stats). */
   maxFlows: 10_000,
   maxBufferedBytesPerDirection: 64 * 1024,

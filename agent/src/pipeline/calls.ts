@@ -29,6 +29,14 @@ export interface PendingCallsOptions {
   isLocalAddress(src: string): boolean;
   attribution(conn: Conn): Promise<ProcessInfo>;
   emit(rec: CallRecord): void;
+  /** The clock a request's wait for its answer runs on (default: the wall clock; a capture file's time offline). */
+  responseTimers?: ResponseTimers;
+}
+
+/** setTimeout/clearTimeout on some clock. */
+export interface ResponseTimers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
 }
 
 interface Pending {
@@ -42,7 +50,7 @@ interface Pending {
   status: number | null;
   /** IP TTL / hop limit of the answer as the host saw it first. */
   ttl: number | null;
-  timer: NodeJS.Timeout | null;
+  timer: unknown;
   done: boolean;
 }
 
@@ -68,7 +76,9 @@ export class PendingCalls {
     this.pending.set(key, p);
     const keys = this.byConn.get(conn.id);
     if (keys) keys.add(key); else this.byConn.set(conn.id, new Set([key]));
-    p.timer = setTimeout(() => this.finalise(p), this.o.responseWaitMs);
+    p.timer = this.o.responseTimers
+      ? this.o.responseTimers.set(() => this.finalise(p), this.o.responseWaitMs)
+      : setTimeout(() => this.finalise(p), this.o.responseWaitMs);
   }
 
   response(conn: Conn, seq: number | null, status: number, ttl: number | null = null): void {
@@ -133,7 +143,10 @@ export class PendingCalls {
   private finalise(p: Pending): void {
     if (p.done) return;
     p.done = true;
-    if (p.timer) clearTimeout(p.timer);
+    if (p.timer) {
+      if (this.o.responseTimers) this.o.responseTimers.clear(p.timer);
+      else clearTimeout(p.timer as NodeJS.Timeout);
+    }
     this.pending.delete(p.key);
     const keys = this.byConn.get(p.conn.id);
     keys?.delete(p.key);

@@ -19,7 +19,7 @@ import { decodeFrame, linkIfindex } from '../wire/packet.js';
 import { FlowTable, type Conn } from '../wire/flows.js';
 import { classify } from '../classify.js';
 import { Redactor } from '../redact.js';
-import { PendingCalls } from './calls.js';
+import { PendingCalls, type ResponseTimers } from './calls.js';
 import { Counters } from './counters.js';
 import { UnseenCalls } from './unseen.js';
 import { CaptureTimeline } from '../capture/timeline.js';
@@ -70,6 +70,8 @@ export interface PipelineOptions {
   enrich?: (p: ProcessInfo) => Promise<ProcessInfo>;
   /** Whether a record's caller was not found because the eBPF loader was down. */
   loaderDown?: (reason: string | undefined) => boolean;
+  /** The clock a request waits for its answer on (default: the wall clock; offline, the capture file's). */
+  responseTimers?: ResponseTimers;
 }
 
 /** What the pipeline keeps per TCP connection besides the flow table's own view of it. */
@@ -124,6 +126,7 @@ export class Pipeline {
       isLocalAddress: (src) => isHostAddress(src, this.hostInterfaces()),
       attribution: (conn) => this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
       emit: (rec) => this.record(rec),
+      responseTimers: o.responseTimers,
     });
     this.unseen = new UnseenCalls({
       burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
@@ -148,16 +151,19 @@ export class Pipeline {
 
   // --- stage 1: decode; the frame's interface -------------------------------------------------
 
-  /** One captured frame (link type as libpcap names it; capture time in µs, else the clock's). */
-  push(frame: Buffer, link: string, tsUs?: number): void {
+  /**
+   * One captured frame (link type as libpcap names it; capture time in µs, else the clock's); `iface`
+   * names its interface when the caller knows it (a capture file), else the device or the link header does.
+   */
+  push(frame: Buffer, link: string, tsUs?: number, iface?: string | null): void {
     this.counters.packets++;
     const seg = decodeFrame(link, frame);
     if (!seg) {
       this.counters.undecodable++;
       return;
     }
-    const ifindex = linkIfindex(link, frame);
-    const iface = this.o.device !== 'any' ? this.o.device : ifindex === null ? null : this.ifnames(ifindex);
+    const ifindex = iface !== undefined ? null : linkIfindex(link, frame);
+    iface = iface !== undefined ? iface : this.o.device !== 'any' ? this.o.device : ifindex === null ? null : this.ifnames(ifindex);
     // --- stage 2: flow table, TCP reassembly, HTTP heads (their events come back below) ---
     this.flows.handle(seg, tsUs === undefined ? this.now() : tsUs / 1000, iface);
   }

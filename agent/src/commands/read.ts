@@ -1,0 +1,157 @@
+/**
+ * `imds-tracer read FILE...`: the call records of capture files taken elsewhere (pcap, pcapng, as
+ * `tcpdump -w` writes them), through the same pipeline as live capture. Time is the file's: a
+ * request waits for its answer in file time, and at the end of each file every call still waiting is
+ * written. No process can be named from a file: attribution is `none`, the reason says why.
+ * Records are JSON lines on stdout (and --log-file); a final stats record per file counts the rest.
+ */
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { DEFAULTS } from '../defaults.js';
+import { Pipeline, type RecordSink } from '../pipeline/pipeline.js';
+import { buildStats } from '../pipeline/stats.js';
+import { FileClock } from '../offline/file-clock.js';
+import { CaptureFileError, capturePackets, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
+import { errorRecord, type OutputRecord, type ProcessInfo } from '../record.js';
+import type { Attributor } from '../attribution/attributor.js';
+import { EXIT } from './run.js';
+
+export interface ReadOptions {
+  includeV2: boolean;
+  includeOther: boolean;
+  scrubWord?: string[];
+  logFile?: string | false;
+}
+
+export const READ_REASON = 'read from a capture file: no process to look up';
+
+/** No process can be found for a connection seen in a file. */
+const fileAttributor: Attributor = {
+  lookup: async (): Promise<ProcessInfo> => ({ attribution: 'none', reason: READ_REASON }),
+};
+
+/** The interface a packet of a file was seen on: its name in the file, else what the link says. */
+export function packetInterface(p: CapturedPacket): string {
+  if (p.link === 'LINUX_SLL2' && p.data.length >= 20 && (p.ifName === null || p.ifName === 'any')) {
+    return `ifindex:${p.data.readUInt32BE(4)}`;
+  }
+  return p.ifName ?? `link:${p.link}`;
+}
+
+/** JSON lines to stdout (waiting for it to drain, never dropping) and to a file when named. */
+class LineOut {
+  written = 0;
+  writeErrors = 0;
+  private pending: string[] = [];
+  constructor(private readonly fd: number | null) {}
+  write(rec: OutputRecord): void {
+    this.pending.push(`${JSON.stringify(rec)}\n`);
+    this.written++;
+  }
+  async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const text = this.pending.join('');
+    this.pending = [];
+    if (this.fd !== null) {
+      try { writeSync(this.fd, text); } catch { this.writeErrors++; }
+    }
+    if (!process.stdout.write(text)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+  }
+}
+
+export async function runRead(files: string[], o: ReadOptions, say: (line: string) => void): Promise<number> {
+  let fd: number | null = null;
+  if (o.logFile) {
+    try {
+      fd = openSync(o.logFile, 'a', DEFAULTS.logFileMode);
+    } catch (err) {
+      say(`imds-tracer read: cannot open log file ${o.logFile}: ${(err as Error).message}`);
+      return EXIT.failure;
+    }
+  }
+  const out = new LineOut(fd);
+  let status: number = EXIT.ok;
+  try {
+    for (const file of files) {
+      const s = await readOne(file, o, out, say);
+      if (s !== EXIT.ok) status = s;
+    }
+  } finally {
+    await out.flush();
+    if (fd !== null) closeSync(fd);
+  }
+  return status;
+}
+
+async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void): Promise<number> {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(file);
+  } catch (err) {
+    say(`imds-tracer read: ${file}: ${(err as Error).message}`);
+    return EXIT.failure;
+  }
+  const clock = new FileClock();
+  const sink: RecordSink = {
+    write: (rec) => out.write(rec),
+    error: (component, message) => {
+      say(`imds-tracer read: ${file}: ${component}: ${message}`);
+      out.write(errorRecord(component, message));
+    },
+  };
+  const pipeline = new Pipeline({
+    device: 'any', includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWord ?? [],
+    attributor: fileAttributor, sink, clock: () => clock.now(), responseTimers: clock,
+    interfaces: () => ({}), // the host the file was taken on is not this one
+    ifname: () => null, selfPid: -1,
+  });
+  let first: number | null = null;
+  const unknownLinks = new Set<string>();
+  let nextSweep = 0;
+  const push = (p: CapturedPacket): void => {
+    if (p.tsUs !== null) {
+      const ms = p.tsUs / 1000;
+      first ??= ms;
+      clock.advance(ms); // requests whose answer is overdue in file time are decided before this packet
+      if (ms >= nextSweep) {
+        pipeline.sweep(clock.now());
+        nextSweep = clock.now() + DEFAULTS.readSweepMs;
+      }
+    }
+    if (p.link.startsWith('LINKTYPE_') && p.link !== 'LINKTYPE_LINUX_SLL') unknownLinks.add(p.link);
+    pipeline.push(p.data, p.link, p.tsUs ?? undefined, packetInterface(p));
+  };
+  // Pushed in batches, the records decided so far written out between them.
+  const packets = capturePackets(buf);
+  let summary: CaptureSummary;
+  try {
+    let n = 0;
+    for (let r = packets.next(); ; r = packets.next()) {
+      if (r.done) { summary = r.value; break; }
+      push(r.value);
+      if (++n % DEFAULTS.readBatchPackets === 0) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        await out.flush();
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof CaptureFileError)) throw err;
+    say(`imds-tracer read: ${file}: ${err.message}`);
+    return EXIT.failure;
+  }
+  await pipeline.endOfCapture(); // every call still waiting for its answer is written now
+  const end = clock.now();
+  out.write(buildStats({ pipeline, nowMs: end, startedAt: first ?? end, writer: out, pcap: null, ebpf: null }));
+  await out.flush();
+  for (const link of unknownLinks) {
+    say(`imds-tracer read: ${file}: link type ${link.slice('LINKTYPE_'.length)} is not one read here (Ethernet, Linux cooked, raw IP, loopback): its packets are counted in stats.packets_undecodable`);
+  }
+  if (summary.orphanPackets > 0) {
+    say(`imds-tracer read: ${file}: packets of an interface the file never described, skipped: ${summary.orphanPackets}`);
+  }
+  if (summary.cut) {
+    say(`imds-tracer read: ${file}: ${summary.cut.truncated ? 'cut' : 'broken'} at byte ${summary.cut.offset} `
+      + `after ${summary.packets} packets: ${summary.cut.why}`);
+    if (!summary.cut.truncated) return EXIT.failure;
+  }
+  return EXIT.ok;
+}
