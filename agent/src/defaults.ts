@@ -16,6 +16,8 @@ export const DEFAULTS = {
   responseWaitMs: 1500,
   /** How long a request waits for attribution to finish before its record is written anyway. */
   attributionWaitMs: 3000,
+  /** How long a closed connection of the agent's own stays known as its own (its frames may be late). */
+  ownSocketKeepMs: 30_000,
   /** Bounds of the wire state (each eviction is counted in stats). */
   maxFlows: 10_000,
   maxBufferedBytesPerDirection: 64 * 1024,
