@@ -6,8 +6,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab, labSupported, type Lab } from '../lab/netns.js';
-import { startTracer, type TracedRecord } from '../lab/traced.js';
+import { loadLab, type DemoLab, type TracedRecord } from './lab.js';
 import { renderTable, shellJoin } from '../format/table.js';
 
 const V4 = 'http://169.254.169.254';
@@ -44,6 +43,7 @@ const CLIENTS: DemoClient[] = [
 ];
 
 export async function runDemo(o: { keepLog?: string }, say: (l: string) => void): Promise<number> {
+  const { labSupported, createLab, startTracer } = await loadLab(); // the lab is loaded by the demo only
   const support = labSupported();
   if (!support.ok) {
     say(`imds-tracer demo: ${support.reason}`);
@@ -51,7 +51,7 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
   }
   const log = o.keepLog ?? join(mkdtempSync(join(tmpdir(), 'imds-tracer-demo-')), 'calls.jsonl');
   const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
-  let lab: Lab | null = null;
+  let lab: DemoLab | null = null;
   try {
     lab = await createLab();
     await lab.startImds();
