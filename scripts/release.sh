@@ -60,14 +60,17 @@ trap 'rm -rf "$WORK"' EXIT
 # ---------------------------------------------------------------------------------------------
 # The agent: one esbuild bundle for every architecture (the code is the same)
 # ---------------------------------------------------------------------------------------------
-[ "$TS_BUILD" -eq 0 ] || (cd "$REPO" && node_modules/.bin/tsc -p tsconfig.json --noEmit) || die "TypeScript does not compile"
+[ "$TS_BUILD" -eq 0 ] || (cd "$REPO" && node_modules/.bin/tsc -p tsconfig.json --noEmit && node_modules/.bin/tsc -p lab/tsconfig.json --noEmit) || die "TypeScript does not compile"
 BUNDLE=$WORK/bundle
 # Node >= 22 (the bundled runtime is $NODE_VERSION); ESM with code splitting, so what a command
 # does not use (the AWS SDK, demo, report) is loaded only when it is used, as in dist/.
 # CommonJS dependencies inside an ESM bundle call require(): the banner gives them one.
-# Entry points: the command, and the IMDS stand-in that `imds-tracer demo` runs as its own process.
-"$REPO/node_modules/.bin/esbuild" "$REPO/agent/src/cli.ts" "$REPO/agent/src/lab/imds-server.ts" --bundle --platform=node --target=node22 \
-  --format=esm --splitting --outdir="$BUNDLE/dist" --outbase="$REPO/agent/src" --entry-names='[dir]/[name]' --chunk-names='chunks/[name]-[hash]' \
+# Entry points: the command; and the lab (lab/, not part of the agent), which only `imds-tracer demo`
+# loads, at run time, from dist/lab: the namespaces, the tracer as a child process, and the IMDS
+# stand-in that the demo runs as its own process.
+"$REPO/node_modules/.bin/esbuild" "cli=$REPO/agent/src/cli.ts" "lab/imds-server=$REPO/lab/imds-server.ts" \
+  "lab/netns=$REPO/lab/netns.ts" "lab/traced=$REPO/lab/traced.ts" --bundle --platform=node --target=node22 \
+  --format=esm --splitting --outdir="$BUNDLE/dist" --chunk-names='chunks/[name]-[hash]' \
   --external:cap --minify-syntax --minify-whitespace --legal-comments=none --metafile="$WORK/meta.json" \
   --banner:js="import { createRequire as __imdsRequire } from 'node:module'; const require = __imdsRequire(import.meta.url);" \
   --log-level=warning || die "esbuild failed"

@@ -20,6 +20,8 @@ export const DEFAULTS = {
   readBatchPackets: 5000,
   /** `read`: idle flows are swept every this much file time. */
   readSweepMs: 10_000,
+  /** How long a closed connection of the agent's own stays known as its own (its frames may be late). */
+  ownSocketKeepMs: 30_000,
   /** Bounds of the wire state (each eviction is counted in stats). */
   maxFlows: 10_000,
   maxBufferedBytesPerDirection: 64 * 1024,

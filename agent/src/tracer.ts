@@ -16,6 +16,8 @@ import { VERSION } from './paths.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { buildStats } from './pipeline/stats.js';
 import { ContainerNames, namesOptions } from './names/resolver.js';
+import { OwnSockets } from './self/own-sockets.js';
+import { unmapV4 } from './net.js';
 
 export interface TracerOptions {
   device: string;
@@ -44,6 +46,7 @@ export class Tracer {
       device: o.device, includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWords,
       sink: o.writer, loaderDown: (reason) => reason?.startsWith(LOADER_DOWN_REASON) ?? false,
       enrich: (p) => this.names.enrich(p),
+      ownConnection: (t) => this.own.has(t),
     });
   }
 
@@ -92,6 +95,9 @@ export class Tracer {
     else if (this.beforeReady.length < 100) this.beforeReady.push(say);
   }
 
+  /** The agent's own connections to the metadata service, known by their 4-tuple (no attribution). */
+  private readonly own = new OwnSockets((addr, port) => port === DEFAULTS.imdsPort
+    && ([...DEFAULTS.imdsIPv4, ...DEFAULTS.imdsIPv6] as string[]).includes(unmapV4(addr)), DEFAULTS.ownSocketKeepMs).watch();
   /** Container names (Docker, the kubelet, the ECS agent), cached. */
   private readonly names = new ContainerNames(namesOptions());
   private backendReason: string | undefined;
@@ -170,6 +176,7 @@ export class Tracer {
     this.ebpf?.drainUnseen();
     await this.pipeline.flushUnseen();
     if (finalStats) this.o.writer.write(this.stats());
+    this.own.stop();
   }
 }
 

@@ -5,7 +5,7 @@
  * back to IMDSv1) and allowed. The stand-in's request log is the ledger. No root needed.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createImdsServer, type ImdsRequestEvent, type ImdsServer } from '../../agent/src/lab/imds-server.js';
+import { createImdsServer, type ImdsRequestEvent, type ImdsServer } from '../../lab/imds-server.js';
 import { CloudWatchShipper } from '../../agent/src/cloudwatch/shipper.js';
 import { imdsIdentity } from '../../agent/src/cloudwatch/target.js';
 import { FakeLogs } from './fake-logs.js';

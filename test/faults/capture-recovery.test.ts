@@ -5,8 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, IMDS_V4, INSTANCE_V4, type Lab } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, IMDS_V4, INSTANCE_V4, type Lab } from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 
 const support = labSupported();
 const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });

@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, IMDS_V4, type Lab } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, IMDS_V4, type Lab } from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
 
 const support = labSupported();

@@ -7,7 +7,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { IMDS_V4, IMDS_V6, type ExecResult, type Lab } from '../../agent/src/lab/netns.js';
+import { IMDS_V4, IMDS_V6, type ExecResult, type Lab } from '../../lab/netns.js';
 
 export type ImdsVersion = 'v1' | 'v2';
 

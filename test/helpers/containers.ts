@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
-import type { Lab } from '../../agent/src/lab/netns.js';
+import type { Lab } from '../../lab/netns.js';
 import { clientEnv, type ClientRun } from './clients.js';
 
 export interface DockerScope {

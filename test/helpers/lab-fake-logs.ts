@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Lab } from '../../agent/src/lab/netns.js';
+import type { Lab } from '../../lab/netns.js';
 import { FakeLogs } from '../cloudwatch/fake-logs.js';
 
 const RELAY = `

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IMDS_V4, type Lab } from '../../agent/src/lab/netns.js';
+import { IMDS_V4, type Lab } from '../../lab/netns.js';
 import { runClient, type ClientRun } from './clients.js';
 
 const PY = '/usr/bin/python3';

@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, type ImdsHandle, type Lab } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracedRecord, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, type ImdsHandle, type Lab } from '../../lab/netns.js';
+import { startTracer, type TracedRecord, type TracerProcess } from '../../lab/traced.js';
 import { buildGoClients, goClients, goSdkSupport, SDK_CLIENTS, type GoBuild, type SdkClient } from '../helpers/sdk-clients.js';
 
 const support = labSupported();

@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { labSupported, listNamespaces } from '../../agent/src/lab/netns.js';
-import { DEFAULT_CANARY } from '../../agent/src/lab/imds-server.js';
+import { labSupported, listNamespaces } from '../../lab/netns.js';
+import { DEFAULT_CANARY } from '../../lab/imds-server.js';
 import { ROOT } from '../../agent/src/paths.js';
 import { CLI } from '../helpers/repo.js';
 

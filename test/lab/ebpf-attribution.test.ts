@@ -10,8 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addContainer, createLab, labSupported, CONTAINER_V4, IMDS_V4, type ContainerInfo, type Lab,
-} from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+} from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
 import { validate } from '../../agent/src/schema.js';
 import { startLongLivedCaller } from '../helpers/clients.js';

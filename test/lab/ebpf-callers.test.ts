@@ -9,8 +9,8 @@ import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, IMDS_V4, type Lab } from '../../agent/src/lab/netns.js';
-import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, IMDS_V4, type Lab } from '../../lab/netns.js';
+import { attachTracer, type TracerProcess } from '../../lab/traced.js';
 import { cgroup2Mount } from '../../agent/src/attribution/ebpf/cgroup-paths.js';
 import { validate } from '../../agent/src/schema.js';
 

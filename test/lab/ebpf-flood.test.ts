@@ -11,8 +11,8 @@ import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addContainer, addIsolated, createLab, labSupported, IMDS_V4, type ContainerInfo, type Lab,
-} from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+} from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
 
 const support = labSupported();

@@ -5,7 +5,7 @@
  */
 import { readlinkSync } from 'node:fs';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { DEFAULT_CANARY, INSTANCE, VERSIONS } from '../../agent/src/lab/imds-server.js';
+import { DEFAULT_CANARY, INSTANCE, VERSIONS } from '../../lab/imds-server.js';
 import {
   cleanupStaleLabs,
   createLab,
@@ -13,7 +13,7 @@ import {
   type ImdsHandle,
   type ImdsStartOptions,
   type Lab,
-} from '../../agent/src/lab/netns.js';
+} from '../../lab/netns.js';
 import {
   botocoreCredentials,
   CLIENT_DRIVERS,

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, type Lab } from '../../agent/src/lab/netns.js';
+import { createLab, labSupported, type Lab } from '../../lab/netns.js';
 import { curlV1 } from '../helpers/clients.js';
 
 const support = labSupported();

@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { INSTANCE } from '../../agent/src/lab/imds-server.js';
+import { INSTANCE } from '../../lab/imds-server.js';
 import {
   addContainer,
   cleanupStaleLabs,
@@ -17,7 +17,7 @@ import {
   type ContainerInfo,
   type ImdsHandle,
   type Lab,
-} from '../../agent/src/lab/netns.js';
+} from '../../lab/netns.js';
 import { curlV1, curlV2, startLongLivedCaller } from '../helpers/clients.js';
 
 const support = labSupported();

@@ -13,8 +13,8 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addContainer, createLab, labSupported, IMDS_V4, IMDS_V6, INSTANCE_V4, INSTANCE_V6, type ContainerInfo, type ImdsHandle, type Lab,
-} from '../../agent/src/lab/netns.js';
-import { attachTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+} from '../../lab/netns.js';
+import { attachTracer, type TracerProcess } from '../../lab/traced.js';
 import { CONNECT_EVENT_FIELDS } from '../../agent/src/attribution/ebpf/events.js';
 import { validate } from '../../agent/src/schema.js';
 import { makeDockerScopes, runInScope, type DockerScope, type DockerScopes } from '../helpers/containers.js';

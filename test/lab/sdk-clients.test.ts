@@ -17,9 +17,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addContainer, createLab, IMDS_V4, labSupported, type ContainerInfo, type ImdsHandle, type ImdsStartOptions, type Lab,
-} from '../../agent/src/lab/netns.js';
-import { INSTANCE } from '../../agent/src/lab/imds-server.js';
-import { startTracer, type TracedRecord, type TracerProcess } from '../../agent/src/lab/traced.js';
+} from '../../lab/netns.js';
+import { INSTANCE } from '../../lab/imds-server.js';
+import { startTracer, type TracedRecord, type TracerProcess } from '../../lab/traced.js';
 import { validate } from '../../agent/src/schema.js';
 import {
   buildGoClients, goClients, goSdkSupport, SDK_CLIENTS, sdkOutput, type GoBuild, type SdkClient,

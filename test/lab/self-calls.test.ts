@@ -3,8 +3,8 @@
  * never reported as someone else's: they are seen, counted in stats.calls_self, and not written.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, type ImdsHandle, type Lab } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, type ImdsHandle, type Lab } from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 import { startLabFakeLogs, type LabFakeLogs } from '../helpers/lab-fake-logs.js';
 
 const support = labSupported();

@@ -3,8 +3,8 @@
  * Real botocore against the stand-in answering every token PUT with 403.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLab, labSupported, type Lab } from '../../agent/src/lab/netns.js';
-import { startTracer, type TracerProcess } from '../../agent/src/lab/traced.js';
+import { createLab, labSupported, type Lab } from '../../lab/netns.js';
+import { startTracer, type TracerProcess } from '../../lab/traced.js';
 import { botocoreCredentials } from '../helpers/clients.js';
 
 const support = labSupported();

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../agent/src/defaults.js';
+import { agentNodeFlags } from '../../lab/traced.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const flags = DEFAULTS.agentNodeFlags.join(' ');
@@ -14,6 +15,10 @@ describe('agent node flags', () => {
 
   it('the command scripts/install.sh writes (the systemd unit runs it) starts node with them', () => {
     expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec $NODE ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js"`);
+  });
+
+  it('the lab starts the agent with them (read from bin/imds-tracer.js: the lab imports nothing of the agent)', () => {
+    expect(agentNodeFlags(ROOT)).toEqual(DEFAULTS.agentNodeFlags);
   });
 
   it('they take effect: the heap limit of a node started so is near 128 MB', async () => {

@@ -34,13 +34,15 @@ function proc(pid: number, comm: string, argv: string[] = [comm]): ProcessInfo {
   return { attribution: 'proc', pid, comm, exe: `/usr/bin/${comm}`, argv, uid: 0, user: 'root', ppid: 1 };
 }
 
-function setup(callers: Record<number, ProcessInfo>, o: { includeV2?: boolean; link?: Link; device?: string } = {}) {
+function setup(callers: Record<number, ProcessInfo>, o: { includeV2?: boolean; link?: Link; device?: string; ownPorts?: number[] } = {}) {
   const sink = collect();
   let now = 1_700_000_000_000;
+  const attributor = new FakeAttributor(callers);
   const pipeline = new Pipeline({
     device: o.device ?? 'eth0', includeV2: o.includeV2 ?? false, includeOther: false,
-    attributor: new FakeAttributor(callers), sink, clock: () => now, interfaces: () => ({}),
+    attributor, sink, clock: () => now, interfaces: () => ({}),
     ifname: () => 'lo', selfPid: SELF,
+    ownConnection: o.ownPorts ? (t) => o.ownPorts!.includes(t.cport) : undefined,
   });
   const link = o.link ?? 'ETHERNET';
   /** One request/response exchange on a new connection, every segment pushed as a frame. */
@@ -51,7 +53,7 @@ function setup(callers: Record<number, ProcessInfo>, o: { includeV2?: boolean; l
       pipeline.push(segmentFrame(link, seg), link);
     }
   };
-  return { pipeline, sink, exchange };
+  return { pipeline, sink, exchange, attributor };
 }
 
 describe('pipeline: frames in, records out', () => {
@@ -104,6 +106,20 @@ describe('pipeline: frames in, records out', () => {
     expect(pipeline.counters.self).toBe(1);
     expect(pipeline.counters.selfCalls.v1).toBe(1);
     expect(sink.errors.join()).toMatch(/^self: the agent itself made an IMDSv1 call/);
+  });
+
+  it('the agent\'s own connections, known by their 4-tuple, are filtered before attribution', async () => {
+    const { pipeline, sink, exchange, attributor } = setup({}, { ownPorts: [40020, 40021, 40022] });
+    exchange(40020, req('GET', '/latest/meta-data/instance-id'), res(200));
+    exchange(40021, req('PUT', '/latest/api/token', { 'X-aws-ec2-metadata-token-ttl-seconds': '21600' }), res(200, 'tok'));
+    exchange(40022, req('GET', '/latest/meta-data/instance-id', { 'X-aws-ec2-metadata-token': 'tok' }), res(200));
+    await pipeline.endOfCapture();
+    expect(attributor.asked).toEqual([]); // no lookup, no enrichment
+    expect(sink.records).toHaveLength(0);
+    expect(pipeline.counters.self).toBe(1); // the IMDSv1 call (the IMDSv2 ones are not written: no --include-v2)
+    expect(pipeline.counters.selfCalls.v1).toBe(1);
+    expect(pipeline.counters.selfCalls.v2).toBe(2);
+    expect(sink.errors.join()).toMatch(/^self: the agent itself made an IMDSv1 call \(GET \/latest\/meta-data\/instance-id\)/);
   });
 
   it('a caller whose token request was refused gets the v1 reason on its IMDSv1 call', async () => {

@@ -11,8 +11,7 @@
  * stream). When the agent is behind it simply reads later: the pipe fills, and the helper keeps the
  * rest in its own bounded queue (16 MiB, dropped beyond and counted in stats.pcap.dropped).
  */
-import { RestartBackoff } from '../backoff.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { HelperProcess, HelperRestarts } from '../helper-process.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,16 +54,15 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 export class SupervisedCapture implements PcapSource {
   linkType = '';
-  private child: ChildProcess | null = null;
+  private helper: HelperProcess | null = null;
   private closed = false;
   /** Restarts: at once after a capture that ran for stableMs, with growing delays while they keep failing. */
-  private readonly backoff: RestartBackoff;
+  private readonly restartsDue: HelperRestarts;
   private downAt: number | null = null;
-  private timer: NodeJS.Timeout | null = null;
   restarts = 0;
 
   private constructor(private readonly o: SupervisedOptions) {
-    this.backoff = new RestartBackoff(500, o.maxBackoffMs ?? 30_000, o.stableMs ?? 10_000);
+    this.restartsDue = new HelperRestarts(500, o.maxBackoffMs ?? 30_000, o.stableMs ?? 10_000);
   }
 
   /** Resolves once capture is open; rejects with the device's error on the first attempt. */
@@ -77,83 +75,72 @@ export class SupervisedCapture implements PcapSource {
   private start(first: boolean): Promise<void> {
     return new Promise((resolve, reject) => {
       const args = [this.o.device, this.o.filter, String(this.o.bufferBytes)];
-      const child = this.o.helper
-        // A process group of its own: Ctrl-C on the agent's terminal is the agent's to handle (it stops
-        // the helper itself); the helper still ends with the agent, when its stdin closes.
-        ? spawn(this.o.helper, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
-        : spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-      this.child = child;
       const reader = new RecordReader();
-      let stderr = '';
-      let open = false;
-      let openedAt = 0;
       /** Capture time of the newest packet this process handed over. */
       let lastPacketMs = 0;
       let lastStats: { at: number; lost: number } | null = null;
-      child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
-      child.stdout!.on('data', (chunk: Buffer) => {
-        let records;
-        try {
-          records = reader.push(chunk);
-        } catch (err) {
-          this.o.onError((err as Error).message);
-          child.kill('SIGKILL');
-          return;
-        }
-        for (const r of records) {
-          if (r.type === FRAME_PACKET) {
-            const { tsUs, frame } = splitPacket(r.payload);
-            lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
-            this.o.onFrame(frame, this.linkType, tsUs);
-          } else if (r.type === FRAME_STATS) {
-            const st = parseStats(r.payload);
-            const now = Date.now();
-            const lost = st.dropped + st.ifDropped + st.queueDropped;
-            if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(lastStats?.at ?? openedAt, now);
-            lastStats = { at: now, lost };
-            this.o.onStats?.(st);
-          } else if (r.type === FRAME_OPEN) {
-            open = true;
-            openedAt = Date.now();
-            this.linkType = r.payload.toString('latin1');
-            resolve();
+      const helper: HelperProcess = new HelperProcess(this.o.helper ?? process.execPath, this.o.helper ? args : [WORKER, ...args], {
+        onStdout: (chunk) => {
+          let records;
+          try {
+            records = reader.push(chunk);
+          } catch (err) {
+            this.o.onError((err as Error).message);
+            helper.kill();
+            return;
           }
-        }
+          for (const r of records) {
+            if (r.type === FRAME_PACKET) {
+              const { tsUs, frame } = splitPacket(r.payload);
+              lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
+              this.o.onFrame(frame, this.linkType, tsUs);
+            } else if (r.type === FRAME_STATS) {
+              const st = parseStats(r.payload);
+              const now = Date.now();
+              const lost = st.dropped + st.ifDropped + st.queueDropped;
+              if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(lastStats?.at ?? helper.readyAt, now);
+              lastStats = { at: now, lost };
+              this.o.onStats?.(st);
+            } else if (r.type === FRAME_OPEN) {
+              helper.ready(); // the handshake: capture is open
+              this.linkType = r.payload.toString('latin1');
+              resolve();
+            }
+          }
+        },
+        onSpawnError: (err) => {
+          if (first && !helper.isReady) reject(new Error(`cannot start the capture helper: ${err.message}`));
+        },
+        onClose: (code, signal) => {
+          if (this.helper === helper) this.helper = null;
+          const why = helper.failureReason(code, signal);
+          if (first && !helper.isReady) {
+            reject(new Error(why));
+            return;
+          }
+          if (this.closed) return;
+          if (helper.isReady) {
+            const now = Date.now();
+            const openedAt = helper.readyAt;
+            // What the dead process held (its kernel ring, its output queue) is lost: from the newest
+            // packet it handed over, bounded.
+            const lostFrom = Math.max(lastPacketMs, openedAt, now - (this.o.maxLossMs ?? 10_000));
+            this.downAt = now;
+            this.restartsDue.ended(now - openedAt);
+            this.o.onDown?.(now, lostFrom);
+            this.o.onError(`capture on ${this.o.device} stopped at ${new Date(now).toISOString()} (${why}); `
+              + `packets captured since ${new Date(lostFrom).toISOString()} that it had not handed over are lost; restarting`);
+          }
+          this.retry();
+        },
       });
-      child.once('error', (err) => {
-        stderr += `${err.message}\n`;
-        if (first && !open) reject(new Error(`cannot start the capture helper: ${err.message}`));
-      });
-      // 'close', not 'exit': every packet still in the pipe has been read by then.
-      child.once('close', (code, signal) => {
-        if (this.child === child) this.child = null;
-        const why = stderr.trim().split('\n').filter(Boolean).at(-1) ?? `exit ${code ?? signal}`;
-        if (first && !open) {
-          reject(new Error(why));
-          return;
-        }
-        if (this.closed) return;
-        if (open) {
-          const now = Date.now();
-          // What the dead process held (its kernel ring, its output queue) is lost: from the newest
-          // packet it handed over, bounded.
-          const lostFrom = Math.max(lastPacketMs, openedAt, now - (this.o.maxLossMs ?? 10_000));
-          this.downAt = now;
-          this.backoff.ended(now - openedAt);
-          this.o.onDown?.(now, lostFrom);
-          this.o.onError(`capture on ${this.o.device} stopped at ${new Date(now).toISOString()} (${why}); `
-            + `packets captured since ${new Date(lostFrom).toISOString()} that it had not handed over are lost; restarting`);
-        }
-        this.retry();
-      });
+      this.helper = helper;
     });
   }
 
   /** At once after a process that had run for a while; with growing backoff while restarts keep failing. */
   private retry(): void {
-    const delay = this.backoff.next();
-    this.timer = setTimeout(() => {
-      this.timer = null;
+    this.restartsDue.schedule(() => {
       if (this.closed) return;
       this.start(false).then(() => {
         this.restarts++;
@@ -164,19 +151,13 @@ export class SupervisedCapture implements PcapSource {
         this.o.onNotice(`capture on ${this.o.device} resumed at ${new Date(now).toISOString()}; `
           + `it was down from ${new Date(from).toISOString()} (${now - from} ms)`);
       }, () => undefined);
-    }, delay);
+    });
   }
 
   /** Stop: the capture process hands over what the kernel still holds, then exits (bounded wait). */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('close', () => resolve())); // after its stdout is read
-    child.stdin?.end();
-    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(timer);
+    this.restartsDue.cancel();
+    await this.helper?.stop('eof', 2000); // resolves after its stdout is read
   }
 }

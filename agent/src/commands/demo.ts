@@ -6,8 +6,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab, labSupported, type Lab } from '../lab/netns.js';
-import { startTracer, type TracedRecord } from '../lab/traced.js';
+import { loadLab, type DemoLab, type TracedRecord } from './lab.js';
 import { renderTable, shellJoin } from '../format/table.js';
 
 const V4 = 'http://169.254.169.254';
@@ -44,6 +43,7 @@ const CLIENTS: DemoClient[] = [
 ];
 
 export async function runDemo(o: { keepLog?: string }, say: (l: string) => void): Promise<number> {
+  const { labSupported, createLab, startTracer } = await loadLab(); // the lab is loaded by the demo only
   const support = labSupported();
   if (!support.ok) {
     say(`imds-tracer demo: ${support.reason}`);
@@ -51,13 +51,14 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
   }
   const log = o.keepLog ?? join(mkdtempSync(join(tmpdir(), 'imds-tracer-demo-')), 'calls.jsonl');
   const out = (s = ''): boolean => process.stdout.write(`${s}\n`);
-  let lab: Lab | null = null;
+  let lab: DemoLab | null = null;
   try {
     lab = await createLab();
     await lab.startImds();
     out(`Lab ${lab.id}: namespace ${lab.instanceNs} (the "instance") and ${lab.imdsNs} (an IMDS stand-in on 169.254.169.254 and fd00:ec2::254).`);
     const tracer = await startTracer(lab, ['--log-file', log, '--include-v2']);
-    out(`Tracer ready (backend ${tracer.records[0].backend}); running ${CLIENTS.length} clients in the instance namespace…`);
+    const ready = tracer.records.find((r) => r.event === 'ready') ?? {};
+    out(`Tracer ready (backend ${ready.backend}); running ${CLIENTS.length} clients in the instance namespace…`);
     const lingering = [];
     for (const c of CLIENTS) {
       if (c.lingers) {
@@ -77,8 +78,8 @@ export async function runDemo(o: { keepLog?: string }, say: (l: string) => void)
     out();
     const found = calls.filter((r) => r.imds_version === 'v1').length;
     out(`${found} IMDSv1 calls found (${v1} made), ${calls.length - found} IMDSv2 calls shown because of --include-v2.`);
-    if (tracer.records[0].backend !== 'ebpf') {
-      out(`Short-lived callers show "none" with the /proc backend: they were gone before /proc could be read (${tracer.records[0].backend_reason ?? ''}).`);
+    if (ready.backend !== 'ebpf') {
+      out(`Short-lived callers show "none" with the /proc backend: they were gone before /proc could be read (${ready.backend_reason ?? ''}).`);
     }
     out(`JSON lines: ${log}`);
     return found === v1 ? 0 : 1;

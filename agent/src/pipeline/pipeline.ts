@@ -3,8 +3,8 @@
  *
  *   push(frame) → decode (wire/packet) → flow table, TCP, HTTP (wire/flows) → classify (classify)
  *   → count, keep what is wanted → wait for the response (calls) → attribute (the Attributor passed
- *   in) → container names → the agent's own calls counted, not written → redact, v1 reason, record (calls, record)
- *   → sink.
+ *   in; not for the agent's own connections, known by their 4-tuple) → container names → the
+ *   agent's own calls counted, not written → redact, v1 reason, record (calls, record) → sink.
  *
  * The attributor, the clock and the sink are passed in: the whole path runs without root and without
  * capture (test/unit/pipeline.test.ts pushes hand-made frames through it). The state it keeps: the
@@ -66,6 +66,12 @@ export interface PipelineOptions {
   ifname?: (ifindex: number) => string | null;
   /** The agent's own pid: its calls are counted, never written (default: process.pid). */
   selfPid?: number;
+  /**
+   * Whether a connection is one the agent opened itself (self/own-sockets.ts): its caller is the agent,
+   * known without attribution or enrichment. Connections it does not know still go through
+   * attribution, and a caller found with the agent's pid is filtered after it (stage 6).
+   */
+  ownConnection?: (t: Tuple) => boolean;
   /** More about the caller once attribution found it (container names), before its record is made. */
   enrich?: (p: ProcessInfo) => Promise<ProcessInfo>;
   /** Whether a record's caller was not found because the eBPF loader was down. */
@@ -124,7 +130,7 @@ export class Pipeline {
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
       isLocalAddress: (src) => isHostAddress(src, this.hostInterfaces()),
-      attribution: (conn) => this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
+      attribution: (conn) => this.isOwn(conn) ? Promise.resolve(this.selfInfo) : this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
       emit: (rec) => this.record(rec),
       responseTimers: o.responseTimers,
     });
@@ -177,6 +183,7 @@ export class Pipeline {
 
   private opened(conn: Conn): void {
     this.joins?.wireSeen(tupleOf(conn), conn.openedAt, conn);
+    if (this.isOwn(conn)) return; // the agent's own: no lookup (known again at its request, see isOwn)
     if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return; // bounded: a SYN flood cannot pile up lookups
     this.earlyLookups++;
     const p = this.lookup(conn);
@@ -215,8 +222,13 @@ export class Pipeline {
    * when it was the agent's own: from the caller found at connect time, no new lookup.
    */
   private countIfSelf(conn: Conn, version: 'v1' | 'v2' | null): void {
+    if (version === null) return;
+    if (this.isOwn(conn)) {
+      this.counters.selfCalls.count(version, '', '');
+      return;
+    }
     const found = this.conns.get(conn.id);
-    if (!found || version === null) return;
+    if (!found) return;
     void found.caller.then((p) => {
       if (p.pid === this.selfPid) this.counters.selfCalls.count(version, '', '');
     });
@@ -228,6 +240,20 @@ export class Pipeline {
   }
 
   // --- stage 5: attribution (asked by calls once the answer is in) ------------------------------
+
+  /** The agent's own caller, as attribution would name it (the record is counted, never written). */
+  private get selfInfo(): ProcessInfo {
+    return { attribution: 'proc', pid: this.selfPid };
+  }
+
+  /**
+   * Whether conn is one the agent opened itself, by its 4-tuple: decided before attribution. Known
+   * for sure from its first request on (the agent's socket is connected, and its tuple kept, before
+   * it writes a byte); at SYN time it may not be known yet, and then its caller is looked up as any.
+   */
+  private isOwn(conn: Conn): boolean {
+    return this.o.ownConnection?.(tupleOf(conn)) ?? false;
+  }
 
   /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
   private lookup(conn: Conn, again = false): Promise<ProcessInfo> {

@@ -12,7 +12,7 @@
  * filtered (netns-reach.ts judges them), and every source (network namespace + cgroup) has a
  * budget of events, so a flood from one cannot evict everyone else's events.
  */
-import { RestartBackoff } from '../../backoff.js';
+import { HelperRestarts } from '../../helper-process.js';
 import { DEFAULTS } from '../../defaults.js';
 import { startEbpfSource, type EbpfSource } from './loader.js';
 import type { ConnectEvent, SourceDrops } from './events.js';
@@ -84,11 +84,10 @@ export class EbpfAttributor implements Attributor {
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
   private sweepTimer: NodeJS.Timeout;
-  private restartTimer: NodeJS.Timeout | null = null;
   /** A restart under way (stop() waits for it, then stops what it started). */
   private restarting: Promise<void> = Promise.resolve();
   /** Restarts: at once after a loader that ran for a while, with growing delays while they keep failing. */
-  private readonly backoff = new RestartBackoff(1000, 60_000, 10_000);
+  private readonly restartsDue = new HelperRestarts(1000, 60_000, 10_000, true);
   private attachedAt = 0;
   private lastFailure = '';
   private stopped = false;
@@ -218,21 +217,18 @@ export class EbpfAttributor implements Attributor {
     const now = Date.now();
     this.downs.push({ from: now, to: null });
     if (this.downs.length > 1000) this.downs.shift();
-    this.backoff.ended(now - this.attachedAt);
+    this.restartsDue.ended(now - this.attachedAt);
     this.o.onError(`eBPF loader exited at ${new Date(now).toISOString()} (${reason}); attributing through /proc until it is restarted`);
     this.scheduleRestart();
   }
 
   /** At once the first time; with growing backoff while restarts keep failing (each new reason said once). */
   private scheduleRestart(): void {
-    const delay = this.backoff.next();
-    this.restartTimer = setTimeout(() => { this.restarting = this.restart(); }, delay);
-    this.restartTimer.unref();
+    this.restartsDue.schedule(() => { this.restarting = this.restart(); });
   }
 
   /** One restart: attach again, and say how long kernel attribution was down; else try again later. */
   private async restart(): Promise<void> {
-    this.restartTimer = null;
     if (this.stopped) return;
     try {
       await this.attach();
@@ -368,7 +364,7 @@ export class EbpfAttributor implements Attributor {
     this.stopped = true;
     clearInterval(this.sweepTimer);
     if (this.reachTimer) clearInterval(this.reachTimer);
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartsDue.cancel();
     await this.source?.stop();
     await this.restarting;
   }

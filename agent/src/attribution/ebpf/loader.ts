@@ -17,7 +17,7 @@
  * unfinished record), so nothing queues here; when the agent is behind, the loader's own bounded
  * queue (16 MiB) holds the events and the kernel ring buffer waits behind it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { HelperProcess } from '../../helper-process.js';
 import { EventEmitter } from 'node:events';
 import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
@@ -142,11 +142,7 @@ function buildArgs(opts: EbpfSourceOptions): string[] {
 }
 
 /** The reason a loader gave for failing: its "imds-connect: ..." line. */
-function failureReason(stderr: string, code: number | null, signal: NodeJS.Signals | null): string {
-  const lines = stderr
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0);
+function failureReason(lines: string[], code: number | null, signal: NodeJS.Signals | null): string {
   const own = lines.filter((l) => l.startsWith('imds-connect:'));
   if (own.length > 0) return own[own.length - 1];
   if (lines.length > 0) return `imds-connect: ${lines[lines.length - 1]}`;
@@ -155,20 +151,17 @@ function failureReason(stderr: string, code: number | null, signal: NodeJS.Signa
 }
 
 class EbpfSourceImpl extends EventEmitter implements EbpfSource {
-  private readonly child: ChildProcess;
+  private readonly helper: HelperProcess;
   private readonly clockOffsetNs: bigint;
-  private exitPromise: Promise<void>;
   private stopping = false;
   exited = false;
 
   constructor(
-    child: ChildProcess,
+    helper: HelperProcess,
     readonly ready: ReadyRecord,
-    exitPromise: Promise<void>,
   ) {
     super();
-    this.child = child;
-    this.exitPromise = exitPromise;
+    this.helper = helper;
     this.clockOffsetNs = BigInt(ready.realtimeNs) - BigInt(ready.monoNs);
   }
 
@@ -194,7 +187,7 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
 
   setNetnsVerdict(ino: number, verdict: NetnsVerdict): boolean {
     if (!validIno(ino)) throw new Error(`not a network namespace inode: ${ino}`);
-    const stdin = this.child.stdin;
+    const stdin = this.helper.child.stdin;
     if (this.exited || !stdin || stdin.destroyed || !stdin.writable) return false;
     stdin.write(`${verdict} ${ino}\n`);
     return true;
@@ -203,15 +196,7 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
   async stop(): Promise<void> {
     if (this.exited) return;
     this.stopping = true;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      if (!this.exited) this.child.kill('SIGKILL');
-    }, 5000);
-    try {
-      await this.exitPromise;
-    } finally {
-      clearTimeout(timer);
-    }
+    await this.helper.stop('SIGTERM', 5000);
   }
 }
 
@@ -232,25 +217,12 @@ export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSourc
       return;
     }
 
-    // Its own process group, like the capture helper: a terminal's Ctrl-C reaches the agent only, which
-    // stops the loader itself; the loader also ends when its stdin closes (the agent is gone).
-    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    // Its own process group, like the capture helper (helper-process.ts): a terminal's Ctrl-C reaches
+    // the agent only, which stops the loader itself; the loader also ends when its stdin closes.
     const decoder = new RecordDecoder();
     let source: EbpfSourceImpl | undefined;
     let settled = false;
-    let stderrText = '';
-    let stderrLine = '';
     let fatal: string | undefined;
-    let exitResolve: () => void = () => {};
-    const exitPromise = new Promise<void>((r) => {
-      exitResolve = r;
-    });
-
-    const readyTimer = setTimeout(() => {
-      if (settled) return;
-      fatal = `imds-connect: not ready after ${opts.readyTimeoutMs ?? 30000} ms`;
-      child.kill('SIGKILL');
-    }, opts.readyTimeoutMs ?? 30000);
 
     const fail = (err: Error): void => {
       if (settled) return;
@@ -259,33 +231,14 @@ export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSourc
       rejectPromise(err);
     };
 
-    // Never let a broken pipe to the loader's stdin crash the process.
-    child.stdin?.on('error', () => {});
-
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      if (!source) {
-        stderrText = (stderrText + chunk).slice(-16384);
-        return;
-      }
-      stderrLine += chunk;
-      let nl: number;
-      while ((nl = stderrLine.indexOf('\n')) !== -1) {
-        const line = stderrLine.slice(0, nl).trimEnd();
-        stderrLine = stderrLine.slice(nl + 1);
-        stderrText = (stderrText + line + '\n').slice(-16384);
-        if (line.length > 0) source.emit('warning', line);
-      }
-    });
-
-    child.stdout?.on('data', (chunk: Buffer) => {
+    const onStdout = (chunk: Buffer): void => {
       if (fatal) return;
       let records;
       try {
         records = decoder.push(chunk);
       } catch (err) {
         fatal = `imds-connect: bad output: ${err instanceof Error ? err.message : String(err)}`;
-        child.kill('SIGKILL');
+        helper.kill();
         return;
       }
       for (const rec of records) {
@@ -293,16 +246,17 @@ export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSourc
           if (source) continue;
           if (rec.ready.layoutVersion !== LAYOUT_VERSION) {
             fatal = `imds-connect: layout version ${rec.ready.layoutVersion}, expected ${LAYOUT_VERSION}: rebuild (npm run build)`;
-            child.kill('SIGKILL');
+            helper.kill();
             return;
           }
           settled = true;
           clearTimeout(readyTimer);
-          source = new EbpfSourceImpl(child, rec.ready, exitPromise);
+          helper.ready(); // the handshake: the program is loaded and attached
+          source = new EbpfSourceImpl(helper, rec.ready);
           resolvePromise(source);
         } else if (!source) {
           fatal = `imds-connect: ${rec.kind} record before the ready record`;
-          child.kill('SIGKILL');
+          helper.kill();
           return;
         } else if (rec.kind === 'connect') {
           source.emit('event', rec.event);
@@ -310,36 +264,41 @@ export function startEbpfSource(opts: EbpfSourceOptions = {}): Promise<EbpfSourc
           source.emit('stats', rec.stats);
         }
       }
+    };
+
+    const helper: HelperProcess = new HelperProcess(binary, args, {
+      onStdout,
+      onStderrLine: (line) => { source?.emit('warning', line); }, // libbpf warnings once ready
+      onSpawnError: (err) => {
+        // spawn failure (ENOENT, EACCES, ...); 'close' may not follow
+        if (!settled) {
+          fail(
+            new Error(
+              err.code === 'ENOENT' ? `${EBPF_NOT_BUILT} (missing ${binary})` : `imds-connect: spawn failed: ${err.message}`,
+            ),
+          );
+        }
+      },
+      onClose: (code, signal) => {
+        clearTimeout(readyTimer);
+        if (!source) {
+          fail(new Error(fatal ?? failureReason(helper.stderrLines(), code, signal)));
+          return;
+        }
+        source.exited = true;
+        let reason: string;
+        if (fatal) reason = fatal;
+        else if (source.isStopping && (code === 0 || signal === 'SIGTERM' || signal === 'SIGKILL')) reason = 'stopped';
+        else if (code === 0) reason = 'imds-connect: exited';
+        else reason = failureReason(helper.stderrLines(), code, signal);
+        source.emit('exit', code, reason);
+      },
     });
 
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      // spawn failure (ENOENT, EACCES, ...); 'close' may not follow
-      if (!settled) {
-        fail(
-          new Error(
-            err.code === 'ENOENT' ? `${EBPF_NOT_BUILT} (missing ${binary})` : `imds-connect: spawn failed: ${err.message}`,
-          ),
-        );
-        exitResolve();
-      }
-    });
-
-    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
-      clearTimeout(readyTimer);
-      if (stderrLine.length > 0) stderrText += stderrLine;
-      if (!source) {
-        fail(new Error(fatal ?? failureReason(stderrText, code, signal)));
-        exitResolve();
-        return;
-      }
-      source.exited = true;
-      let reason: string;
-      if (fatal) reason = fatal;
-      else if (source.isStopping && (code === 0 || signal === 'SIGTERM' || signal === 'SIGKILL')) reason = 'stopped';
-      else if (code === 0) reason = 'imds-connect: exited';
-      else reason = failureReason(stderrText, code, signal);
-      source.emit('exit', code, reason);
-      exitResolve();
-    });
+    const readyTimer = setTimeout(() => {
+      if (settled) return;
+      fatal = `imds-connect: not ready after ${opts.readyTimeoutMs ?? 30000} ms`;
+      helper.kill();
+    }, opts.readyTimeoutMs ?? 30000);
   });
 }

@@ -3,9 +3,9 @@
  * its JSON lines parsed as they come, stopped with SIGTERM. Used by the demo and the tests.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lab } from './netns.js';
-import { DEFAULTS } from '../defaults.js';
 
 export interface TracedRecord { [k: string]: any }
 
@@ -24,9 +24,21 @@ export interface TracerProcess {
 
 export async function startTracer(lab: Lab, args: string[], readyTimeoutMs = 20_000,
   env: NodeJS.ProcessEnv = process.env): Promise<TracerProcess> {
-  const proc = lab.spawn(lab.instanceNs, process.execPath, [...DEFAULTS.agentNodeFlags, join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
+  const proc = lab.spawn(lab.instanceNs, process.execPath, [...agentNodeFlags(lab.repoRoot), join(lab.repoRoot, 'dist', 'cli.js'), 'run', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env });
   return attachTracer(proc, readyTimeoutMs);
+}
+
+/**
+ * The node flags the agent ships with (DEFAULTS.agentNodeFlags), as its command starts node: from the
+ * first line of bin/imds-tracer.js (test/unit/node-flags.test.ts keeps it equal to the defaults). Read,
+ * not imported: the lab is not part of the agent and imports none of it.
+ */
+export function agentNodeFlags(repoRoot: string): string[] {
+  const first = readFileSync(join(repoRoot, 'bin', 'imds-tracer.js'), 'utf8').split('\n')[0];
+  const m = /^#!\/usr\/bin\/env -S node\b(.*)$/.exec(first);
+  if (!m) throw new Error(`bin/imds-tracer.js: no node flags on its first line: ${first}`);
+  return m[1].trim().split(/\s+/).filter(Boolean);
 }
 
 /** Follow a tracer started some other way (e.g. inside a private mount namespace). */

@@ -1,0 +1,61 @@
+/**
+ * The agent's own TCP connections to the instance metadata service, known without asking /proc or
+ * the kernel: every client socket this process opens through `net.connect` (the HTTP clients of its
+ * AWS SDK and of its own identity look-up do) is announced on the `net.client.socket` diagnostics
+ * channel; once connected, its 4-tuple is kept while it lives and a while after (capture runs behind).
+ * A socket is connected (and its tuple kept) before the first byte of its request is written, so by
+ * the time the wire shows a request of it, the pipeline can tell it is the agent's own without
+ * attribution.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
+import { tupleKey, type Tuple } from '../net.js';
+
+const CHANNEL = 'net.client.socket';
+
+export class OwnSockets {
+  private readonly live = new Map<string, number>();
+  private readonly onSocket = (msg: unknown): void => this.socket((msg as { socket: Socket }).socket);
+
+  /**
+   * @param isServer which remote ends to remember (the metadata service's addresses and port)
+   * @param keepMs how long a closed connection stays known (its frames may still be on their way)
+   */
+  constructor(private readonly isServer: (addr: string, port: number) => boolean, private readonly keepMs: number) {}
+
+  /** Start watching the sockets this process opens. */
+  watch(): this {
+    diagnostics.subscribe(CHANNEL, this.onSocket);
+    return this;
+  }
+
+  stop(): void {
+    diagnostics.unsubscribe(CHANNEL, this.onSocket);
+    this.live.clear();
+  }
+
+  /** Whether t (as the wire shows it) is a connection this process opened. */
+  has(t: Tuple): boolean {
+    return this.live.has(tupleKey(t.client, t.cport, t.server, t.sport));
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  private socket(s: Socket | undefined): void {
+    if (!s || typeof s.once !== 'function') return;
+    s.once('connect', () => {
+      const { localAddress, localPort, remoteAddress, remotePort } = s;
+      if (!localAddress || !localPort || !remoteAddress || !remotePort || !this.isServer(remoteAddress, remotePort)) return;
+      const key = tupleKey(localAddress, localPort, remoteAddress, remotePort);
+      this.live.set(key, (this.live.get(key) ?? 0) + 1);
+      s.once('close', () => {
+        setTimeout(() => {
+          const n = (this.live.get(key) ?? 1) - 1;
+          if (n <= 0) this.live.delete(key); else this.live.set(key, n);
+        }, this.keepMs).unref();
+      });
+    });
+  }
+}
