@@ -43,6 +43,18 @@ umask 022
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: $*" >&2; exit "${2:-1}"; }
+# The staged tree ($STAGE) replaces $OPT with one rename: stamped, readable by the service's
+# (dynamic, unprivileged) user, writable by root only.
+swap_in() {
+  echo "$STAMP" > "$STAGE/.install-stamp"
+  chmod -R u+rwX,go+rX,go-w "$STAGE"
+  chmod 0755 "$STAGE"
+  [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$STAGE"
+  if [ -e "$OPT" ]; then mv "$OPT" "$OPT.old.$$"; fi
+  mv "$STAGE" "$OPT"
+  rm -rf "$OPT.old.$$"
+  trap - EXIT
+}
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=/
@@ -136,14 +148,7 @@ if [ -n "$RELEASE" ]; then
     tar -C "$STAGE" --strip-components=1 --no-same-owner -xzf "$RELEASE" || die "cannot unpack $rel_name; nothing was changed"
     [ -f "$STAGE/MANIFEST" ] && [ -x "$STAGE/runtime/bin/node" ] || die "$rel_name is not an imds-tracer release (no MANIFEST or runtime); nothing was changed"
     (cd "$STAGE" && sha256sum --quiet --strict -c MANIFEST) >&2 || die "files of $rel_name do not match its MANIFEST; nothing was changed"
-    echo "$STAMP" > "$STAGE/.install-stamp"
-    chmod -R u+rwX,go+rX,go-w "$STAGE"
-    chmod 0755 "$STAGE"
-    [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$STAGE"
-    if [ -e "$OPT" ]; then mv "$OPT" "$OPT.old.$$"; fi
-    mv "$STAGE" "$OPT"
-    rm -rf "$OPT.old.$$"
-    trap - EXIT
+    swap_in
     say "installed $OPT from $rel_name"
   fi
   NODE_REL=opt/imds-tracer/runtime/bin/node
@@ -267,15 +272,7 @@ else
       die "the build failed in $STAGE (see the messages above); nothing was changed"
   fi
   rm -rf "$STAGE/.tools" "$STAGE/.npm-cache"
-  echo "$STAMP" > "$STAGE/.install-stamp"
-  # Readable by the service's (dynamic, unprivileged) user; writable by root only.
-  chmod -R u+rwX,go+rX,go-w "$STAGE"
-  chmod 0755 "$STAGE"
-  [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$STAGE"
-  if [ -e "$OPT" ]; then mv "$OPT" "$OPT.old.$$"; fi
-  mv "$STAGE" "$OPT"
-  rm -rf "$OPT.old.$$"
-  trap - EXIT
+  swap_in
   say "installed $OPT"
 fi
 fi  # from source
