@@ -5,7 +5,6 @@
  */
 import type { Classification, Provider } from './classify.js';
 import type { Ambiguity } from './wire/http-head.js';
-import type { SdkInfo } from './advice/sdk.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -269,4 +268,16 @@ export function errorRecord(component: string, message: string, at = new Date())
 
 export function noticeRecord(component: string, message: string, at = new Date()): NoticeRecord {
   return { event: 'notice', time: at.toISOString(), component, message };
+}
+
+/** The AWS SDK or tool behind a call and what to do (advice/sdk.ts reads it from the User-Agent). */
+export interface SdkInfo {
+  /** The SDK or tool (`botocore`, `aws-sdk-java`, `curl`, …), or `unknown`. */
+  name: string;
+  /** Its version as the User-Agent gives it, or null. */
+  version: string | null;
+  /** The first version that supports IMDSv2 (AWS's published table), or null (no SDK, or unknown). */
+  imdsv2_min: string | null;
+  /** What to do, in one sentence. */
+  advice: string;
 }

@@ -28,16 +28,8 @@
  *   `Cloud-Init/22.4.2` (or requests' own), and its process is `cloud-init`.
  */
 
-export interface SdkInfo {
-  /** The SDK or tool (`botocore`, `aws-sdk-java`, `curl`, …), or `unknown`. */
-  name: string;
-  /** Its version as the User-Agent gives it, or null. */
-  version: string | null;
-  /** The first version that supports IMDSv2 (AWS's published table), or null (no SDK, or unknown). */
-  imdsv2_min: string | null;
-  /** What to do, in one sentence. */
-  advice: string;
-}
+import type { SdkInfo } from '../record.js';
+export type { SdkInfo };
 
 /** What the call record tells about the caller. */
 export interface SdkFacts {
