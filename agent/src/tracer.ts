@@ -46,7 +46,7 @@ export class Tracer {
       device: o.device, includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWords,
       sink: o.writer, loaderDown: (reason) => reason?.startsWith(LOADER_DOWN_REASON) ?? false,
       enrich: (p) => this.names.enrich(p),
-      ownConnection: (t) => this.own.has(t),
+      ownConnection: (t, openedAt) => this.own.has(t, openedAt),
     });
   }
 

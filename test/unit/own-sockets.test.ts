@@ -26,13 +26,25 @@ describe('own sockets', () => {
     const port = (server.address() as AddressInfo).port;
     own = new OwnSockets((addr, p) => addr === '127.0.0.1' && p === port, 60_000).watch();
     const other = new OwnSockets((addr, p) => addr === '127.0.0.2' && p === port, 60_000).watch();
+    let clientPort = -1;
+    let closed: Promise<unknown> = Promise.resolve();
     await new Promise<void>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port, agent: false }, (r) => { r.resume(); r.on('end', resolve); }).on('error', reject);
+      const req = http.get({ host: '127.0.0.1', port, agent: false }, (r) => { r.resume(); r.on('end', resolve); }).on('error', reject);
+      req.on('socket', (sock) => {
+        closed = new Promise((c) => sock.once('close', c));
+        sock.once('connect', () => { clientPort = sock.localPort!; });
+      });
     });
     expect(seen).toEqual([true]);
     expect(own.size).toBe(1);
     expect(other.size).toBe(0); // another server: not kept
     expect(own.has({ client: '127.0.0.1', cport: 1, server: '127.0.0.1', sport: port })).toBe(false);
+    // Closed now: the same 4-tuple is still the agent's for a connection that began before the close,
+    // never for one that began after it (another process reusing the port).
+    const tuple = { client: '127.0.0.1', cport: clientPort, server: '127.0.0.1', sport: port };
+    await closed;
+    expect(own.has(tuple, Date.now() - 60_000)).toBe(true);
+    expect(own.has(tuple, Date.now() + 1)).toBe(false);
     other.stop();
   });
 });

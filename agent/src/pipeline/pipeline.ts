@@ -71,7 +71,7 @@ export interface PipelineOptions {
    * known without attribution or enrichment. Connections it does not know still go through
    * attribution, and a caller found with the agent's pid is filtered after it (stage 6).
    */
-  ownConnection?: (t: Tuple) => boolean;
+  ownConnection?: (t: Tuple, openedAtMs: number) => boolean;
   /** More about the caller once attribution found it (container names), before its record is made. */
   enrich?: (p: ProcessInfo) => Promise<ProcessInfo>;
   /** Whether a record's caller was not found because the eBPF loader was down. */
@@ -252,7 +252,7 @@ export class Pipeline {
    * it writes a byte); at SYN time it may not be known yet, and then its caller is looked up as any.
    */
   private isOwn(conn: Conn): boolean {
-    return this.o.ownConnection?.(tupleOf(conn)) ?? false;
+    return this.o.ownConnection?.(tupleOf(conn), conn.openedAt) ?? false;
   }
 
   /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */

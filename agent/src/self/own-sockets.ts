@@ -14,7 +14,8 @@ import { tupleKey, type Tuple } from '../net.js';
 const CHANNEL = 'net.client.socket';
 
 export class OwnSockets {
-  private readonly live = new Map<string, number>();
+  /** Tuple key -> sockets open with it, and when the last of them closed (null while one is open). */
+  private readonly live = new Map<string, { open: number; closedAt: number | null }>();
   private readonly onSocket = (msg: unknown): void => this.socket((msg as { socket: Socket }).socket);
 
   /**
@@ -34,9 +35,14 @@ export class OwnSockets {
     this.live.clear();
   }
 
-  /** Whether t (as the wire shows it) is a connection this process opened. */
-  has(t: Tuple): boolean {
-    return this.live.has(tupleKey(t.client, t.cport, t.server, t.sport));
+  /**
+   * Whether t (as the wire shows it), first seen at openedAtMs, is a connection this process opened.
+   * Once the agent's socket closed, only a connection that began before that moment is its: another
+   * process may reuse the same 4-tuple right after, and its calls must never be hidden as the agent's.
+   */
+  has(t: Tuple, openedAtMs = Number.NEGATIVE_INFINITY): boolean {
+    const e = this.live.get(tupleKey(t.client, t.cport, t.server, t.sport));
+    return e !== undefined && (e.closedAt === null || openedAtMs <= e.closedAt);
   }
 
   get size(): number {
@@ -49,12 +55,16 @@ export class OwnSockets {
       const { localAddress, localPort, remoteAddress, remotePort } = s;
       if (!localAddress || !localPort || !remoteAddress || !remotePort || !this.isServer(remoteAddress, remotePort)) return;
       const key = tupleKey(localAddress, localPort, remoteAddress, remotePort);
-      this.live.set(key, (this.live.get(key) ?? 0) + 1);
+      const e = this.live.get(key) ?? { open: 0, closedAt: null };
+      e.open++;
+      e.closedAt = null;
+      this.live.set(key, e);
       s.once('close', () => {
-        setTimeout(() => {
-          const n = (this.live.get(key) ?? 1) - 1;
-          if (n <= 0) this.live.delete(key); else this.live.set(key, n);
-        }, this.keepMs).unref();
+        e.open--;
+        if (e.open > 0) return;
+        const closedAt = Date.now();
+        e.closedAt = closedAt;
+        setTimeout(() => { if (this.live.get(key) === e && e.closedAt === closedAt) this.live.delete(key); }, this.keepMs).unref();
       });
     });
   }
