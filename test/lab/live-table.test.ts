@@ -50,7 +50,7 @@ describe.skipIf(!support.ok)(`live table${support.ok ? '' : ` (skipped: ${suppor
   const cases: Array<[string, (log: string) => [string, string[]]]> = [
     ['--format table on a pipe', (log) => [process.execPath, [join(lab.repoRoot, 'dist/cli.js'), 'run', '--format', 'table', '--log-file', log, '--stats-interval', '3600']]],
     // script(1) gives the agent a terminal: the default (auto) is then the table.
-    ['the default on a terminal', (log) => ['script', ['-qfec', `${process.execPath} ${join(lab.repoRoot, 'dist/cli.js')} run --log-file ${log} --stats-interval 3600`, '/dev/null']]],
+    ['the default on a terminal', (log) => ['script', ['-qfec', `exec ${process.execPath} ${join(lab.repoRoot, 'dist/cli.js')} run --log-file ${log} --stats-interval 3600`, '/dev/null']]],
   ];
 
   it.each(cases)('%s: one readable line per call; the log file keeps JSON lines', async (_name, cmd) => {
