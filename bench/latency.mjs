@@ -16,7 +16,8 @@ B.main(async () => {
   const arrival = new Map(); const recTime = new Map();
   const agent = await B.startAgent(l, [...(f.has('--no-log-file') ? ['--no-log-file'] : ['--log-file', join(dir, 'calls.jsonl')]), '--stats-interval', '3600', '--backend', backend], {
     onRecord: (rec, at) => {
-      if (rec.event !== 'imds_call') return;
+      // Kernel-only records (a connection the wire did not carry) have request: null.
+      if (rec.event !== 'imds_call' || !rec.request) return;
       const m = /[?&]lat=(\d+)$/.exec(rec.request.path);
       if (m) { arrival.set(Number(m[1]), at); recTime.set(Number(m[1]), Date.parse(rec.time)); }
     },
