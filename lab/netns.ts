@@ -18,6 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { ImdsServerOptions } from './imds-server.js';
 
 export const NS_PREFIX = 'imdst-';
 export const IMDS_V4 = '169.254.169.254';
@@ -51,14 +52,9 @@ export interface RunOptions {
   input?: string;
 }
 
-export interface ImdsStartOptions {
-  tokensRequired?: boolean;
-  putStatus?: number;
-  /** Past this many requests in one clock second, 429 (imds-server --throttle-per-second). */
-  throttlePerSecond?: number;
-  canary?: string;
-  hopLimit?: number;
-  keepAliveMs?: number;
+/** The stand-in's own options (documented in imds-server.ts), passed to it as flags, and the lab's. */
+export interface ImdsStartOptions
+  extends Pick<ImdsServerOptions, 'tokensRequired' | 'putStatus' | 'throttlePerSecond' | 'canary' | 'hopLimit' | 'keepAliveMs'> {
   /** Listen on IPv6 too (default true). */
   ipv6?: boolean;
   /** The server prints one JSON line per request on stderr (see requests()). */
