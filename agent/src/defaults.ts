@@ -54,6 +54,12 @@ export const DEFAULTS = {
    */
   ebpfBudgetRate: 1000,
   ebpfBudgetBurst: 2000,
+  /**
+   * At exit, network namespaces with connections still waiting for the wire and no verdict yet are
+   * judged once more: at most this many, for at most this long, before those connections are written.
+   */
+  ebpfExitJudgeMax: 64,
+  ebpfExitJudgeMs: 2000,
   /** How often network namespaces are judged reachable (kept) or not (filtered in the kernel). */
   netnsRefreshMs: 10_000,
   /** Network namespaces with a verdict at most (the kernel map's size). */

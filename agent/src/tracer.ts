@@ -173,7 +173,7 @@ export class Tracer {
     this.capture = null;
     await this.pipeline.endOfCapture();
     await this.ebpf?.stop();
-    this.ebpf?.drainUnseen();
+    await this.ebpf?.drainUnseen();
     await this.pipeline.flushUnseen();
     if (finalStats) this.o.writer.write(this.stats());
     this.own.stop();

@@ -278,8 +278,22 @@ export class EbpfAttributor implements Attributor {
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
-  /** Decide every kernel event still waiting for the wire (at exit, after capture handed over all it had). */
-  drainUnseen(): void {
+  /**
+   * Decide every kernel event still waiting for the wire (at exit, after capture handed over all it
+   * had). A namespace not judged yet (its first judgement failed, or came too soon after another) is
+   * judged now, so a connection from a namespace the capture cannot see is counted as filtered, not
+   * written as a call the wire missed; one that still cannot be judged is written (when in doubt).
+   */
+  async drainUnseen(): Promise<void> {
+    const reach = this.reach;
+    if (reach) {
+      const unjudged = new Map<number, number>();
+      for (const e of this.table.pending()) if (!reach.verdicts.has(e.netnsIno)) unjudged.set(e.netnsIno, e.tgid);
+      const judged = Promise.all([...unjudged].slice(0, DEFAULTS.ebpfExitJudgeMax).map(([ino, pid]) => reach.judge(ino, pid, true)));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([judged, new Promise((r) => { timer = setTimeout(r, DEFAULTS.ebpfExitJudgeMs); })]);
+      clearTimeout(timer);
+    }
     this.table.sweep(Date.now(), true);
   }
 

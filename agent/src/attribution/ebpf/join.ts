@@ -193,6 +193,11 @@ export class JoinTable<E extends JoinableEvent> {
     return Math.abs(a.atMs - atMs) < Math.abs(b.atMs - atMs);
   }
 
+  /** Every event still waiting to be decided. */
+  pending(): E[] {
+    return [...this.byKey.values()].flat().map((e) => e.event);
+  }
+
   /**
    * Forget events older than twice the window (relative to nowMs), deciding each one; with `all`,
    * decide every event now (at exit, once capture has handed over everything it had).

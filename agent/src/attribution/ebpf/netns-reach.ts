@@ -164,12 +164,15 @@ export class NetnsReach {
     }
   }
 
-  /** Judge one namespace now, entered through pid's /proc entry (or found by a scan). */
-  judge(ino: number, pid?: number): Promise<Verdict | null> {
+  /**
+   * Judge one namespace now, entered through pid's /proc entry (or found by a scan); at most once a
+   * second each, unless `again` (at exit: the last chance).
+   */
+  judge(ino: number, pid?: number, again = false): Promise<Verdict | null> {
     const known = this.verdicts.get(ino);
     if (known) return Promise.resolve(known);
     const now = Date.now();
-    if (now - (this.tried.get(ino) ?? -Infinity) < 1000) return Promise.resolve(null);
+    if (!again && now - (this.tried.get(ino) ?? -Infinity) < 1000) return Promise.resolve(null);
     if (this.tried.size >= this.o.max) this.tried.clear();
     this.tried.set(ino, now);
     let path: string | undefined;
