@@ -13,7 +13,7 @@
  * labs that another live test process is still using.
  */
 import { spawn as spawnChild, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -368,8 +368,9 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       await ip(['-n', ns, 'link', 'set', 'lo', 'up'], `link set lo up (${ns})`);
     }
     // The pair is born inside the two namespaces: it never exists in the root namespace.
+    const [a, b] = vethIndexes();
     await ip(
-      ['link', 'add', 'name', instanceIf, 'netns', instanceNs, 'type', 'veth', 'peer', 'name', imdsIf, 'netns', imdsNs],
+      ['link', 'add', 'name', instanceIf, 'index', a, 'netns', instanceNs, 'type', 'veth', 'peer', 'name', imdsIf, 'index', b, 'netns', imdsNs],
       'link add veth',
     );
     await ip(['-n', instanceNs, 'addr', 'add', `${INSTANCE_V4}/16`, 'dev', instanceIf], 'addr add (instance v4)');
@@ -515,6 +516,17 @@ export async function addIsolated(lab: Lab, addresses: string[] = []): Promise<s
   return ns;
 }
 
+/**
+ * Interface indexes for a veth pair, drawn at random. Labs are built alike: with the kernel's own
+ * numbering, another lab's container veth could have the very indexes of one of this lab's pairs,
+ * and the agent (which links namespaces by those indexes, netns-reach.ts) would take that lab's
+ * namespace for one of its own and report its connections as calls the wire did not show.
+ */
+function vethIndexes(): [string, string] {
+  const n = 2 * randomInt(5_000, 50_000_000);
+  return [String(n), String(n + 1)];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Container case
 
@@ -550,8 +562,9 @@ export async function addContainer(lab: Lab, opts: { index?: number } = {}): Pro
     await ip(['-n', inst, 'addr', 'add', `${BRIDGE_V4}/24`, 'dev', bridge], 'addr add (bridge)');
     await ip(['-n', inst, 'link', 'set', bridge, 'up'], 'link set bridge up');
   }
+  const [a, b] = vethIndexes();
   await ip(
-    ['link', 'add', 'name', hostIf, 'netns', inst, 'type', 'veth', 'peer', 'name', ifname, 'netns', ns],
+    ['link', 'add', 'name', hostIf, 'index', a, 'netns', inst, 'type', 'veth', 'peer', 'name', ifname, 'index', b, 'netns', ns],
     'link add container veth',
   );
   await ip(['-n', inst, 'link', 'set', hostIf, 'master', bridge], 'link set master bridge');
