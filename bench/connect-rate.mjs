@@ -4,11 +4,12 @@
 // per-source budget applies to all of it. Runs with the default budget and with the budget off.
 //   node bench/connect-rate.mjs [--seconds 5] [--rates 1000,5000] [--budgets default,0] [--no-record]
 //        [--before <checkout with dist/ and bpf/.output/>] [--runs N]
-//        [--before-node-args '<flags>'] [--after-node-args '<flags>']
+//        [--before-node-args '<flags>'] [--after-node-args '<flags>'] [--warmup S]
 // With --before, each (budget, rate) runs with both agent builds in turn, --runs times (A B A B …), so
 // the comparison holds while the shared machine's load drifts. "node CPU ms / connect" is the agent's
 // node process's CPU time (user + sys) from the first connect until 3 s after the last (its backlog
-// processed), divided by the connects. --after-node-args '--cpu-prof --cpu-prof-dir=DIR' profiles it.
+// processed), divided by the connects. --warmup S first runs the same load for S seconds (not
+// measured), so the figure is the steady state's, not the JIT compiling the agent's code at start. --after-node-args '--cpu-prof --cpu-prof-dir=DIR' profiles it.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +21,8 @@ const budgets = (f.get('--budgets') ?? 'default,0').split(',');
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const before = f.get('--before');
 const runs = Number(f.get('--runs') ?? 1);
+const warmup = Number(f.get('--warmup') ?? 0);
+if (!(warmup >= 0 && warmup <= 60)) throw new Error('--warmup must be 0..60 seconds');
 if (!(Number.isInteger(runs) && runs >= 1 && runs <= 20)) throw new Error('--runs must be 1..20');
 const split = (s) => (s === undefined ? null : s.split(' ').filter(Boolean));
 const variants = [
@@ -46,10 +49,16 @@ B.main(async () => {
       B.useAgent(v.dist, v.nodeArgs); // null: the shipped flags
       if (budget === 'default') delete process.env.IMDS_TRACER_EBPF_BUDGET;
       else process.env.IMDS_TRACER_EBPF_BUDGET = budget; // inherited by the agent
-      const server = l.spawn(l.imdsNs, bin, ['server', B.IMDS_V4, '80', String(f.seconds + 3)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const server = l.spawn(l.imdsNs, bin, ['server', B.IMDS_V4, '80', String(f.seconds + (warmup > 0 ? warmup + 8 : 3))], { stdio: ['ignore', 'pipe', 'pipe'] });
       B.onCleanup(() => B.stopChild(server, 1000));
       await new Promise((res, rej) => { server.stdout.once('data', res); server.once('exit', (c) => rej(new Error(`listener exited ${c}`))); });
       const a = await B.startAgent(l, ['--log-file', join(dir, `calls-${budget}-${rate}.jsonl`), '--stats-interval', '3600', '--backend', 'ebpf']);
+      let warm = 0;
+      if (warmup > 0) {
+        const w = await l.exec(l.instanceNs, bin, ['client', B.IMDS_V4, '80', String(warmup), String(rate)], { timeoutMs: (warmup + 20) * 1000 });
+        warm = JSON.parse(w.stdout.trim()).connects;
+        await B.sleep(3000);
+      }
       const m = B.cpuMeter(a.pid, 250);
       const la = loadavg();
       const node0 = cpuTimes(a.pid);
@@ -66,10 +75,10 @@ B.main(async () => {
       const k = a.lastStats?.kernel ?? {};
       const budgetText = budget === 'default' ? 'default' : budget === '0' ? 'off' : `${budget} (rate/burst)`;
       const perConnect = j.connects ? (nodeCpu * 1000) / j.connects : NaN;
-      rows.push([...(before ? [v.name] : []), rate, budgetText, (j.connects / j.seconds).toFixed(0), j.connects, k.events ?? '?', `**${k.events_lost ?? '?'}**`,
+      rows.push([...(before ? [v.name] : []), rate, budgetText, (j.connects / j.seconds).toFixed(0), warm ? `${j.connects} (+${warm} warm-up)` : j.connects, k.events ?? '?', `**${k.events_lost ?? '?'}**`,
         k.events_over_budget ?? '?', `${k.joined ?? '?'} / ${k.proc_fallbacks ?? '?'}`,
         `${B.fmt(c.cpuPct, 0)} (${c.split})`, B.fmt(perConnect, 3), `${B.fmt(c.rssMaxMB, 0)} / ${B.fmt(c.anonMaxMB, 0)} (${c.anonSplit})`, la]);
-      console.log(`${v.name} rate ${rate}/s budget ${budget}: ${j.connects} connects, node ${nodeCpu.toFixed(2)} s CPU (user ${nodeUser.toFixed(2)}, sys ${nodeSys.toFixed(2)}) = ${perConnect.toFixed(3)} ms/connect, kernel ${JSON.stringify(k)}, cpu ${c.split}, RSS max ${c.rssMaxMB.toFixed(0)} MB anon ${c.anonMaxMB.toFixed(0)} (${c.anonSplit}), load ${la}`);
+      console.log(`${v.name} rate ${rate}/s budget ${budget}: ${j.connects} connects (+${warm} warm-up), node ${nodeCpu.toFixed(2)} s CPU (user ${nodeUser.toFixed(2)}, sys ${nodeSys.toFixed(2)}) = ${perConnect.toFixed(3)} ms/connect, kernel ${JSON.stringify(k)}, cpu ${c.split}, RSS max ${c.rssMaxMB.toFixed(0)} MB anon ${c.anonMaxMB.toFixed(0)} (${c.anonSplit}), load ${la}`);
     }
   }
   delete process.env.IMDS_TRACER_EBPF_BUDGET;

@@ -19,7 +19,7 @@ import type { ConnectEvent, SourceDrops } from './events.js';
 import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
-import { AncestorCache, processFromEvent } from './process.js';
+import { AncestorCache, CgroupFacts, processFromEvent } from './process.js';
 import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from '../attributor.js';
 import { UserNames } from '../proc/process.js';
@@ -83,6 +83,7 @@ export class EbpfAttributor implements Attributor {
   private readonly users = new UserNames();
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
+  private readonly facts = new CgroupFacts();
   private sweepTimer: NodeJS.Timeout;
   /** A restart under way (stop() waits for it, then stops what it started). */
   private restarting: Promise<void> = Promise.resolve();
@@ -203,7 +204,8 @@ export class EbpfAttributor implements Attributor {
     const at = src.monoToEpochMs(e.tsSynNs);
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
+    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
+    if (this.waiters.size === 0) return; // no connection waits for an event: no keys to build
     const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
     for (const k of keys) {
       const w = this.waiters.get(k);
@@ -274,7 +276,7 @@ export class EbpfAttributor implements Attributor {
   }
 
   private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
-    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
@@ -324,7 +326,7 @@ export class EbpfAttributor implements Attributor {
     this.counters.joined++;
     const e = j.event;
     const process = await (this.enriched.get(e)
-      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents));
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts));
     const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
     return { process, sent };
   }

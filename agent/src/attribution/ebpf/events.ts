@@ -264,6 +264,38 @@ function u64(buf: Buffer, offset: number): bigint {
   return buf.readBigUInt64LE(offset);
 }
 
+/** A u64 in decimal; without a BigInt when it fits a double exactly (cgroup ids, clocks: nearly always). */
+function u64Text(buf: Buffer, offset: number): string {
+  const hi = buf.readUInt32LE(offset + 4);
+  if (hi < 0x200000) return String(hi * 0x100000000 + buf.readUInt32LE(offset));
+  return buf.readBigUInt64LE(offset).toString();
+}
+
+/**
+ * The last exe and argv areas decoded, and what they gave: a caller that connects again and again
+ * sends the same bytes every time, so they are compared, not decoded again (a copy of the argv array
+ * is handed out each time: records own theirs).
+ */
+const lastExe = { area: Buffer.alloc(0), truncated: false, path: null as string | null };
+const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
+
+function exePathOnce(area: Buffer, truncated: boolean): string | null {
+  if (truncated === lastExe.truncated && area.equals(lastExe.area)) return lastExe.path;
+  const path = exePath(area, truncated);
+  lastExe.area = Buffer.from(area);
+  lastExe.truncated = truncated;
+  lastExe.path = path;
+  return path;
+}
+
+function splitArgvOnce(area: Buffer): string[] {
+  if (!area.equals(lastArgv.area)) {
+    lastArgv.argv = splitArgv(area);
+    lastArgv.area = Buffer.from(area);
+  }
+  return lastArgv.argv.slice();
+}
+
 export function formatIPv4(b: Uint8Array, offset = 0): string {
   return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}`;
 }
@@ -346,7 +378,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const exeLen = Math.min(buf.readUInt16LE(at(F.exe_len)), EXE_MAX);
   const exeTruncated = buf.readUInt8(at(F.exe_truncated)) !== 0;
   const exeError = buf.readUInt8(at(F.exe_error)) !== 0;
-  const exe = exeError ? null : exePath(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
+  const exe = exeError ? null : exePathOnce(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
 
   return {
     pid: buf.readUInt32LE(at(F.pid)),
@@ -357,16 +389,16 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     comm: cString(buf, at(F.comm), COMM_LEN),
     parentComm: cString(buf, at(F.parent_comm), COMM_LEN),
     ancestors,
-    cgroupId: u64(buf, at(F.cgroup_id)).toString(),
+    cgroupId: u64Text(buf, at(F.cgroup_id)),
     netnsIno: buf.readUInt32LE(at(F.netns_ino)),
     family,
     saddr: fmt(buf, saddrOff),
     daddr: fmt(buf, daddrOff),
     sport: buf.readUInt16LE(at(F.sport)),
     dport: buf.readUInt16LE(at(F.dport)),
-    tsSynNs: u64(buf, at(F.ts_syn_ns)).toString(),
-    tsEmitNs: u64(buf, at(F.ts_emit_ns)).toString(),
-    argv: splitArgv(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
+    tsSynNs: u64Text(buf, at(F.ts_syn_ns)),
+    tsEmitNs: u64Text(buf, at(F.ts_emit_ns)),
+    argv: splitArgvOnce(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
     argvTruncated: buf.readUInt8(at(F.argv_truncated)) !== 0,
     argvError: buf.readUInt8(at(F.argv_error)) !== 0,
     v4Mapped,

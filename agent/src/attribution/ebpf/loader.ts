@@ -153,6 +153,8 @@ function failureReason(lines: string[], code: number | null, signal: NodeJS.Sign
 class EbpfSourceImpl extends EventEmitter implements EbpfSource {
   private readonly helper: HelperProcess;
   private readonly clockOffsetNs: bigint;
+  /** The same offset in ms, for the common case of a clock reading that a double holds exactly. */
+  private readonly clockOffsetMs: number;
   private stopping = false;
   exited = false;
 
@@ -163,6 +165,7 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
     super();
     this.helper = helper;
     this.clockOffsetNs = BigInt(ready.realtimeNs) - BigInt(ready.monoNs);
+    this.clockOffsetMs = Number(this.clockOffsetNs) / 1e6;
   }
 
   get pid(): number {
@@ -182,6 +185,8 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
   }
 
   monoToEpochMs(monoNs: string | bigint): number {
+    // Monotonic clocks stay below 2^53 ns (104 days of uptime) nearly always: no BigInt then.
+    if (typeof monoNs === 'string' && monoNs.length < 16) return Number(monoNs) / 1e6 + this.clockOffsetMs;
     return Number(BigInt(monoNs) + this.clockOffsetNs) / 1e6;
   }
 
