@@ -57,6 +57,9 @@
  * in the loader's RSS (the data pages are mapped twice, for wrap-around), all the time.
  */
 #define RINGBUF_BYTES (1 << 20)
+/* --ringbuf-bytes bounds (a power of two; the kernel also wants a multiple of the page size). */
+#define RINGBUF_MIN_BYTES (1 << 12)
+#define RINGBUF_MAX_BYTES (1 << 26)
 /* Bytes of records waiting for the agent at most: ~9,400 connect events. */
 #define OUT_QUEUE_MAX (16u << 20)
 /*
@@ -95,6 +98,7 @@ static struct {
 	bool filter;
 } netns_opts;
 
+static unsigned long ringbuf_bytes = RINGBUF_BYTES;	/* --ringbuf-bytes (tests: a tiny ring) */
 static unsigned long budget_rate;	/* events/s per source; 0: no budget */
 static unsigned long budget_burst = 1;
 
@@ -103,7 +107,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: imds_connect [--ipv4 ADDR]... [--ipv6 ADDR]... [--port PORT]...\n"
 		"                    [--netns-filter] [--keep-netns INO]... [--drop-netns INO]...\n"
-		"                    [--budget-rate N --budget-burst N] [--text] [--verbose]\n"
+		"                    [--budget-rate N --budget-burst N] [--ringbuf-bytes N]\n"
+		"                    [--text] [--verbose]\n"
 		"Report the process behind each TCP connection to the given addresses/ports\n"
 		"(default: 169.254.169.254, fd00:ec2::254, port 80). Each list given replaces\n"
 		"its default; at most %d entries per list.\n"
@@ -112,8 +117,10 @@ static void usage(FILE *f)
 		"traced. At run time, stdin lines \"keep INO\", \"drop INO\", \"forget INO\" do the same.\n"
 		"--budget-rate N: at most N events per second per source (network namespace +\n"
 		"cgroup), bursts of --budget-burst; more are counted, not traced.\n"
+		"--ringbuf-bytes N: kernel ring buffer size (a power of two, %d to %d; default %d).\n"
 		"Writes fixed-size binary records (imds_connect.h) to stdout, or text lines\n"
-		"with --text or when stdout is a terminal.\n", IMDS_MAX_TARGETS);
+		"with --text or when stdout is a terminal.\n", IMDS_MAX_TARGETS,
+		RINGBUF_MIN_BYTES, RINGBUF_MAX_BYTES, RINGBUF_BYTES);
 }
 
 /* The one failure line. */
@@ -206,6 +213,7 @@ static int parse_args(int argc, char **argv)
 		{ "drop-netns", required_argument, NULL, 'D' },
 		{ "budget-rate", required_argument, NULL, 'R' },
 		{ "budget-burst", required_argument, NULL, 'B' },
+		{ "ringbuf-bytes", required_argument, NULL, 'r' },
 		{ "text", no_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -286,6 +294,14 @@ static int parse_args(int argc, char **argv)
 		case 'B':
 			if (parse_ulong(optarg, 1000000UL, &budget_burst) || budget_burst == 0) {
 				fprintf(stderr, PROG ": bad --budget-burst: %s\n", optarg);
+				return -1;
+			}
+			break;
+		case 'r':
+			if (parse_ulong(optarg, RINGBUF_MAX_BYTES, &ringbuf_bytes) || ringbuf_bytes < RINGBUF_MIN_BYTES ||
+			    (ringbuf_bytes & (ringbuf_bytes - 1)) || ringbuf_bytes % (unsigned long)getpagesize()) {
+				fprintf(stderr, PROG ": bad --ringbuf-bytes: %s (a power of two, %d to %d, and a multiple of the page size)\n",
+					optarg, RINGBUF_MIN_BYTES, RINGBUF_MAX_BYTES);
 				return -1;
 			}
 			break;
@@ -511,22 +527,30 @@ struct source_state {
 	__u64 tat_ns;
 	__u64 dropped;
 	__u64 unsettled;
+	__u64 lost;
 };
 
-/* The IMDS_TOP_SOURCES sources with the most budget drops, into r->top (bounded map walk). */
+/*
+ * The IMDS_TOP_SOURCES sources with the most events not traced (budget drops + ring buffer
+ * losses), into r->top (bounded map walk).
+ */
 static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_record *r)
 {
 	struct source_key key, next, *prev = NULL;
 	struct source_state st;
 	int fd = bpf_map__fd(obj->maps.sources);
 	unsigned int i, j, n = 0, walked = 0;
+	__u64 missed;
 
 	while (walked++ < 2 * IMDS_MAX_SOURCES && bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &st) || st.dropped == 0)
+		if (bpf_map_lookup_elem(fd, &key, &st))
 			continue;
-		for (i = 0; i < n && r->top[i].dropped >= st.dropped; i++)
+		missed = st.dropped + st.lost;
+		if (missed == 0)
+			continue;
+		for (i = 0; i < n && r->top[i].dropped + r->top[i].lost >= missed; i++)
 			;
 		if (i >= IMDS_TOP_SOURCES)
 			continue;
@@ -536,6 +560,7 @@ static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_re
 		r->top[i].netns_ino = key.netns_ino;
 		r->top[i]._pad = 0;
 		r->top[i].dropped = st.dropped;
+		r->top[i].lost = st.lost;
 		if (n < IMDS_TOP_SOURCES)
 			n++;
 	}
@@ -563,7 +588,7 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 	    r.untracked == last.untracked && r.track_failed == last.track_failed &&
 	    r.filtered == last.filtered && r.over_budget == last.over_budget)
 		return;
-	if (r.over_budget)
+	if (r.over_budget || r.lost > queue_lost)	/* kernel losses are counted per source too */
 		top_sources(obj, &r);
 	last = r;
 	if (text_mode) {
@@ -572,8 +597,9 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 		       (unsigned long long)r.untracked, (unsigned long long)r.track_failed,
 		       (unsigned long long)r.filtered, (unsigned long long)r.over_budget);
 		for (i = 0; i < r.n_top; i++)
-			printf(" source(netns=%u,cgroup=%llu)=%llu", r.top[i].netns_ino,
-			       (unsigned long long)r.top[i].cgroup_id, (unsigned long long)r.top[i].dropped);
+			printf(" source(netns=%u,cgroup=%llu)=%llu,lost=%llu", r.top[i].netns_ino,
+			       (unsigned long long)r.top[i].cgroup_id, (unsigned long long)r.top[i].dropped,
+			       (unsigned long long)r.top[i].lost);
 		printf("%s\n", final ? " (final)" : "");
 		fflush(stdout);
 		return;
@@ -710,6 +736,11 @@ int main(int argc, char **argv)
 	obj->rodata->n_target_v6 = targets.n_v6;
 	obj->rodata->n_target_ports = targets.n_ports;
 	obj->rodata->netns_filter = netns_opts.filter;
+	err = bpf_map__set_max_entries(obj->maps.events, (__u32)ringbuf_bytes);
+	if (err) {
+		rc = fail("ring buffer size", -err, NULL);
+		goto cleanup;
+	}
 	if (budget_rate) {
 		obj->rodata->budget_interval_ns = 1000000000ull / budget_rate;
 		obj->rodata->budget_tolerance_ns = obj->rodata->budget_interval_ns * (budget_burst - 1);
@@ -752,7 +783,7 @@ int main(int argc, char **argv)
 	ready.mono_ns = now_ns(CLOCK_MONOTONIC);
 	ready.realtime_ns = now_ns(CLOCK_REALTIME);
 	ready.argv_max = IMDS_ARGV_MAX;
-	ready.ringbuf_bytes = RINGBUF_BYTES;
+	ready.ringbuf_bytes = (__u32)ringbuf_bytes;
 	ready.budget_rate = (__u32)budget_rate;
 	ready.budget_burst = budget_rate ? (__u32)budget_burst : 0;
 	ready.netns_filter = netns_opts.filter;

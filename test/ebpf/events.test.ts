@@ -281,11 +281,12 @@ function buildStats(lost: number, final = false): Buffer {
   b.writeBigUInt64LE(40n, F.over_budget[0]);
   b.writeUInt32LE(2, F.n_top[0]);
   const S = SOURCE_DROPS_FIELDS;
-  [[4026532000, 99n, 30n], [4026532001, 0n, 10n]].forEach(([ino, cg, n], i) => {
+  [[4026532000, 99n, 30n, 5n], [4026532001, 0n, 0n, 10n]].forEach(([ino, cg, n, lost], i) => {
     const o = F.top[0] + i * SOURCE_DROPS_SIZE;
     b.writeUInt32LE(ino as number, o + S.netns_ino[0]);
     b.writeBigUInt64LE(cg as bigint, o + S.cgroup_id[0]);
     b.writeBigUInt64LE(n as bigint, o + S.dropped[0]);
+    b.writeBigUInt64LE(lost as bigint, o + S.lost[0]);
   });
   return b;
 }
@@ -530,8 +531,8 @@ describe('RecordDecoder framing', () => {
       stats: {
         lost: 3, emitted: 10, untracked: 2, trackFailed: 1, monoNs: '99', final: false, filtered: 7, overBudget: 40,
         topSources: [
-          { netnsIno: 4026532000, cgroupId: '99', dropped: 30 },
-          { netnsIno: 4026532001, cgroupId: '0', dropped: 10 },
+          { netnsIno: 4026532000, cgroupId: '99', dropped: 30, lost: 5 },
+          { netnsIno: 4026532001, cgroupId: '0', dropped: 0, lost: 10 },
         ],
       },
     });

@@ -66,13 +66,15 @@ export interface EbpfCounters {
   overBudget: number;
 }
 
-/** A source over its budget, as stats.kernel reports it. */
+/** A source over its budget or that lost events, as stats.kernel reports it. */
 export interface SourceOverBudget {
   netns_ino: number;
   cgroup_id: string;
   /** the cgroup's path when known */
   cgroup: string | null;
   dropped: number;
+  /** its events lost in the kernel (ring buffer full) */
+  lost: number;
 }
 
 export class EbpfAttributor implements Attributor {
@@ -143,10 +145,14 @@ export class EbpfAttributor implements Attributor {
     return n;
   }
 
-  /** The sources with the most budget drops (of the running loader), with their cgroup path when known. */
+  /**
+   * The sources with the most events not traced, budget drops and kernel losses together (of the
+   * running loader), with their cgroup path when known.
+   */
   get sourcesOverBudget(): SourceOverBudget[] {
     return this.topSources.map((s) => ({
       netns_ino: s.netnsIno, cgroup_id: s.cgroupId, cgroup: this.cgroups.cached(s.cgroupId), dropped: s.dropped,
+      lost: s.lost,
     }));
   }
 

@@ -9,7 +9,7 @@
  */
 import { ipv6ToString } from '../../net.js';
 
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 export const COMM_LEN = 16;
 export const ARGV_MAX = 1024;
 export const MAX_ANCESTORS = 4;
@@ -34,8 +34,8 @@ export const HEADER_SIZE = 8;
 export const ANCESTOR_SIZE = 24;
 export const CONNECT_EVENT_SIZE = 1776;
 export const READY_RECORD_SIZE = 80;
-export const SOURCE_DROPS_SIZE = 24;
-export const STATS_RECORD_SIZE = 168;
+export const SOURCE_DROPS_SIZE = 32;
+export const STATS_RECORD_SIZE = 200;
 
 /** [offset, size] in bytes, named as in the C struct. */
 export type FieldLayout = Readonly<Record<string, readonly [number, number]>>;
@@ -103,6 +103,7 @@ export const SOURCE_DROPS_FIELDS = {
   netns_ino: [8, 4],
   _pad: [12, 4],
   dropped: [16, 8],
+  lost: [24, 8],
 } as const satisfies FieldLayout;
 
 export const STATS_RECORD_FIELDS = {
@@ -215,12 +216,14 @@ export interface ReadyRecord {
   exeMax: number;
 }
 
-/** A source (network namespace + cgroup of the socket) and the connections its budget refused. */
+/** A source (network namespace + cgroup of the socket): connections its budget refused, events it lost. */
 export interface SourceDrops {
   netnsIno: number;
   /** cgroup v2 id, decimal ("0": not known) */
   cgroupId: string;
   dropped: number;
+  /** its events lost in the kernel: the ring buffer was full */
+  lost: number;
 }
 
 export interface StatsRecord {
@@ -236,7 +239,7 @@ export interface StatsRecord {
   filtered: number;
   /** target connections over their source's budget (not traced) */
   overBudget: number;
-  /** sources with the most budget drops, most first (at most TOP_SOURCES) */
+  /** sources with the most events not traced (budget drops + lost), most first (at most TOP_SOURCES) */
   topSources: SourceDrops[];
   monoNs: string;
   final: boolean;
@@ -446,6 +449,7 @@ export function decodeStatsRecord(buf: Buffer, offset = 0): StatsRecord {
         netnsIno: buf.readUInt32LE(o + SOURCE_DROPS_FIELDS.netns_ino[0]),
         cgroupId: u64(buf, o + SOURCE_DROPS_FIELDS.cgroup_id[0]).toString(),
         dropped: Number(u64(buf, o + SOURCE_DROPS_FIELDS.dropped[0])),
+        lost: Number(u64(buf, o + SOURCE_DROPS_FIELDS.lost[0])),
       };
     }),
     monoNs: u64(buf, offset + F.mono_ns[0]).toString(),

@@ -52,6 +52,8 @@ export interface EbpfSourceOptions {
   /** Budget per source (network namespace + cgroup): events per second (0 or absent: none) and burst */
   budgetRate?: number;
   budgetBurst?: number;
+  /** Kernel ring buffer bytes (a power of two, 4 KiB to 64 MiB; default the loader's 1 MiB). Tests only: a tiny ring. */
+  ringbufBytes?: number;
 }
 
 export type NetnsVerdict = 'keep' | 'drop' | 'forget';
@@ -137,6 +139,13 @@ function buildArgs(opts: EbpfSourceOptions): string[] {
     if (!Number.isInteger(opts.budgetRate) || opts.budgetRate < 0) throw new Error(`bad budget rate: ${opts.budgetRate}`);
     if (!Number.isInteger(burst) || burst < 1) throw new Error(`bad budget burst: ${burst}`);
     args.push('--budget-rate', String(opts.budgetRate), '--budget-burst', String(burst));
+  }
+  if (opts.ringbufBytes !== undefined) {
+    const n = opts.ringbufBytes;
+    if (!Number.isInteger(n) || n < 4096 || n > 64 * 2 ** 20 || (n & (n - 1)) !== 0) {
+      throw new Error(`bad ring buffer size: ${n} (a power of two, 4096 to ${64 * 2 ** 20})`);
+    }
+    args.push('--ringbuf-bytes', String(n));
   }
   return args;
 }
