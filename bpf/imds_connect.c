@@ -12,11 +12,12 @@
  * After the ready record stdout is non-blocking and records go through an
  * output queue (bounded, OUT_QUEUE_MAX): the ring buffer is drained into it at
  * once, so a burst waits here (not in the kernel ring, where it would be lost)
- * while the agent catches up. The queue is written in batches (64 KiB, or
- * after 5 ms), so the agent wakes once per batch, not once per connection. When the queue is full the ring buffer is left
- * alone until the agent has read some: events are then lost only when the
- * ring buffer fills too, and counted there (lost). The queue's memory is given
- * back once it is empty.
+ * while the agent catches up. Under a stream of events the queue is written at
+ * most every 5 ms (or per 64 KiB), so the agent wakes once per batch, not once
+ * per connection; a lone event is written at once. When the queue is full the
+ * ring buffer is left alone until the agent has read some: events are then
+ * lost only when the ring buffer fills too, and counted there (lost). The
+ * queue's memory is given back once it is empty.
  *
  * Network namespace verdicts (--keep-netns, --drop-netns, and at run time
  * lines on stdin: "keep INO", "drop INO", "forget INO") go into the
@@ -63,10 +64,12 @@
 /* Bytes of records waiting for the agent at most: ~9,400 connect events. */
 #define OUT_QUEUE_MAX (16u << 20)
 /*
- * Records wait in the queue until FLUSH_BATCH_BYTES are there or the oldest has waited
- * FLUSH_LINGER_NS: the agent then reads a batch per wakeup instead of one read per connection
- * (each read costs it tens of microseconds of CPU, whatever its size). 5 ms is nothing next to the
- * time a wire connection waits for its event (DEFAULTS.joinWaitMs). A stats record flushes at once.
+ * Under a stream of events the queue is written at most every FLUSH_LINGER_NS (sooner when
+ * FLUSH_BATCH_BYTES wait): the agent then reads a batch per wakeup instead of one read per
+ * connection (each read costs it tens of microseconds of CPU, whatever its size). An event after a
+ * quiet moment (nothing written for FLUSH_LINGER_NS) is written at once: the agent reads a caller's
+ * /proc entries (its cgroup) when the event comes, and a short-lived caller may not wait.
+ * A stats record flushes at once.
  */
 #define FLUSH_LINGER_NS (5 * 1000000ull)
 #define FLUSH_BATCH_BYTES (64u << 10)
@@ -369,7 +372,7 @@ static bool write_all(const void *buf, size_t len)
 
 static unsigned char *outq;
 static size_t outq_len, outq_cap;
-static __u64 queued_since;	/* CLOCK_MONOTONIC ns when the queue last became non-empty */
+static __u64 last_write_ns;	/* CLOCK_MONOTONIC ns of the last write to stdout */
 
 /* Room for len more bytes in the output queue (stats records may pass the bound). */
 static bool queue_has_room(size_t len)
@@ -392,17 +395,15 @@ static bool queue_put(const void *rec, size_t len)
 		outq = q;
 		outq_cap = cap;
 	}
-	if (outq_len == 0)
-		queued_since = now_ns(CLOCK_MONOTONIC);
 	memcpy(outq + outq_len, rec, len);
 	outq_len += len;
 	return true;
 }
 
-/* The queue should be written now: a batch is full, or its oldest record has waited long enough. */
+/* The queue should be written now: a batch is full, or nothing was written for FLUSH_LINGER_NS. */
 static bool queue_due(__u64 now)
 {
-	return outq_len && (outq_len >= FLUSH_BATCH_BYTES || now - queued_since >= FLUSH_LINGER_NS);
+	return outq_len && (outq_len >= FLUSH_BATCH_BYTES || now - last_write_ns >= FLUSH_LINGER_NS);
 }
 
 /* Milliseconds poll() may sleep before the queue is due (at most max_ms). */
@@ -414,7 +415,7 @@ static int queue_wait_ms(__u64 now, int max_ms)
 		return max_ms;
 	if (queue_due(now))
 		return 0;
-	left = FLUSH_LINGER_NS - (now - queued_since);
+	left = FLUSH_LINGER_NS - (now - last_write_ns);
 	return (int)((left + 999999) / 1000000);
 }
 
@@ -438,6 +439,7 @@ static bool queue_flush(void)
 		off += (size_t)n;
 	}
 	if (off) {
+		last_write_ns = now_ns(CLOCK_MONOTONIC);
 		memmove(outq, outq + off, outq_len - off);
 		outq_len -= off;
 	}
