@@ -47,6 +47,7 @@ import {
   decodeConnectEvent,
   formatIPv6,
   splitArgv,
+  type ConnectEvent,
   type DecodedRecord,
   type FieldLayout,
 } from '../../agent/src/attribution/ebpf/events.js';
@@ -422,6 +423,30 @@ describe('decodeConnectEvent', () => {
     );
     expect(e.comm).toBe('abcdefghijklmno');
     expect(e.ancestors.map((a) => a.pid)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('a caller that repeats is decoded the same as a new one (the last exe, argv and ancestors are reused only for the same bytes)', () => {
+    const a = { argvArea: argvArea(['curl', '-s', 'http://169.254.169.254/a']), exeArea: argvArea(['curl', 'bin', 'usr']),
+      ancestors: [{ pid: 10, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 7n };
+    const b = { argvArea: argvArea(['wget', 'http://169.254.169.254/b']), exeArea: argvArea(['curl', 'bin']), exeTruncated: true,
+      ancestors: [{ pid: 11, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 2n ** 53n + 1n };
+    const fresh = (spec: EventSpec): ConnectEvent => {
+      decodeConnectEvent(buildEvent({ argvArea: argvArea(['x']), exeArea: argvArea(['y']), ancestors: [], cgroupId: 1n }));
+      return decodeConnectEvent(buildEvent(spec));
+    };
+    const a1 = decodeConnectEvent(buildEvent(a));
+    const a2 = decodeConnectEvent(buildEvent(a));
+    const b1 = decodeConnectEvent(buildEvent(b));
+    const a3 = decodeConnectEvent(buildEvent(a));
+    expect(a2).toEqual(a1);
+    expect(a3).toEqual(a1);
+    expect(a1).toEqual(fresh(a));
+    expect(b1).toEqual(fresh(b));
+    expect(b1).toMatchObject({ argv: ['wget', 'http://169.254.169.254/b'], exe: '.../bin/curl', exeTruncated: true, cgroupId: '9007199254740993' });
+    expect(b1.ancestors.map((x) => x.pid)).toEqual([11, 1]);
+    // Each event has an argv array of its own: a record may change its copy.
+    a1.argv.push('changed');
+    expect(a2.argv).toEqual(['curl', '-s', 'http://169.254.169.254/a']);
   });
 });
 

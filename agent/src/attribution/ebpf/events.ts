@@ -281,6 +281,8 @@ function u64Text(buf: Buffer, offset: number): string {
  */
 const lastExe = { area: Buffer.alloc(0), truncated: false, path: null as string | null };
 const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
+/** The ancestors are shared between events with the same bytes (nothing changes an event's list). */
+const lastAncestors = { area: Buffer.alloc(0), list: [] as readonly Ancestor[] };
 
 function exePathOnce(area: Buffer, truncated: boolean): string | null {
   if (truncated === lastExe.truncated && area.equals(lastExe.area)) return lastExe.path;
@@ -367,13 +369,19 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const fmt = family === 4 ? formatIPv4 : formatIPv6;
 
   const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
-  const ancestors: Ancestor[] = [];
-  for (let i = 0; i < nAnc; i++) {
-    const a = at(F.ancestors) + i * ANCESTOR_SIZE;
-    ancestors.push({
-      pid: buf.readUInt32LE(a + ANCESTOR_FIELDS.pid[0]),
-      comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
-    });
+  const ancArea = buf.subarray(at(F.ancestors), at(F.ancestors) + nAnc * ANCESTOR_SIZE);
+  let ancestors = lastAncestors.list as Ancestor[];
+  if (!ancArea.equals(lastAncestors.area)) {
+    ancestors = [];
+    for (let i = 0; i < nAnc; i++) {
+      const a = at(F.ancestors) + i * ANCESTOR_SIZE;
+      ancestors.push({
+        pid: buf.readUInt32LE(a + ANCESTOR_FIELDS.pid[0]),
+        comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
+      });
+    }
+    lastAncestors.area = Buffer.from(ancArea);
+    lastAncestors.list = ancestors;
   }
 
   const argvLen = Math.min(buf.readUInt16LE(at(F.argv_len)), ARGV_MAX);
