@@ -406,15 +406,16 @@ static bool queue_due(__u64 now)
 	return outq_len && (outq_len >= FLUSH_BATCH_BYTES || now - last_write_ns >= FLUSH_LINGER_NS);
 }
 
-/* Milliseconds poll() may sleep before the queue is due (at most max_ms). */
+/*
+ * Milliseconds poll() may sleep before the queue is due (at most max_ms). A due queue waits for
+ * POLLOUT (the agent reading), not for a timeout: a full pipe must not make the loop spin.
+ */
 static int queue_wait_ms(__u64 now, int max_ms)
 {
 	__u64 left;
 
-	if (!outq_len)
+	if (!outq_len || queue_due(now))
 		return max_ms;
-	if (queue_due(now))
-		return 0;
 	left = FLUSH_LINGER_NS - (now - last_write_ns);
 	return (int)((left + 999999) / 1000000);
 }
