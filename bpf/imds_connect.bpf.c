@@ -19,6 +19,8 @@
  *  - per-source budget: a source is (network namespace, cgroup of the socket);
  *    each has a token bucket (GCRA: one "theoretical arrival time" per source)
  *    in an LRU hash. Over budget: not tracked, counted, per source too.
+ * An event lost because the ring buffer is full is counted per source in the
+ * same hash (with or without a budget), so the loader can say whose were lost.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -72,6 +74,7 @@ struct source_state {
 	__u64 tat_ns;		/* GCRA theoretical arrival time */
 	__u64 dropped;		/* over budget, ever (while the entry lives) */
 	__u64 unsettled;	/* dropped at SYN_SENT, not yet seen leaving it */
+	__u64 lost;		/* events lost: ring buffer full (while the entry lives) */
 };
 
 struct {
@@ -344,6 +347,25 @@ static __always_inline bool within_budget(const struct sock *sk, __u32 netns_ino
 	return true;
 }
 
+/* An event of this source did not fit in the ring buffer: count it against the source. */
+static __always_inline void count_lost(const struct sock *sk, __u32 netns_ino)
+{
+	struct source_key k = { .cgroup_id = sock_cgroup_id(sk), .netns_ino = netns_ino };
+	struct source_state *st, init = { .lost = 1 };
+
+	st = bpf_map_lookup_elem(&sources, &k);
+	if (st) {
+		__sync_fetch_and_add(&st->lost, 1);
+		return;
+	}
+	/* first of this source (no budget, or evicted): a racing CPU may have made it since */
+	if (bpf_map_update_elem(&sources, &k, &init, BPF_NOEXIST)) {
+		st = bpf_map_lookup_elem(&sources, &k);
+		if (st)
+			__sync_fetch_and_add(&st->lost, 1);
+	}
+}
+
 /* A target connection left SYN_SENT untracked: was it refused at SYN_SENT (not to count twice)? */
 static __always_inline bool refused_at_syn(const struct sock *sk, __u32 netns_ino)
 {
@@ -463,9 +485,10 @@ static __always_inline int on_leave_syn_sent(const struct sock *sk, int newstate
 		__builtin_memcpy(e->saddr, &a6, sizeof(a6));
 	}
 
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0)) {
 		__sync_fetch_and_add(&lost, 1);
-	else
+		count_lost(sk, e->netns_ino);
+	} else
 		__sync_fetch_and_add(&emitted, 1);
 	bpf_map_delete_elem(&tracked, &key);
 	return 0;

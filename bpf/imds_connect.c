@@ -12,10 +12,12 @@
  * After the ready record stdout is non-blocking and records go through an
  * output queue (bounded, OUT_QUEUE_MAX): the ring buffer is drained into it at
  * once, so a burst waits here (not in the kernel ring, where it would be lost)
- * while the agent catches up. When the queue is full the ring buffer is left
- * alone until the agent has read some: events are then lost only when the
- * ring buffer fills too, and counted there (lost). The queue's memory is given
- * back once it is empty.
+ * while the agent catches up. Under a stream of events the queue is written at
+ * most every 5 ms (or per 64 KiB), so the agent wakes once per batch, not once
+ * per connection; a lone event is written at once. When the queue is full the
+ * ring buffer is left alone until the agent has read some: events are then
+ * lost only when the ring buffer fills too, and counted there (lost). The
+ * queue's memory is given back once it is empty.
  *
  * Network namespace verdicts (--keep-netns, --drop-netns, and at run time
  * lines on stdin: "keep INO", "drop INO", "forget INO") go into the
@@ -56,8 +58,21 @@
  * in the loader's RSS (the data pages are mapped twice, for wrap-around), all the time.
  */
 #define RINGBUF_BYTES (1 << 20)
+/* --ringbuf-bytes bounds (a power of two; the kernel also wants a multiple of the page size). */
+#define RINGBUF_MIN_BYTES (1 << 12)
+#define RINGBUF_MAX_BYTES (1 << 26)
 /* Bytes of records waiting for the agent at most: ~9,400 connect events. */
 #define OUT_QUEUE_MAX (16u << 20)
+/*
+ * Under a stream of events the queue is written at most every FLUSH_LINGER_NS (sooner when
+ * FLUSH_BATCH_BYTES wait): the agent then reads a batch per wakeup instead of one read per
+ * connection (each read costs it tens of microseconds of CPU, whatever its size). An event after a
+ * quiet moment (nothing written for FLUSH_LINGER_NS) is written at once: the agent reads a caller's
+ * /proc entries (its cgroup) when the event comes, and a short-lived caller may not wait.
+ * A stats record flushes at once.
+ */
+#define FLUSH_LINGER_NS (5 * 1000000ull)
+#define FLUSH_BATCH_BYTES (64u << 10)
 /* A larger pipe toward the agent: fewer, larger reads (best effort). */
 #define PIPE_BYTES (1 << 20)
 #ifndef F_SETPIPE_SZ
@@ -86,6 +101,7 @@ static struct {
 	bool filter;
 } netns_opts;
 
+static unsigned long ringbuf_bytes = RINGBUF_BYTES;	/* --ringbuf-bytes (tests: a tiny ring) */
 static unsigned long budget_rate;	/* events/s per source; 0: no budget */
 static unsigned long budget_burst = 1;
 
@@ -94,7 +110,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: imds_connect [--ipv4 ADDR]... [--ipv6 ADDR]... [--port PORT]...\n"
 		"                    [--netns-filter] [--keep-netns INO]... [--drop-netns INO]...\n"
-		"                    [--budget-rate N --budget-burst N] [--text] [--verbose]\n"
+		"                    [--budget-rate N --budget-burst N] [--ringbuf-bytes N]\n"
+		"                    [--text] [--verbose]\n"
 		"Report the process behind each TCP connection to the given addresses/ports\n"
 		"(default: 169.254.169.254, fd00:ec2::254, port 80). Each list given replaces\n"
 		"its default; at most %d entries per list.\n"
@@ -103,8 +120,10 @@ static void usage(FILE *f)
 		"traced. At run time, stdin lines \"keep INO\", \"drop INO\", \"forget INO\" do the same.\n"
 		"--budget-rate N: at most N events per second per source (network namespace +\n"
 		"cgroup), bursts of --budget-burst; more are counted, not traced.\n"
+		"--ringbuf-bytes N: kernel ring buffer size (a power of two, %d to %d; default %d).\n"
 		"Writes fixed-size binary records (imds_connect.h) to stdout, or text lines\n"
-		"with --text or when stdout is a terminal.\n", IMDS_MAX_TARGETS);
+		"with --text or when stdout is a terminal.\n", IMDS_MAX_TARGETS,
+		RINGBUF_MIN_BYTES, RINGBUF_MAX_BYTES, RINGBUF_BYTES);
 }
 
 /* The one failure line. */
@@ -197,6 +216,7 @@ static int parse_args(int argc, char **argv)
 		{ "drop-netns", required_argument, NULL, 'D' },
 		{ "budget-rate", required_argument, NULL, 'R' },
 		{ "budget-burst", required_argument, NULL, 'B' },
+		{ "ringbuf-bytes", required_argument, NULL, 'r' },
 		{ "text", no_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -280,6 +300,14 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			break;
+		case 'r':
+			if (parse_ulong(optarg, RINGBUF_MAX_BYTES, &ringbuf_bytes) || ringbuf_bytes < RINGBUF_MIN_BYTES ||
+			    (ringbuf_bytes & (ringbuf_bytes - 1)) || ringbuf_bytes % (unsigned long)getpagesize()) {
+				fprintf(stderr, PROG ": bad --ringbuf-bytes: %s (a power of two, %d to %d, and a multiple of the page size)\n",
+					optarg, RINGBUF_MIN_BYTES, RINGBUF_MAX_BYTES);
+				return -1;
+			}
+			break;
 		case 't':
 			text_mode = true;
 			break;
@@ -344,6 +372,7 @@ static bool write_all(const void *buf, size_t len)
 
 static unsigned char *outq;
 static size_t outq_len, outq_cap;
+static __u64 last_write_ns;	/* CLOCK_MONOTONIC ns of the last write to stdout */
 
 /* Room for len more bytes in the output queue (stats records may pass the bound). */
 static bool queue_has_room(size_t len)
@@ -371,6 +400,26 @@ static bool queue_put(const void *rec, size_t len)
 	return true;
 }
 
+/* The queue should be written now: a batch is full, or nothing was written for FLUSH_LINGER_NS. */
+static bool queue_due(__u64 now)
+{
+	return outq_len && (outq_len >= FLUSH_BATCH_BYTES || now - last_write_ns >= FLUSH_LINGER_NS);
+}
+
+/*
+ * Milliseconds poll() may sleep before the queue is due (at most max_ms). A due queue waits for
+ * POLLOUT (the agent reading), not for a timeout: a full pipe must not make the loop spin.
+ */
+static int queue_wait_ms(__u64 now, int max_ms)
+{
+	__u64 left;
+
+	if (!outq_len || queue_due(now))
+		return max_ms;
+	left = FLUSH_LINGER_NS - (now - last_write_ns);
+	return (int)((left + 999999) / 1000000);
+}
+
 /* Write what the pipe takes now; false once stdout is gone. */
 static bool queue_flush(void)
 {
@@ -391,6 +440,7 @@ static bool queue_flush(void)
 		off += (size_t)n;
 	}
 	if (off) {
+		last_write_ns = now_ns(CLOCK_MONOTONIC);
 		memmove(outq, outq + off, outq_len - off);
 		outq_len -= off;
 	}
@@ -480,22 +530,30 @@ struct source_state {
 	__u64 tat_ns;
 	__u64 dropped;
 	__u64 unsettled;
+	__u64 lost;
 };
 
-/* The IMDS_TOP_SOURCES sources with the most budget drops, into r->top (bounded map walk). */
+/*
+ * The IMDS_TOP_SOURCES sources with the most events not traced (budget drops + ring buffer
+ * losses), into r->top (bounded map walk).
+ */
 static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_record *r)
 {
 	struct source_key key, next, *prev = NULL;
 	struct source_state st;
 	int fd = bpf_map__fd(obj->maps.sources);
 	unsigned int i, j, n = 0, walked = 0;
+	__u64 missed;
 
 	while (walked++ < 2 * IMDS_MAX_SOURCES && bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &st) || st.dropped == 0)
+		if (bpf_map_lookup_elem(fd, &key, &st))
 			continue;
-		for (i = 0; i < n && r->top[i].dropped >= st.dropped; i++)
+		missed = st.dropped + st.lost;
+		if (missed == 0)
+			continue;
+		for (i = 0; i < n && r->top[i].dropped + r->top[i].lost >= missed; i++)
 			;
 		if (i >= IMDS_TOP_SOURCES)
 			continue;
@@ -505,6 +563,7 @@ static void top_sources(const struct imds_connect_bpf *obj, struct imds_stats_re
 		r->top[i].netns_ino = key.netns_ino;
 		r->top[i]._pad = 0;
 		r->top[i].dropped = st.dropped;
+		r->top[i].lost = st.lost;
 		if (n < IMDS_TOP_SOURCES)
 			n++;
 	}
@@ -532,7 +591,7 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 	    r.untracked == last.untracked && r.track_failed == last.track_failed &&
 	    r.filtered == last.filtered && r.over_budget == last.over_budget)
 		return;
-	if (r.over_budget)
+	if (r.over_budget || r.lost > queue_lost)	/* kernel losses are counted per source too */
 		top_sources(obj, &r);
 	last = r;
 	if (text_mode) {
@@ -541,8 +600,9 @@ static void emit_stats(const struct imds_connect_bpf *obj, bool final, bool forc
 		       (unsigned long long)r.untracked, (unsigned long long)r.track_failed,
 		       (unsigned long long)r.filtered, (unsigned long long)r.over_budget);
 		for (i = 0; i < r.n_top; i++)
-			printf(" source(netns=%u,cgroup=%llu)=%llu", r.top[i].netns_ino,
-			       (unsigned long long)r.top[i].cgroup_id, (unsigned long long)r.top[i].dropped);
+			printf(" source(netns=%u,cgroup=%llu)=%llu,lost=%llu", r.top[i].netns_ino,
+			       (unsigned long long)r.top[i].cgroup_id, (unsigned long long)r.top[i].dropped,
+			       (unsigned long long)r.top[i].lost);
 		printf("%s\n", final ? " (final)" : "");
 		fflush(stdout);
 		return;
@@ -679,6 +739,11 @@ int main(int argc, char **argv)
 	obj->rodata->n_target_v6 = targets.n_v6;
 	obj->rodata->n_target_ports = targets.n_ports;
 	obj->rodata->netns_filter = netns_opts.filter;
+	err = bpf_map__set_max_entries(obj->maps.events, (__u32)ringbuf_bytes);
+	if (err) {
+		rc = fail("ring buffer size", -err, NULL);
+		goto cleanup;
+	}
 	if (budget_rate) {
 		obj->rodata->budget_interval_ns = 1000000000ull / budget_rate;
 		obj->rodata->budget_tolerance_ns = obj->rodata->budget_interval_ns * (budget_burst - 1);
@@ -721,7 +786,7 @@ int main(int argc, char **argv)
 	ready.mono_ns = now_ns(CLOCK_MONOTONIC);
 	ready.realtime_ns = now_ns(CLOCK_REALTIME);
 	ready.argv_max = IMDS_ARGV_MAX;
-	ready.ringbuf_bytes = RINGBUF_BYTES;
+	ready.ringbuf_bytes = (__u32)ringbuf_bytes;
 	ready.budget_rate = (__u32)budget_rate;
 	ready.budget_burst = budget_rate ? (__u32)budget_burst : 0;
 	ready.netns_filter = netns_opts.filter;
@@ -752,11 +817,11 @@ int main(int argc, char **argv)
 		/* a full queue leaves the ring buffer alone until the agent has read some */
 		bool room = queue_has_room(sizeof(struct imds_connect_event));
 		int n;
-		__u64 now;
+		__u64 now = now_ns(CLOCK_MONOTONIC);
 
 		pfd[0].events = room ? POLLIN : 0;
-		pfd[1].events = outq_len ? POLLOUT : 0;
-		n = poll(pfd, watch_stdin ? 3 : 2, 1000);
+		pfd[1].events = queue_due(now) ? POLLOUT : 0;
+		n = poll(pfd, watch_stdin ? 3 : 2, queue_wait_ms(now, 1000));
 		if (n < 0 && errno != EINTR) {
 			rc = fail("poll", errno, NULL);
 			goto cleanup;
@@ -769,14 +834,14 @@ int main(int argc, char **argv)
 				rc = fail("ring buffer consume", -err, NULL);
 				goto cleanup;
 			}
-			if (!text_mode && !queue_flush())
-				break;
 		}
 		if (n > 0 && watch_stdin && pfd[2].revents) {
 			if (!read_commands(obj))
 				break;	/* parent gone */
 		}
 		now = now_ns(CLOCK_MONOTONIC);
+		if (!text_mode && queue_due(now) && !queue_flush())
+			break;	/* the agent is gone */
 		if (now - last_stats >= 1000000000ull) {
 			emit_stats(obj, false, false);
 			last_stats = now;

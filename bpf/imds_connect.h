@@ -21,7 +21,7 @@
 
 #include "../include/imds_frame.h"
 
-#define IMDS_LAYOUT_VERSION	2
+#define IMDS_LAYOUT_VERSION	3
 
 #define IMDS_COMM_LEN		16
 #define IMDS_ARGV_MAX		1024	/* bytes of NUL-separated argv kept */
@@ -30,7 +30,7 @@
 #define IMDS_EXE_MAX		512	/* bytes of executable path components kept */
 #define IMDS_EXE_NAME_MAX	255	/* longest path component read (NAME_MAX) */
 #define IMDS_EXE_DEPTH		40	/* dentries + mount crossings walked at most */
-#define IMDS_TOP_SOURCES	4	/* sources by budget drops in a stats record */
+#define IMDS_TOP_SOURCES	4	/* sources by events not traced (budget drops + ring buffer losses) in a stats record */
 #define IMDS_MAX_NETNS		1024	/* network namespaces with a verdict */
 #define IMDS_MAX_SOURCES	1024	/* sources with a budget (LRU) */
 
@@ -111,13 +111,14 @@ struct imds_ready_record {
 	__u32 exe_max;			/* 76: IMDS_EXE_MAX */
 };					/* 80 */
 
-/* A source (network namespace + cgroup of the socket) and its budget drops. */
+/* A source (network namespace + cgroup of the socket), its budget drops and its lost events. */
 struct imds_source_drops {
 	__u64 cgroup_id;		/*  0: cgroup v2 id of the socket (0 if the kernel does not say) */
 	__u32 netns_ino;		/*  8 */
 	__u32 _pad;			/* 12 */
 	__u64 dropped;			/* 16: connections not tracked: over budget */
-};					/* 24 */
+	__u64 lost;			/* 24: events lost: ring buffer full (layout 3) */
+};					/* 32 */
 
 /* Counters, written every second when they changed, and at exit. */
 struct imds_stats_record {
@@ -132,14 +133,14 @@ struct imds_stats_record {
 	__u32 n_top;			/* 52: valid entries in top[] */
 	__u64 filtered;			/* 56: target connections from a network namespace with verdict DROP */
 	__u64 over_budget;		/* 64: target connections over their source's budget */
-	struct imds_source_drops top[IMDS_TOP_SOURCES]; /* 72: most budget drops first */
-};					/* 168 */
+	struct imds_source_drops top[IMDS_TOP_SOURCES]; /* 72: most events not traced (dropped + lost) first */
+};					/* 200 */
 
 _Static_assert(sizeof(struct imds_ancestor) == 24, "imds_ancestor layout");
 _Static_assert(sizeof(struct imds_connect_event) == 1776, "imds_connect_event layout");
 _Static_assert(sizeof(struct imds_ready_record) == 80, "imds_ready_record layout");
-_Static_assert(sizeof(struct imds_source_drops) == 24, "imds_source_drops layout");
-_Static_assert(sizeof(struct imds_stats_record) == 168, "imds_stats_record layout");
+_Static_assert(sizeof(struct imds_source_drops) == 32, "imds_source_drops layout");
+_Static_assert(sizeof(struct imds_stats_record) == 200, "imds_stats_record layout");
 
 /* Every record begins with the framing header both helpers share (include/imds_frame.h). */
 #define IMDS_FRAMED(rec) \

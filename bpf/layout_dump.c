@@ -67,6 +67,7 @@ int main(void)
 	first = 1;
 	F(imds_source_drops, cgroup_id) F(imds_source_drops, netns_ino)
 	F(imds_source_drops, _pad) F(imds_source_drops, dropped)
+	F(imds_source_drops, lost)
 
 	printf("}},\"stats\":{\"size\":%zu,\"fields\":{", sizeof(struct imds_stats_record));
 	first = 1;

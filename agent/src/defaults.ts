@@ -64,6 +64,8 @@ export const DEFAULTS = {
   netnsRefreshMs: 10_000,
   /** Network namespaces with a verdict at most (the kernel map's size). */
   maxNetns: 1024,
+  /** eBPF: cgroup paths whose container / systemd unit are kept, so a cgroup's are worked out once. */
+  maxCgroupFacts: 1024,
   statsIntervalMs: 60_000,
   /** Records for connections the kernel saw and the wire did not: a burst of this many, then this many a minute; beyond, counted only. */
   unseenRecordBurst: 100,

@@ -171,8 +171,8 @@ export interface StatsRecord {
     events_over_budget: number;
     /** Network namespaces judged unreachable from the capture (filtered) right now. */
     netns_filtered: number;
-    /** The sources (network namespace + cgroup) with the most budget drops, most first. */
-    sources_over_budget: Array<{ netns_ino: number; cgroup_id: string; cgroup: string | null; dropped: number }>;
+    /** The sources (network namespace + cgroup) with the most budget drops + lost events, most first. */
+    sources_over_budget: Array<{ netns_ino: number; cgroup_id: string; cgroup: string | null; dropped: number; lost: number }>;
     /** Times the loader was down (the current time included), and their total, ms. */
     loader_gaps?: number;
     loader_gap_ms?: number;

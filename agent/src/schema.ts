@@ -73,7 +73,7 @@ export const SCHEMAS: Record<string, Spec> = {
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
       loader_restarts: 'number', events_evicted: 'number',
       events_filtered: 'number', events_over_budget: 'number', netns_filtered: 'number',
-      sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number' } } },
+      sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number', lost: 'number' } } },
       loader_gaps: 'number', loader_gap_ms: 'number', loader_gap_unattributed: 'number',
     }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed']),
     capture_gaps: 'number', capture_gap_ms: 'number',

@@ -47,6 +47,7 @@ import {
   decodeConnectEvent,
   formatIPv6,
   splitArgv,
+  type ConnectEvent,
   type DecodedRecord,
   type FieldLayout,
 } from '../../agent/src/attribution/ebpf/events.js';
@@ -281,11 +282,12 @@ function buildStats(lost: number, final = false): Buffer {
   b.writeBigUInt64LE(40n, F.over_budget[0]);
   b.writeUInt32LE(2, F.n_top[0]);
   const S = SOURCE_DROPS_FIELDS;
-  [[4026532000, 99n, 30n], [4026532001, 0n, 10n]].forEach(([ino, cg, n], i) => {
+  [[4026532000, 99n, 30n, 5n], [4026532001, 0n, 0n, 10n]].forEach(([ino, cg, n, lost], i) => {
     const o = F.top[0] + i * SOURCE_DROPS_SIZE;
     b.writeUInt32LE(ino as number, o + S.netns_ino[0]);
     b.writeBigUInt64LE(cg as bigint, o + S.cgroup_id[0]);
     b.writeBigUInt64LE(n as bigint, o + S.dropped[0]);
+    b.writeBigUInt64LE(lost as bigint, o + S.lost[0]);
   });
   return b;
 }
@@ -422,6 +424,30 @@ describe('decodeConnectEvent', () => {
     expect(e.comm).toBe('abcdefghijklmno');
     expect(e.ancestors.map((a) => a.pid)).toEqual([1, 2, 3, 4]);
   });
+
+  it('a caller that repeats is decoded the same as a new one (the last exe, argv and ancestors are reused only for the same bytes)', () => {
+    const a = { argvArea: argvArea(['curl', '-s', 'http://169.254.169.254/a']), exeArea: argvArea(['curl', 'bin', 'usr']),
+      ancestors: [{ pid: 10, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 7n };
+    const b = { argvArea: argvArea(['wget', 'http://169.254.169.254/b']), exeArea: argvArea(['curl', 'bin']), exeTruncated: true,
+      ancestors: [{ pid: 11, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 2n ** 53n + 1n };
+    const fresh = (spec: EventSpec): ConnectEvent => {
+      decodeConnectEvent(buildEvent({ argvArea: argvArea(['x']), exeArea: argvArea(['y']), ancestors: [], cgroupId: 1n }));
+      return decodeConnectEvent(buildEvent(spec));
+    };
+    const a1 = decodeConnectEvent(buildEvent(a));
+    const a2 = decodeConnectEvent(buildEvent(a));
+    const b1 = decodeConnectEvent(buildEvent(b));
+    const a3 = decodeConnectEvent(buildEvent(a));
+    expect(a2).toEqual(a1);
+    expect(a3).toEqual(a1);
+    expect(a1).toEqual(fresh(a));
+    expect(b1).toEqual(fresh(b));
+    expect(b1).toMatchObject({ argv: ['wget', 'http://169.254.169.254/b'], exe: '.../bin/curl', exeTruncated: true, cgroupId: '9007199254740993' });
+    expect(b1.ancestors.map((x) => x.pid)).toEqual([11, 1]);
+    // Each event has an argv array of its own: a record may change its copy.
+    a1.argv.push('changed');
+    expect(a2.argv).toEqual(['curl', '-s', 'http://169.254.169.254/a']);
+  });
 });
 
 describe('splitArgv', () => {
@@ -530,8 +556,8 @@ describe('RecordDecoder framing', () => {
       stats: {
         lost: 3, emitted: 10, untracked: 2, trackFailed: 1, monoNs: '99', final: false, filtered: 7, overBudget: 40,
         topSources: [
-          { netnsIno: 4026532000, cgroupId: '99', dropped: 30 },
-          { netnsIno: 4026532001, cgroupId: '0', dropped: 10 },
+          { netnsIno: 4026532000, cgroupId: '99', dropped: 30, lost: 5 },
+          { netnsIno: 4026532001, cgroupId: '0', dropped: 0, lost: 10 },
         ],
       },
     });

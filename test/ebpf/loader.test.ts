@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConnectEvent, StatsRecord } from '../../agent/src/attribution/ebpf/events.js';
+import type { ConnectEvent, SourceDrops, StatsRecord } from '../../agent/src/attribution/ebpf/events.js';
 import { ARGV_MAX, EXE_MAX, RecordDecoder } from '../../agent/src/attribution/ebpf/events.js';
 import { EBPF_NOT_BUILT, startEbpfSource, type EbpfSource } from '../../agent/src/attribution/ebpf/loader.js';
 
@@ -531,6 +531,44 @@ while True:
     }
   }, 60_000);
 
+  it('a full ring buffer: every lost event is counted against its source (network namespace + cgroup)', async () => {
+    // A 4 KiB ring holds two events. The loader is stopped (SIGSTOP) while the burst happens, so it
+    // cannot drain the ring: all but the first events of the burst are lost in the kernel.
+    const N = 40;
+    const g = await startEbpfSource({ ipv4: ['169.254.169.254'], ports: [81], ringbufBytes: 4096 });
+    const mine: ConnectEvent[] = [];
+    const st: StatsRecord[] = [];
+    const marker = `ml-${randomBytes(4).toString('hex')}`;
+    g.on('event', (e) => { if (e.netnsIno === nearIno && e.argv.some((a) => a.includes(marker))) mine.push(e); });
+    g.on('stats', (s) => st.push(s));
+    try {
+      expect(g.ready.ringbufBytes).toBe(4096);
+      process.kill(g.pid, 'SIGSTOP');
+      let refused = -1;
+      try {
+        const loop = `import errno, socket, sys\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\nprint(refused)\n`;
+        const r = await inNear('python3', '-c', loop, marker);
+        expect(r.code, r.stderr).toBe(0);
+        refused = Number(r.stdout.trim());
+      } finally {
+        process.kill(g.pid, 'SIGCONT');
+      }
+      expect(refused).toBe(N);
+      // The near namespace's source: one cgroup (the python process's), with the budget off.
+      const near = (s: StatsRecord): SourceDrops | undefined => s.topSources.find((x) => x.netnsIno === nearIno);
+      const s = await waitFor('stats with the near source\'s losses', () => st.find((x) => (near(x)?.lost ?? 0) + mine.length >= N));
+      const src = near(s)!;
+      expect(src.dropped).toBe(0);
+      expect(src.lost).toBeGreaterThan(0);
+      expect(src.lost + mine.length).toBe(N); // each connect: an event, or one lost and counted against its source
+      expect(s.lost).toBeGreaterThanOrEqual(src.lost);
+      expect(s.overBudget).toBe(0);
+      expect(BigInt(src.cgroupId) > 0n).toBe(true);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('reports an unexpected loader death through "exit", and stop() after it resolves', async () => {
     const s = await startEbpfSource();
     const exited = new Promise<[number | null, string]>((r) => s.once('exit', (code, reason) => r([code, reason])));
@@ -583,6 +621,9 @@ describe('eBPF loader failures (no root needed)', () => {
   it('bad options are rejected before spawning', async () => {
     await expect(startEbpfSource({ binaryPath: '/bin/true', ipv4: ['fd00::1'] })).rejects.toThrow(/IPv4/);
     await expect(startEbpfSource({ binaryPath: '/bin/true', ports: [0] })).rejects.toThrow(/port/);
+    for (const n of [5000, 2048, 2 ** 27, 0.5]) {
+      await expect(startEbpfSource({ binaryPath: '/bin/true', ringbufBytes: n })).rejects.toThrow(/ring buffer size/);
+    }
   });
 
   it('real binary: a bad flag gives one clear stderr line and exit status 2', async () => {
@@ -591,5 +632,10 @@ describe('eBPF loader failures (no root needed)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe('imds-connect: bad --port: 0');
     expect(r.stdout).toBe('');
+    for (const n of ['5000', '2048', String(2 ** 27), 'x']) {
+      const b = await run(BINARY, ['--ringbuf-bytes', n]);
+      expect(b.code).toBe(2);
+      expect(b.stderr.trim()).toMatch(/^imds-connect: bad --ringbuf-bytes: /);
+    }
   });
 });

@@ -19,7 +19,7 @@ import type { ConnectEvent, SourceDrops } from './events.js';
 import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
-import { AncestorCache, processFromEvent } from './process.js';
+import { AncestorCache, CgroupFacts, processFromEvent } from './process.js';
 import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from '../attributor.js';
 import { UserNames } from '../proc/process.js';
@@ -66,13 +66,15 @@ export interface EbpfCounters {
   overBudget: number;
 }
 
-/** A source over its budget, as stats.kernel reports it. */
+/** A source over its budget or that lost events, as stats.kernel reports it. */
 export interface SourceOverBudget {
   netns_ino: number;
   cgroup_id: string;
   /** the cgroup's path when known */
   cgroup: string | null;
   dropped: number;
+  /** its events lost in the kernel (ring buffer full) */
+  lost: number;
 }
 
 export class EbpfAttributor implements Attributor {
@@ -83,6 +85,7 @@ export class EbpfAttributor implements Attributor {
   private readonly users = new UserNames();
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
+  private readonly facts = new CgroupFacts();
   private sweepTimer: NodeJS.Timeout;
   /** A restart under way (stop() waits for it, then stops what it started). */
   private restarting: Promise<void> = Promise.resolve();
@@ -142,10 +145,14 @@ export class EbpfAttributor implements Attributor {
     return n;
   }
 
-  /** The sources with the most budget drops (of the running loader), with their cgroup path when known. */
+  /**
+   * The sources with the most events not traced, budget drops and kernel losses together (of the
+   * running loader), with their cgroup path when known.
+   */
   get sourcesOverBudget(): SourceOverBudget[] {
     return this.topSources.map((s) => ({
       netns_ino: s.netnsIno, cgroup_id: s.cgroupId, cgroup: this.cgroups.cached(s.cgroupId), dropped: s.dropped,
+      lost: s.lost,
     }));
   }
 
@@ -203,7 +210,8 @@ export class EbpfAttributor implements Attributor {
     const at = src.monoToEpochMs(e.tsSynNs);
     this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents));
+    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
+    if (this.waiters.size === 0) return; // no connection waits for an event: no keys to build
     const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
     for (const k of keys) {
       const w = this.waiters.get(k);
@@ -274,7 +282,7 @@ export class EbpfAttributor implements Attributor {
   }
 
   private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
-    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents);
+    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
@@ -338,7 +346,7 @@ export class EbpfAttributor implements Attributor {
     this.counters.joined++;
     const e = j.event;
     const process = await (this.enriched.get(e)
-      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents));
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts));
     const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
     return { process, sent };
   }

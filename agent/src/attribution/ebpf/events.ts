@@ -9,7 +9,7 @@
  */
 import { ipv6ToString } from '../../net.js';
 
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 export const COMM_LEN = 16;
 export const ARGV_MAX = 1024;
 export const MAX_ANCESTORS = 4;
@@ -34,8 +34,8 @@ export const HEADER_SIZE = 8;
 export const ANCESTOR_SIZE = 24;
 export const CONNECT_EVENT_SIZE = 1776;
 export const READY_RECORD_SIZE = 80;
-export const SOURCE_DROPS_SIZE = 24;
-export const STATS_RECORD_SIZE = 168;
+export const SOURCE_DROPS_SIZE = 32;
+export const STATS_RECORD_SIZE = 200;
 
 /** [offset, size] in bytes, named as in the C struct. */
 export type FieldLayout = Readonly<Record<string, readonly [number, number]>>;
@@ -103,6 +103,7 @@ export const SOURCE_DROPS_FIELDS = {
   netns_ino: [8, 4],
   _pad: [12, 4],
   dropped: [16, 8],
+  lost: [24, 8],
 } as const satisfies FieldLayout;
 
 export const STATS_RECORD_FIELDS = {
@@ -215,12 +216,14 @@ export interface ReadyRecord {
   exeMax: number;
 }
 
-/** A source (network namespace + cgroup of the socket) and the connections its budget refused. */
+/** A source (network namespace + cgroup of the socket): connections its budget refused, events it lost. */
 export interface SourceDrops {
   netnsIno: number;
   /** cgroup v2 id, decimal ("0": not known) */
   cgroupId: string;
   dropped: number;
+  /** its events lost in the kernel: the ring buffer was full */
+  lost: number;
 }
 
 export interface StatsRecord {
@@ -236,7 +239,7 @@ export interface StatsRecord {
   filtered: number;
   /** target connections over their source's budget (not traced) */
   overBudget: number;
-  /** sources with the most budget drops, most first (at most TOP_SOURCES) */
+  /** sources with the most events not traced (budget drops + lost), most first (at most TOP_SOURCES) */
   topSources: SourceDrops[];
   monoNs: string;
   final: boolean;
@@ -262,6 +265,40 @@ function cString(buf: Buffer, offset: number, size: number): string {
 
 function u64(buf: Buffer, offset: number): bigint {
   return buf.readBigUInt64LE(offset);
+}
+
+/** A u64 in decimal; without a BigInt when it fits a double exactly (cgroup ids, clocks: nearly always). */
+function u64Text(buf: Buffer, offset: number): string {
+  const hi = buf.readUInt32LE(offset + 4);
+  if (hi < 0x200000) return String(hi * 0x100000000 + buf.readUInt32LE(offset));
+  return buf.readBigUInt64LE(offset).toString();
+}
+
+/**
+ * The last exe and argv areas decoded, and what they gave: a caller that connects again and again
+ * sends the same bytes every time, so they are compared, not decoded again (a copy of the argv array
+ * is handed out each time: records own theirs).
+ */
+const lastExe = { area: Buffer.alloc(0), truncated: false, path: null as string | null };
+const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
+/** The ancestors are shared between events with the same bytes (nothing changes an event's list). */
+const lastAncestors = { area: Buffer.alloc(0), list: [] as readonly Ancestor[] };
+
+function exePathOnce(area: Buffer, truncated: boolean): string | null {
+  if (truncated === lastExe.truncated && area.equals(lastExe.area)) return lastExe.path;
+  const path = exePath(area, truncated);
+  lastExe.area = Buffer.from(area);
+  lastExe.truncated = truncated;
+  lastExe.path = path;
+  return path;
+}
+
+function splitArgvOnce(area: Buffer): string[] {
+  if (!area.equals(lastArgv.area)) {
+    lastArgv.argv = splitArgv(area);
+    lastArgv.area = Buffer.from(area);
+  }
+  return lastArgv.argv.slice();
 }
 
 export function formatIPv4(b: Uint8Array, offset = 0): string {
@@ -332,13 +369,19 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const fmt = family === 4 ? formatIPv4 : formatIPv6;
 
   const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
-  const ancestors: Ancestor[] = [];
-  for (let i = 0; i < nAnc; i++) {
-    const a = at(F.ancestors) + i * ANCESTOR_SIZE;
-    ancestors.push({
-      pid: buf.readUInt32LE(a + ANCESTOR_FIELDS.pid[0]),
-      comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
-    });
+  const ancArea = buf.subarray(at(F.ancestors), at(F.ancestors) + nAnc * ANCESTOR_SIZE);
+  let ancestors = lastAncestors.list as Ancestor[];
+  if (!ancArea.equals(lastAncestors.area)) {
+    ancestors = [];
+    for (let i = 0; i < nAnc; i++) {
+      const a = at(F.ancestors) + i * ANCESTOR_SIZE;
+      ancestors.push({
+        pid: buf.readUInt32LE(a + ANCESTOR_FIELDS.pid[0]),
+        comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
+      });
+    }
+    lastAncestors.area = Buffer.from(ancArea);
+    lastAncestors.list = ancestors;
   }
 
   const argvLen = Math.min(buf.readUInt16LE(at(F.argv_len)), ARGV_MAX);
@@ -346,7 +389,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const exeLen = Math.min(buf.readUInt16LE(at(F.exe_len)), EXE_MAX);
   const exeTruncated = buf.readUInt8(at(F.exe_truncated)) !== 0;
   const exeError = buf.readUInt8(at(F.exe_error)) !== 0;
-  const exe = exeError ? null : exePath(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
+  const exe = exeError ? null : exePathOnce(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
 
   return {
     pid: buf.readUInt32LE(at(F.pid)),
@@ -357,16 +400,16 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     comm: cString(buf, at(F.comm), COMM_LEN),
     parentComm: cString(buf, at(F.parent_comm), COMM_LEN),
     ancestors,
-    cgroupId: u64(buf, at(F.cgroup_id)).toString(),
+    cgroupId: u64Text(buf, at(F.cgroup_id)),
     netnsIno: buf.readUInt32LE(at(F.netns_ino)),
     family,
     saddr: fmt(buf, saddrOff),
     daddr: fmt(buf, daddrOff),
     sport: buf.readUInt16LE(at(F.sport)),
     dport: buf.readUInt16LE(at(F.dport)),
-    tsSynNs: u64(buf, at(F.ts_syn_ns)).toString(),
-    tsEmitNs: u64(buf, at(F.ts_emit_ns)).toString(),
-    argv: splitArgv(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
+    tsSynNs: u64Text(buf, at(F.ts_syn_ns)),
+    tsEmitNs: u64Text(buf, at(F.ts_emit_ns)),
+    argv: splitArgvOnce(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
     argvTruncated: buf.readUInt8(at(F.argv_truncated)) !== 0,
     argvError: buf.readUInt8(at(F.argv_error)) !== 0,
     v4Mapped,
@@ -414,6 +457,7 @@ export function decodeStatsRecord(buf: Buffer, offset = 0): StatsRecord {
         netnsIno: buf.readUInt32LE(o + SOURCE_DROPS_FIELDS.netns_ino[0]),
         cgroupId: u64(buf, o + SOURCE_DROPS_FIELDS.cgroup_id[0]).toString(),
         dropped: Number(u64(buf, o + SOURCE_DROPS_FIELDS.dropped[0])),
+        lost: Number(u64(buf, o + SOURCE_DROPS_FIELDS.lost[0])),
       };
     }),
     monoNs: u64(buf, offset + F.mono_ns[0]).toString(),

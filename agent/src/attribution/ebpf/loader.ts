@@ -52,6 +52,8 @@ export interface EbpfSourceOptions {
   /** Budget per source (network namespace + cgroup): events per second (0 or absent: none) and burst */
   budgetRate?: number;
   budgetBurst?: number;
+  /** Kernel ring buffer bytes (a power of two, 4 KiB to 64 MiB; default the loader's 1 MiB). Tests only: a tiny ring. */
+  ringbufBytes?: number;
 }
 
 export type NetnsVerdict = 'keep' | 'drop' | 'forget';
@@ -138,6 +140,13 @@ function buildArgs(opts: EbpfSourceOptions): string[] {
     if (!Number.isInteger(burst) || burst < 1) throw new Error(`bad budget burst: ${burst}`);
     args.push('--budget-rate', String(opts.budgetRate), '--budget-burst', String(burst));
   }
+  if (opts.ringbufBytes !== undefined) {
+    const n = opts.ringbufBytes;
+    if (!Number.isInteger(n) || n < 4096 || n > 64 * 2 ** 20 || (n & (n - 1)) !== 0) {
+      throw new Error(`bad ring buffer size: ${n} (a power of two, 4096 to ${64 * 2 ** 20})`);
+    }
+    args.push('--ringbuf-bytes', String(n));
+  }
   return args;
 }
 
@@ -153,6 +162,8 @@ function failureReason(lines: string[], code: number | null, signal: NodeJS.Sign
 class EbpfSourceImpl extends EventEmitter implements EbpfSource {
   private readonly helper: HelperProcess;
   private readonly clockOffsetNs: bigint;
+  /** The same offset in ms, for the common case of a clock reading that a double holds exactly. */
+  private readonly clockOffsetMs: number;
   private stopping = false;
   exited = false;
 
@@ -163,6 +174,7 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
     super();
     this.helper = helper;
     this.clockOffsetNs = BigInt(ready.realtimeNs) - BigInt(ready.monoNs);
+    this.clockOffsetMs = Number(this.clockOffsetNs) / 1e6;
   }
 
   get pid(): number {
@@ -182,6 +194,8 @@ class EbpfSourceImpl extends EventEmitter implements EbpfSource {
   }
 
   monoToEpochMs(monoNs: string | bigint): number {
+    // Monotonic clocks stay below 2^53 ns (104 days of uptime) nearly always: no BigInt then.
+    if (typeof monoNs === 'string' && monoNs.length < 16) return Number(monoNs) / 1e6 + this.clockOffsetMs;
     return Number(BigInt(monoNs) + this.clockOffsetNs) / 1e6;
   }
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import type { ConnectEvent } from './events.js';
-import type { Ancestor, ProcessInfo } from '../../record.js';
+import type { Ancestor, ContainerInfo, ProcessInfo } from '../../record.js';
 import type { CgroupPaths } from './cgroup-paths.js';
 import { DEFAULTS } from '../../defaults.js';
 import { containerFromCgroup, parseCgroup, parseCmdlineBounded, sessionGroup, unitFromCgroup } from '../proc/parse.js';
@@ -50,6 +50,29 @@ export class AncestorCache {
   }
 }
 
+/** What a cgroup path says of its caller: container, systemd unit, session group. */
+type CgroupFact = { container: ContainerInfo | null; unit: string | null; group: { systemd_unit_group?: string } };
+
+/**
+ * Container, systemd unit and session group per cgroup path (bounded, oldest first out): worked out
+ * once per cgroup instead of once per connection (a handful of regular expressions each).
+ */
+export class CgroupFacts {
+  private readonly m = new Map<string, CgroupFact>();
+
+  constructor(private readonly max = DEFAULTS.maxCgroupFacts) {}
+
+  of(cgroup: string): CgroupFact {
+    const hit = this.m.get(cgroup);
+    if (hit) return hit;
+    const unit = unitFromCgroup(cgroup);
+    const fact = { container: containerFromCgroup(cgroup), unit, group: sessionGroup(unit, cgroup) };
+    this.m.set(cgroup, fact);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
+    return fact;
+  }
+}
+
 /**
  * The executable: the path the kernel walked at connect time when it is whole (right even if the
  * caller exited or exec-ed since, and the same text for every run of a program); else /proc's link
@@ -64,7 +87,7 @@ export function exeOf(e: ConnectEvent, readLink: (path: string) => string | null
 }
 
 export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
-  cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache()): Promise<ProcessInfo> {
+  cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache(), facts = new CgroupFacts()): Promise<ProcessInfo> {
   const pid = e.tgid;
   const { exe, exeTruncated } = exeOf(e);
   const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
@@ -89,12 +112,13 @@ export async function processFromEvent(e: ConnectEvent, depth: number, users: Us
     if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
     else cgroups.remember(e.cgroupId, cgroup);
   }
-  const unit = cgroup ? unitFromCgroup(cgroup) : null;
+  const fact = cgroup ? facts.of(cgroup) : null;
+  const user = users.known(e.uid) ?? await users.name(e.uid);
   const info: ProcessInfo = {
     attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv?.argv ?? e.argv, uid: e.uid,
-    user: await users.name(e.uid), ppid: e.ppid, ancestors, cgroup,
-    container: cgroup ? containerFromCgroup(cgroup) : null,
-    systemd_unit: unit, ...sessionGroup(unit, cgroup),
+    user, ppid: e.ppid, ancestors, cgroup,
+    container: fact?.container ? { ...fact.container } : null,
+    systemd_unit: fact ? fact.unit : null, ...fact?.group,
   };
   if (liveArgv ? liveArgv.truncated : e.argvTruncated) info.argv_truncated = true;
   if (exeTruncated) info.exe_truncated = true;

@@ -10,6 +10,11 @@ export class UserNames {
   private loading: Promise<void> | null = null;
   private loadedAt = 0;
 
+  /** The user name of uid when it is known without reading /etc/passwd again; undefined otherwise. */
+  known(uid: number): string | undefined {
+    return this.names.get(uid);
+  }
+
   /** The user name of uid from /etc/passwd (re-read at most every 5 s when a uid is unknown). */
   async name(uid: number): Promise<string | null> {
     if (!this.names.has(uid) && (this.loading || Date.now() - this.loadedAt > 5000)) {
