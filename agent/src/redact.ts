@@ -10,6 +10,7 @@ import { REDACTED, Scrubber } from './scrub.js';
 export { REDACTED };
 
 const MIN_SECRET = 8;
+const TEXT_MEMO_SIZE = 512;
 const defaultScrubber = new Scrubber(DEFAULTS.scrubWords, DEFAULTS.scrubExempt);
 
 /**
@@ -22,6 +23,8 @@ export function redactArgv(args: string[], redact: (s: string) => string): strin
 
 export class Redactor {
   private readonly seen = new Set<string>();
+  /** Texts already redacted (paths and User-Agents repeat): forgotten whenever a new secret is seen. */
+  private readonly texts = new Map<string, string>();
   private readonly scrubber: Scrubber;
 
   /** extraWords: added to the default scrub words (`run --scrub-word`). */
@@ -40,10 +43,17 @@ export class Redactor {
       this.seen.delete(oldest);
     }
     this.seen.add(v);
+    this.texts.clear(); // a text redacted before may hold the new secret
   }
 
   text(s: string): string {
-    return this.seenOut(this.scrubber.text(s));
+    let out = this.texts.get(s);
+    if (out === undefined) {
+      out = this.seenOut(this.scrubber.text(s));
+      if (this.texts.size >= TEXT_MEMO_SIZE) this.texts.clear();
+      this.texts.set(s, out);
+    }
+    return out;
   }
 
   private seenOut(s: string): string {
