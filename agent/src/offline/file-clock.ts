@@ -5,6 +5,8 @@
  */
 import type { ResponseTimers } from '../pipeline/calls.js';
 
+const noop = (): void => undefined;
+
 interface Timer { due: number; seq: number; fn: () => void; cancelled: boolean }
 
 export class FileClock implements ResponseTimers {
@@ -27,7 +29,9 @@ export class FileClock implements ResponseTimers {
   }
 
   clear(handle: unknown): void {
-    (handle as Timer).cancelled = true;
+    const timer = handle as Timer;
+    timer.cancelled = true;
+    timer.fn = noop; // what it would have called is not kept until its deadline
   }
 
   /** File time is now atMs (ignored when earlier than now): the timers due by then fire, in order. */

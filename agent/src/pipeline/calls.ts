@@ -221,13 +221,14 @@ export class Waits {
   /** Waits neither answered nor fired. */
   private open = 0;
 
-  constructor(private readonly ms: number, private readonly now: () => number = Date.now) {}
+  /** hold: whether an unanswered wait keeps the process up (as a setTimeout does; not as an unref'd one). */
+  constructor(private readonly ms: number, private readonly now: () => number = Date.now, private readonly hold = true) {}
 
   /** fire() is called ms from now unless answered() before. */
   add(fire: () => void): Wait {
     const w: Wait = { at: this.now() + this.ms, fire, done: false };
     this.queue.push(w);
-    if (++this.open === 1 && this.timer) this.timer.ref();
+    if (++this.open === 1 && this.timer && this.hold) this.timer.ref();
     if (!this.timer) this.arm();
     return w;
   }
@@ -252,7 +253,7 @@ export class Waits {
   private arm(): void {
     const first = this.queue[this.head];
     this.timer = setTimeout(() => this.expire(), Math.max(1, first.at - this.now()));
-    if (this.open === 0) this.timer.unref();
+    if (this.open === 0 || !this.hold) this.timer.unref();
   }
 
   private expire(): void {

@@ -19,7 +19,7 @@ import { decodeFrame, linkIfindex } from '../wire/packet.js';
 import { FlowTable, type Conn } from '../wire/flows.js';
 import { classify } from '../classify.js';
 import { Redactor } from '../redact.js';
-import { PendingCalls, type ResponseTimers } from './calls.js';
+import { PendingCalls, Waits, type ResponseTimers } from './calls.js';
 import { Counters } from './counters.js';
 import { UnseenCalls } from './unseen.js';
 import { CaptureTimeline } from '../capture/timeline.js';
@@ -101,6 +101,8 @@ export class Pipeline {
   private readonly ifnames: (ifindex: number) => string | null;
   private readonly hostInterfaces: () => InterfaceTable;
   private earlyLookups = 0;
+  /** A closed connection's caller is forgotten attributionWaitMs later (one timer for all, never holding the process up). */
+  private readonly forget = new Waits(DEFAULTS.attributionWaitMs, Date.now, false);
   private attributor: Attributor | null;
   private joins: JoiningAttributor | null;
 
@@ -236,7 +238,8 @@ export class Pipeline {
 
   private closed(conn: Conn): void {
     this.calls.closed(conn);
-    setTimeout(() => this.conns.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
+    const id = conn.id;
+    this.forget.add(() => this.conns.delete(id));
   }
 
   // --- stage 5: attribution (asked by calls once the answer is in) ------------------------------

@@ -237,7 +237,13 @@ export class FlowTable {
       this.stats.natDuplicates++;
       return prior.conn;
     }
+    this.byIsn.delete(k); // kept in the order they were seen: the oldest first
     this.byIsn.set(k, { id: conn.id, at: ts, conn });
+    // Those past the window (as sweep forgets them), from the oldest on: no connection is kept for them.
+    for (const [ik, v] of this.byIsn) {
+      if (ts - v.at < NAT_WINDOW_MS) break;
+      this.byIsn.delete(ik);
+    }
     if (this.byIsn.size > this.limits.maxFlows * 2) {
       for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
     }
