@@ -53,13 +53,14 @@ class LineOut {
   private used = 0;
   constructor(private readonly fd: number | null) {}
   write(rec: OutputRecord): void {
-    const line = `${JSON.stringify(rec)}\n`;
-    const most = line.length * 3; // UTF-8 bytes of a UTF-16 unit: at most 3
+    const line = JSON.stringify(rec); // its newline written after it (no second string of line + "\n")
+    const most = line.length * 3 + 1; // UTF-8 bytes of a UTF-16 unit: at most 3
     if (this.chunk === null || this.used + most > this.chunk.length) {
       this.take();
       this.chunk = Buffer.allocUnsafe(Math.max(LINE_CHUNK_BYTES, most));
     }
     this.used += this.chunk.write(line, this.used, 'utf8');
+    this.chunk[this.used++] = 0x0a;
     this.written++;
   }
   /** The bytes gathered so far, as one buffer list. */

@@ -60,7 +60,7 @@ export class FileClock implements ResponseTimers {
     while (i > 0) {
       const up = (i - 1) >> 1;
       if (!this.less(h[i], h[up])) break;
-      [h[i], h[up]] = [h[up], h[i]];
+      const t = h[i]; h[i] = h[up]; h[up] = t;
       i = up;
     }
   }
@@ -79,7 +79,7 @@ export class FileClock implements ResponseTimers {
         if (l < h.length && this.less(h[l], h[m])) m = l;
         if (r < h.length && this.less(h[r], h[m])) m = r;
         if (m === i) break;
-        [h[i], h[m]] = [h[m], h[i]];
+        const t = h[i]; h[i] = h[m]; h[m] = t;
         i = m;
       }
     }
