@@ -11,6 +11,7 @@ export { REDACTED };
 
 const MIN_SECRET = 8;
 const TEXT_MEMO_SIZE = 512;
+const ARGV_MEMO_SIZE = 256;
 const defaultScrubber = new Scrubber(DEFAULTS.scrubWords, DEFAULTS.scrubExempt);
 
 /**
@@ -25,6 +26,8 @@ export class Redactor {
   private readonly seen = new Set<string>();
   /** Texts already redacted (paths and User-Agents repeat): forgotten whenever a new secret is seen. */
   private readonly texts = new Map<string, string>();
+  /** argvs already redacted (a host has few callers, calling again and again), forgotten likewise. */
+  private readonly argvs = new Map<string, string[]>();
   private readonly scrubber: Scrubber;
 
   /** extraWords: added to the default scrub words (`run --scrub-word`). */
@@ -44,6 +47,7 @@ export class Redactor {
     }
     this.seen.add(v);
     this.texts.clear(); // a text redacted before may hold the new secret
+    this.argvs.clear();
   }
 
   text(s: string): string {
@@ -66,7 +70,15 @@ export class Redactor {
 
   /** argv with secrets removed: values of sensitive names (also the argument after a bare name), token shapes, seen tokens. */
   argv(args: string[]): string[] {
-    return this.scrubber.argv(args).map((a) => this.seenOut(a));
+    let key = '';
+    for (const a of args) key += `${a.length}:${a}`; // no two argvs share a key
+    let out = this.argvs.get(key);
+    if (out === undefined) {
+      out = this.scrubber.argv(args).map((a) => this.seenOut(a));
+      if (this.argvs.size >= ARGV_MEMO_SIZE) this.argvs.clear();
+      this.argvs.set(key, out);
+    }
+    return out.slice(); // the caller's own array
   }
 }
 

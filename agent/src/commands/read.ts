@@ -22,6 +22,8 @@ export interface ReadOptions {
   logFile?: string | false;
 }
 
+const NO_INTERFACES = {};
+
 export const READ_REASON = 'read from a capture file: no process to look up';
 
 /** No process can be found for a connection seen in a file. */
@@ -124,7 +126,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
   const pipeline = new Pipeline({
     device: 'any', includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWord ?? [],
     attributor: fileAttributor, sink, clock: () => clock.now(), responseTimers: clock,
-    interfaces: () => ({}), // the host the file was taken on is not this one
+    interfaces: () => NO_INTERFACES, // the host the file was taken on is not this one
     ifname: () => null, selfPid: -1,
   });
   let first: number | null = null;
