@@ -28,6 +28,7 @@ export class Redactor {
   private readonly texts = new Map<string, string>();
   /** argvs already redacted (a host has few callers, calling again and again), forgotten likewise. */
   private readonly argvs = new Map<string, string[]>();
+  private argvsBySame = new WeakMap<string[], string[]>();
   private readonly scrubber: Scrubber;
 
   /** extraWords: added to the default scrub words (`run --scrub-word`). */
@@ -48,6 +49,7 @@ export class Redactor {
     this.seen.add(v);
     this.texts.clear(); // a text redacted before may hold the new secret
     this.argvs.clear();
+    this.argvsBySame = new WeakMap();
   }
 
   text(s: string): string {
@@ -70,13 +72,17 @@ export class Redactor {
 
   /** argv with secrets removed: values of sensitive names (also the argument after a bare name), token shapes, seen tokens. */
   argv(args: string[]): string[] {
-    let key = '';
-    for (const a of args) key += `${a.length}:${a}`; // no two argvs share a key
-    let out = this.argvs.get(key);
+    let out = this.argvsBySame.get(args); // the same array again (attribution keeps what it found per process)
     if (out === undefined) {
-      out = this.scrubber.argv(args).map((a) => this.seenOut(a));
-      if (this.argvs.size >= ARGV_MEMO_SIZE) this.argvs.clear();
-      this.argvs.set(key, out);
+      let key = '';
+      for (const a of args) key += `${a.length}:${a}`; // no two argvs share a key
+      out = this.argvs.get(key);
+      if (out === undefined) {
+        out = this.scrubber.argv(args).map((a) => this.seenOut(a));
+        if (this.argvs.size >= ARGV_MEMO_SIZE) this.argvs.clear();
+        this.argvs.set(key, out);
+      }
+      this.argvsBySame.set(args, out);
     }
     return out.slice(); // the caller's own array
   }
