@@ -1,4 +1,4 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { PendingCalls, Waits } from '../../agent/src/pipeline/calls.js';
 import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
@@ -75,17 +75,52 @@ describe('PendingCalls: the wait for the caller (one timer for every record)', (
     ]);
   });
 
-  it('Waits: fires in order after its time, never when answered, and again after the queue emptied', async () => {
-    const fired: number[] = [];
-    const w = new Waits(20);
-    const a = w.add(() => fired.push(1));
-    w.add(() => fired.push(2));
-    w.answered(a);
-    expect(w.size).toBe(1);
-    await new Promise((r) => setTimeout(r, 60));
-    expect(fired).toEqual([2]);
-    expect(w.size).toBe(0);
-    await new Promise<void>((resolve) => { w.add(() => { fired.push(3); resolve(); }); });
-    expect(fired).toEqual([2, 3]);
+  it('Waits: fires in order after its time, never when answered, and again after the queue emptied', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let clock = 0;
+      const fired: number[] = [];
+      const w = new Waits(20, () => clock);
+      const a = w.add(() => fired.push(1));
+      clock = 5;
+      w.add(() => fired.push(2));
+      w.add(() => fired.push(3));
+      w.answered(a);
+      expect(w.size).toBe(2);
+      clock = 20;
+      vi.advanceTimersByTime(20);
+      expect(fired).toEqual([]); // 2 and 3 are due at 25
+      clock = 25;
+      vi.advanceTimersByTime(5);
+      expect(fired).toEqual([2, 3]);
+      expect(w.size).toBe(0);
+      w.add(() => fired.push(4)); // the queue emptied: a new timer
+      clock = 45;
+      vi.advanceTimersByTime(20);
+      expect(fired).toEqual([2, 3, 4]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('Waits: a timer set for a wait answered since fires nothing early for a later wait (by the clock given)', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let clock = 0;
+      const fired: string[] = [];
+      const w = new Waits(30, () => clock);
+      const a = w.add(() => fired.push('a')); // due at 30: the timer is set for it
+      w.answered(a);
+      clock = 20;
+      w.add(() => fired.push('b')); // due at 50
+      vi.advanceTimersByTime(30); // the timer set for a fires: b is not due yet
+      expect(fired).toEqual([]);
+      clock = 50;
+      vi.advanceTimersByTime(30);
+      expect(fired).toEqual(['b']);
+      expect(w.size).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

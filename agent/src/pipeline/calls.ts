@@ -220,9 +220,11 @@ export class Waits {
   private timer: NodeJS.Timeout | null = null;
   /** Waits neither answered nor fired. */
   private open = 0;
+  /** The deadline the timer is set for. */
+  private armedFor = 0;
 
   /** hold: whether an unanswered wait keeps the process up (as a setTimeout does; not as an unref'd one). */
-  constructor(private readonly ms: number, private readonly now: () => number = Date.now, private readonly hold = true) {}
+  constructor(private readonly ms: number, private readonly now: () => number = () => Date.now(), private readonly hold = true) {}
 
   /** fire() is called ms from now unless answered() before. */
   add(fire: () => void): Wait {
@@ -252,6 +254,7 @@ export class Waits {
 
   private arm(): void {
     const first = this.queue[this.head];
+    this.armedFor = first.at;
     this.timer = setTimeout(() => this.expire(), Math.max(1, first.at - this.now()));
     if (this.open === 0 || !this.hold) this.timer.unref();
   }
@@ -259,7 +262,9 @@ export class Waits {
   private expire(): void {
     this.timer = null;
     if (this.head === this.queue.length) return;
-    const now = this.now();
+    // The deadline the timer was set for has come, whatever the clock read says (a timer may run a
+    // millisecond before Date.now() shows it).
+    const now = Math.max(this.now(), this.armedFor);
     while (this.head < this.queue.length && this.queue[this.head].at <= now) {
       const w = this.queue[this.head++];
       if (!w.done) { w.done = true; this.open--; w.fire(); }

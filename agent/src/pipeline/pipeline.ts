@@ -113,7 +113,7 @@ export class Pipeline {
   private readonly facts = new Map<string, AddressFacts>();
   private factsTable: InterfaceTable | null = null;
   /** A closed connection's caller is forgotten attributionWaitMs later (one timer for all, never holding the process up). */
-  private readonly forget = new Waits(DEFAULTS.attributionWaitMs, Date.now, false);
+  private readonly forget = new Waits(DEFAULTS.attributionWaitMs, () => Date.now(), false);
   private attributor: Attributor | null;
   private joins: JoiningAttributor | null;
 
