@@ -88,8 +88,22 @@ export function pathReadings(target: string): string[] {
   return [...new Set(readings)];
 }
 
+const READINGS_MEMO_SIZE = 512;
+const readingsMemo = new Map<string, readonly string[]>();
+
+/** pathReadings, remembered (a host asks for few distinct paths, again and again). */
+function readingsOf(target: string): readonly string[] {
+  let r = readingsMemo.get(target);
+  if (r === undefined) {
+    r = pathReadings(target);
+    if (readingsMemo.size >= READINGS_MEMO_SIZE) readingsMemo.clear();
+    readingsMemo.set(target, r);
+  }
+  return r;
+}
+
 export function classify(req: ClassInput): Classification {
-  const readings = pathReadings(req.target);
+  const readings = readingsOf(req.target);
   const path = readings[0];
   const aws = readings.some((p) => AWS_PATH.test(p));
   if (!aws) {

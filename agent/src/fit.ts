@@ -8,6 +8,45 @@ import type { Ancestor, CallRecord } from './record.js';
 
 const bytes = (v: unknown): number => Buffer.byteLength(JSON.stringify(v) ?? '');
 
+/**
+ * Whether v, as JSON.stringify writes it in UTF-8, surely takes at most `limit` bytes: an upper
+ * bound summed over a walk of v, without building the JSON (the hot path: nearly every record is
+ * far below the bound). A UTF-16 unit of a string takes at most 6 bytes (`\u001f`, a lone
+ * surrogate's `\udfff`; UTF-8 needs at most 3), a number at most 25 characters. False also for
+ * anything the walk does not know (then the caller measures the JSON itself).
+ */
+export function jsonBytesAtMost(v: unknown, limit: number): boolean {
+  return boundOf(v, limit) <= limit;
+}
+
+/** An upper bound of v's JSON size in bytes, or Infinity (over budget, or a value the walk does not know). */
+function boundOf(v: unknown, budget: number): number {
+  switch (typeof v) {
+    case 'string': return 2 + 6 * v.length;
+    case 'number': return 25;
+    case 'boolean': return 5;
+    case 'undefined': return 9;
+    case 'object': {
+      if (v === null) return 4;
+      let n = 2;
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          n += boundOf(v[i], budget - n) + 1;
+          if (n > budget) return Infinity;
+        }
+        return n;
+      }
+      if (Object.getPrototypeOf(v) !== Object.prototype) return Infinity; // toJSON, Map, Date, ...: measured exactly
+      for (const k in v) {
+        n += 4 + 6 * k.length + boundOf((v as Record<string, unknown>)[k], budget - n);
+        if (n > budget) return Infinity;
+      }
+      return n;
+    }
+    default: return Infinity;
+  }
+}
+
 /** s cut to at most n UTF-8 bytes, never in the middle of a character. */
 export function cutUtf8(s: string, n: number): string {
   const b = Buffer.from(s, 'utf8');
@@ -87,7 +126,7 @@ const argvBytes = (argv: string[]): number => argv.reduce((n, a) => n + Buffer.b
  * the biggest field halved, again and again, each shortened field named in `truncated`.
  */
 export function fitCallRecord(rec: CallRecord, maxBytes: number): CallRecord {
-  if (bytes(rec) <= maxBytes) return rec;
+  if (jsonBytesAtMost(rec, maxBytes) || bytes(rec) <= maxBytes) return rec;
   const out = structuredClone(rec);
   const names = new Set(out.truncated ?? []);
   out.truncated = [];

@@ -15,6 +15,7 @@ export interface Tuple {
 
 /** IPv4-mapped IPv6 ("::ffff:1.2.3.4") as plain IPv4, everything else unchanged. */
 export function unmapV4(addr: string): string {
+  if (addr.charCodeAt(0) !== 0x3a) return addr; // not "::…": nothing to unmap (the common case, without a regex)
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr);
   return m ? m[1] : addr;
 }

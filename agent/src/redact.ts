@@ -10,6 +10,8 @@ import { REDACTED, Scrubber } from './scrub.js';
 export { REDACTED };
 
 const MIN_SECRET = 8;
+const TEXT_MEMO_SIZE = 512;
+const ARGV_MEMO_SIZE = 256;
 const defaultScrubber = new Scrubber(DEFAULTS.scrubWords, DEFAULTS.scrubExempt);
 
 /**
@@ -22,6 +24,11 @@ export function redactArgv(args: string[], redact: (s: string) => string): strin
 
 export class Redactor {
   private readonly seen = new Set<string>();
+  /** Texts already redacted (paths and User-Agents repeat): forgotten whenever a new secret is seen. */
+  private readonly texts = new Map<string, string>();
+  /** argvs already redacted (a host has few callers, calling again and again), forgotten likewise. */
+  private readonly argvs = new Map<string, string[]>();
+  private argvsBySame = new WeakMap<string[], string[]>();
   private readonly scrubber: Scrubber;
 
   /** extraWords: added to the default scrub words (`run --scrub-word`). */
@@ -40,10 +47,19 @@ export class Redactor {
       this.seen.delete(oldest);
     }
     this.seen.add(v);
+    this.texts.clear(); // a text redacted before may hold the new secret
+    this.argvs.clear();
+    this.argvsBySame = new WeakMap();
   }
 
   text(s: string): string {
-    return this.seenOut(this.scrubber.text(s));
+    let out = this.texts.get(s);
+    if (out === undefined) {
+      out = this.seenOut(this.scrubber.text(s));
+      if (this.texts.size >= TEXT_MEMO_SIZE) this.texts.clear();
+      this.texts.set(s, out);
+    }
+    return out;
   }
 
   private seenOut(s: string): string {
@@ -56,7 +72,19 @@ export class Redactor {
 
   /** argv with secrets removed: values of sensitive names (also the argument after a bare name), token shapes, seen tokens. */
   argv(args: string[]): string[] {
-    return this.scrubber.argv(args).map((a) => this.seenOut(a));
+    let out = this.argvsBySame.get(args); // the same array again (attribution keeps what it found per process)
+    if (out === undefined) {
+      let key = '';
+      for (const a of args) key += `${a.length}:${a}`; // no two argvs share a key
+      out = this.argvs.get(key);
+      if (out === undefined) {
+        out = this.scrubber.argv(args).map((a) => this.seenOut(a));
+        if (this.argvs.size >= ARGV_MEMO_SIZE) this.argvs.clear();
+        this.argvs.set(key, out);
+      }
+      this.argvsBySame.set(args, out);
+    }
+    return out.slice(); // the caller's own array
   }
 }
 

@@ -1,9 +1,9 @@
-import { describe, it, expect } from 'vitest';
-import { PendingCalls } from '../../agent/src/pipeline/calls.js';
+import { describe, it, expect, vi } from 'vitest';
+import { PendingCalls, Waits } from '../../agent/src/pipeline/calls.js';
 import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
 import type { Conn } from '../../agent/src/wire/flows.js';
-import type { CallRecord } from '../../agent/src/record.js';
+import type { CallRecord, ProcessInfo } from '../../agent/src/record.js';
 
 const conn = { id: 7, client: '10.0.0.5', cport: 40000, server: '169.254.169.254', sport: 80 } as Conn;
 
@@ -42,5 +42,85 @@ describe('PendingCalls.amend: an ambiguity found after the head was read', () =>
     expect(p.amend(conn, 1, 'tcp_urgent', () => true)).toBeNull();
     await p.flush();
     expect(out[0].request.ambiguity).toBeUndefined();
+  });
+});
+
+describe('PendingCalls: the wait for the caller (one timer for every record)', () => {
+  function waiting(out: CallRecord[], attribution: (c: Conn) => Promise<ProcessInfo>): PendingCalls {
+    return new PendingCalls({
+      responseWaitMs: 60_000, attributionWaitMs: 40, maxPending: 100, redact: (s) => s,
+      connection: (c) => ({ src: c.client, sport: c.cport, dst: c.server, dport: c.sport, interface: 'eth0', family: 'ipv4' }),
+      attribution, emit: (r) => out.push(r), isLocalAddress: () => true,
+    });
+  }
+  const head = parseRequestHead('GET /latest/meta-data/ HTTP/1.1', false, () => undefined)!;
+
+  it('callers that never answer: every record says attribution timed out; those that answer late still name theirs', async () => {
+    const out: CallRecord[] = [];
+    const late: Array<() => void> = [];
+    const p = waiting(out, (c) => c.id % 2 === 0
+      ? new Promise<ProcessInfo>(() => undefined) // never answers
+      : new Promise<ProcessInfo>((resolve) => { late.push(() => resolve({ attribution: 'proc', pid: c.id })); }));
+    for (let id = 1; id <= 6; id++) {
+      const c = { ...conn, id, cport: 40000 + id } as Conn;
+      p.add(c, head, 1, classify(head), new Date(id), true);
+      p.response(c, 1, 200);
+    }
+    for (const answer of late) answer();
+    await p.flush();
+    expect(out.map((r) => [r.connection.sport, r.process])).toEqual([
+      [40001, { attribution: 'proc', pid: 1 }], [40003, { attribution: 'proc', pid: 3 }], [40005, { attribution: 'proc', pid: 5 }],
+      [40002, { attribution: 'none', reason: 'attribution timed out' }], [40004, { attribution: 'none', reason: 'attribution timed out' }],
+      [40006, { attribution: 'none', reason: 'attribution timed out' }],
+    ]);
+  });
+
+  it('Waits: fires in order after its time, never when answered, and again after the queue emptied', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let clock = 0;
+      const fired: number[] = [];
+      const w = new Waits(20, () => clock);
+      const a = w.add(() => fired.push(1));
+      clock = 5;
+      w.add(() => fired.push(2));
+      w.add(() => fired.push(3));
+      w.answered(a);
+      expect(w.size).toBe(2);
+      clock = 20;
+      vi.advanceTimersByTime(20);
+      expect(fired).toEqual([]); // 2 and 3 are due at 25
+      clock = 25;
+      vi.advanceTimersByTime(5);
+      expect(fired).toEqual([2, 3]);
+      expect(w.size).toBe(0);
+      w.add(() => fired.push(4)); // the queue emptied: a new timer
+      clock = 45;
+      vi.advanceTimersByTime(20);
+      expect(fired).toEqual([2, 3, 4]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('Waits: a timer set for a wait answered since fires nothing early for a later wait (by the clock given)', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let clock = 0;
+      const fired: string[] = [];
+      const w = new Waits(30, () => clock);
+      const a = w.add(() => fired.push('a')); // due at 30: the timer is set for it
+      w.answered(a);
+      clock = 20;
+      w.add(() => fired.push('b')); // due at 50
+      vi.advanceTimersByTime(30); // the timer set for a fires: b is not due yet
+      expect(fired).toEqual([]);
+      clock = 50;
+      vi.advanceTimersByTime(30);
+      expect(fired).toEqual(['b']);
+      expect(w.size).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../agent/src/defaults.js';
-import { cutArgv, cutUtf8, fitCallRecord } from '../../agent/src/fit.js';
+import { cutArgv, cutUtf8, fitCallRecord, jsonBytesAtMost } from '../../agent/src/fit.js';
 import { parseCmdlineBounded } from '../../agent/src/attribution/proc/parse.js';
 import { readAncestors, readArgv, readProcess, UserNames } from '../../agent/src/attribution/proc/process.js';
 import type { CallRecord } from '../../agent/src/record.js';
@@ -144,5 +144,41 @@ describe('SelfCalls: the agent\'s own IMDS requests by version', () => {
     expect(s.count('v1', 'GET', '/x')).toBeNull();
     expect(s.count(null, 'GET', '/computeMetadata/v1/')).toBeNull();
     expect([s.v1, s.v2]).toEqual([3, 1]);
+  });
+});
+
+describe('jsonBytesAtMost: the bound that spares measuring every record', () => {
+  it('never says a value fits when its JSON does not (escapes, lone surrogates, multi-byte text, numbers, nesting)', () => {
+    let seed = 7;
+    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    const units = [0x00, 0x1f, 0x22, 0x5c, 0x41, 0xe9, 0x2713, 0xd800, 0xdfff, 0xffff, 0x7f];
+    const str = (): string => String.fromCharCode(...Array.from({ length: rnd(40) }, () => units[rnd(units.length)]));
+    const value = (depth: number): unknown => {
+      switch (rnd(depth > 2 ? 4 : 6)) {
+        case 0: return str();
+        case 1: return [-1.2345678901234567e+308, 5e-324, 0, -0, 12345678901234567890][rnd(5)];
+        case 2: return [true, false, null][rnd(3)];
+        case 3: return undefined;
+        case 4: return Array.from({ length: rnd(5) }, () => value(depth + 1));
+        default: return Object.fromEntries(Array.from({ length: rnd(5) }, () => [str(), value(depth + 1)]));
+      }
+    };
+    for (let i = 0; i < 3000; i++) {
+      const v = { k: value(0) };
+      const exact = size(v);
+      expect(jsonBytesAtMost(v, exact - 1)).toBe(false);
+    }
+    const rec = call();
+    expect(jsonBytesAtMost(rec, MAX)).toBe(true);
+    expect(jsonBytesAtMost(rec, size(rec) - 1)).toBe(false);
+    expect(jsonBytesAtMost({ d: new Date(0) }, MAX)).toBe(false); // toJSON: measured, not guessed
+  });
+
+  it('a record just over the bound is still shrunk (the bound does not let it through)', () => {
+    const big = call({}, `/latest/${'\u0001'.repeat(50_000)}`); // 6 bytes of JSON per character
+    expect(size(big)).toBeGreaterThan(MAX);
+    const fitted = fitCallRecord(big, MAX);
+    expect(size(fitted)).toBeLessThanOrEqual(MAX);
+    expect(fitted.truncated).toEqual(['request.path']);
   });
 });

@@ -243,3 +243,26 @@ describe('scrubbing secrets by sensitive words (Datadog-style) and token shapes'
     expect(out.ancestors![1].argv).toEqual(['bash', '--db-password', REDACTED]);
   });
 });
+
+describe('Redactor: texts and argvs already redacted are remembered, and forgotten when a secret is seen', () => {
+  it('a text or argv redacted before a token was seen on the wire is redacted again after it', () => {
+    const r = new Redactor();
+    const token = 'Zm9vYmFyYmF6cXV4cXV1eA';
+    const path = `/latest/meta-data/?t=${token}`;
+    const argv = ['python3', 'app.py', token];
+    expect(r.text(path)).toBe(path);
+    expect(r.argv(argv)).toEqual(argv);
+    r.addSecret(token);
+    expect(r.text(path)).toBe('/latest/meta-data/?t=[REDACTED]');
+    expect(r.argv(argv)).toEqual(['python3', 'app.py', '[REDACTED]']);
+  });
+
+  it('each caller gets an argv of its own; argvs that join alike are told apart', () => {
+    const r = new Redactor();
+    const a = r.argv(['curl', '--password', 'hunter2']);
+    a.push('changed');
+    expect(r.argv(['curl', '--password', 'hunter2'])).toEqual(['curl', '--password', '[REDACTED]']);
+    expect(r.argv(['ab', 'c'])).toEqual(['ab', 'c']);
+    expect(r.argv(['a', 'bc'])).toEqual(['a', 'bc']);
+  });
+});

@@ -183,6 +183,27 @@ function basename(p: string | null | undefined): string | null {
   return p.slice(i + 1) || null;
 }
 
+const SDK_MEMO_SIZE = 512;
+const sdkMemo = new Map<string, SdkInfo>();
+/** One part of a memo key: absent, or its length and text (no two sets of facts share a key). */
+const memoPart = (x: string | null | undefined): string => (x === null || x === undefined ? '|' : `|${x.length}:${x}`);
+
+/**
+ * identifySdk, remembered for the facts it reads (a host has few distinct callers: the same answer
+ * is asked for again and again). A copy each time: records do not share objects.
+ */
+export function identifySdkMemo(f: SdkFacts): SdkInfo {
+  const argv = f.argv ?? [];
+  const key = `${f.imdsVersion}${memoPart(f.userAgent)}${memoPart(f.exe)}${memoPart(f.comm)}${memoPart(argv[0])}${memoPart(argv[1])}${memoPart(f.v1Reason)}`;
+  let info = sdkMemo.get(key);
+  if (info === undefined) {
+    info = identifySdk(f);
+    if (sdkMemo.size >= SDK_MEMO_SIZE) sdkMemo.clear();
+    sdkMemo.set(key, info);
+  }
+  return { ...info };
+}
+
 /** The SDK and the advice for one call. Pure. */
 export function identifySdk(f: SdkFacts): SdkInfo {
   const ua = f.userAgent?.trim() || null;

@@ -22,6 +22,8 @@ export interface ReadOptions {
   logFile?: string | false;
 }
 
+const NO_INTERFACES = {};
+
 export const READ_REASON = 'read from a capture file: no process to look up';
 
 /** No process can be found for a connection seen in a file. */
@@ -37,24 +39,47 @@ export function packetInterface(p: CapturedPacket): string {
   return p.ifName ?? `link:${p.link}`;
 }
 
-/** JSON lines to stdout (waiting for it to drain, never dropping) and to a file when named. */
+/** Bytes of lines gathered outside the JS heap before a new buffer is taken. */
+const LINE_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * JSON lines to stdout (waiting for it to drain, never dropping) and to a file when named. A line
+ * is copied at once into a buffer outside the JS heap (UTF-8, as stdout would write the string): the
+ * lines of a batch do not stay on the heap until it is written.
+ */
 class LineOut {
   written = 0;
   writeErrors = 0;
-  private pending: string[] = [];
+  private chunks: Buffer[] = [];
+  private chunk: Buffer | null = null;
+  private used = 0;
   constructor(private readonly fd: number | null) {}
   write(rec: OutputRecord): void {
-    this.pending.push(`${JSON.stringify(rec)}\n`);
+    const line = JSON.stringify(rec); // its newline written after it (no second string of line + "\n")
+    const most = line.length * 3 + 1; // UTF-8 bytes of a UTF-16 unit: at most 3
+    if (this.chunk === null || this.used + most > this.chunk.length) {
+      this.take();
+      this.chunk = Buffer.allocUnsafe(Math.max(LINE_CHUNK_BYTES, most));
+    }
+    this.used += this.chunk.write(line, this.used, 'utf8');
+    this.chunk[this.used++] = 0x0a;
     this.written++;
   }
+  /** The bytes gathered so far, as one buffer list. */
+  private take(): void {
+    if (this.chunk !== null && this.used > 0) this.chunks.push(this.chunk.subarray(0, this.used));
+    this.chunk = null;
+    this.used = 0;
+  }
   async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
-    const text = this.pending.join('');
-    this.pending = [];
+    this.take();
+    if (this.chunks.length === 0) return;
+    const data = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    this.chunks = [];
     if (this.fd !== null) {
-      try { writeSync(this.fd, text); } catch { this.writeErrors++; }
+      try { writeSync(this.fd, data); } catch { this.writeErrors++; }
     }
-    if (!process.stdout.write(text)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+    if (!process.stdout.write(data)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
   }
 }
 
@@ -101,7 +126,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
   const pipeline = new Pipeline({
     device: 'any', includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWord ?? [],
     attributor: fileAttributor, sink, clock: () => clock.now(), responseTimers: clock,
-    interfaces: () => ({}), // the host the file was taken on is not this one
+    interfaces: () => NO_INTERFACES, // the host the file was taken on is not this one
     ifname: () => null, selfPid: -1,
   });
   let first: number | null = null;

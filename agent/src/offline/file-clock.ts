@@ -5,6 +5,8 @@
  */
 import type { ResponseTimers } from '../pipeline/calls.js';
 
+const noop = (): void => undefined;
+
 interface Timer { due: number; seq: number; fn: () => void; cancelled: boolean }
 
 export class FileClock implements ResponseTimers {
@@ -27,7 +29,9 @@ export class FileClock implements ResponseTimers {
   }
 
   clear(handle: unknown): void {
-    (handle as Timer).cancelled = true;
+    const timer = handle as Timer;
+    timer.cancelled = true;
+    timer.fn = noop; // what it would have called is not kept until its deadline
   }
 
   /** File time is now atMs (ignored when earlier than now): the timers due by then fire, in order. */
@@ -56,7 +60,7 @@ export class FileClock implements ResponseTimers {
     while (i > 0) {
       const up = (i - 1) >> 1;
       if (!this.less(h[i], h[up])) break;
-      [h[i], h[up]] = [h[up], h[i]];
+      const t = h[i]; h[i] = h[up]; h[up] = t;
       i = up;
     }
   }
@@ -75,7 +79,7 @@ export class FileClock implements ResponseTimers {
         if (l < h.length && this.less(h[l], h[m])) m = l;
         if (r < h.length && this.less(h[r], h[m])) m = r;
         if (m === i) break;
-        [h[i], h[m]] = [h[m], h[i]];
+        const t = h[i]; h[i] = h[m]; h[m] = t;
         i = m;
       }
     }

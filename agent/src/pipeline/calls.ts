@@ -9,7 +9,7 @@ import type { Conn } from '../wire/flows.js';
 import { redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
-import { identifySdk } from '../advice/sdk.js';
+import { identifySdkMemo } from '../advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from '../record.js';
 import { answerDropped } from '../hop-limit.js';
 
@@ -61,8 +61,12 @@ export class PendingCalls {
   /** The latest token request of each caller (pid), to explain its IMDSv1 calls. */
   private readonly tokenPuts = new Map<number, Pending>();
   forced = 0;
+  /** Every record's wait for its caller, on one timer (not one timer per record). */
+  private readonly attributionWaits: Waits;
 
-  constructor(private readonly o: PendingCallsOptions) {}
+  constructor(private readonly o: PendingCallsOptions) {
+    this.attributionWaits = new Waits(o.attributionWaitMs);
+  }
 
   add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
     if (this.pending.size >= this.o.maxPending) {
@@ -167,7 +171,7 @@ export class PendingCalls {
       const why = this.v1Reason(p, proc);
       if (why) rec.v1_reason = why;
       if (rec.provider === 'aws') {
-        rec.sdk = identifySdk({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+        rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
       }
       this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
     });
@@ -175,13 +179,14 @@ export class PendingCalls {
     void job.finally(() => this.inFlight.delete(job));
   }
 
+  /** The caller, or `none` when attribution has not answered within attributionWaitMs. */
   private attribute(p: Pending): Promise<ProcessInfo> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<ProcessInfo>((resolve) => {
-      timer = setTimeout(() => resolve({ attribution: 'none', reason: 'attribution timed out' }),
-        this.o.attributionWaitMs);
+    const found = this.o.attribution(p.conn);
+    return new Promise<ProcessInfo>((resolve, reject) => {
+      const wait = this.attributionWaits.add(() => resolve({ attribution: 'none', reason: 'attribution timed out' }));
+      found.then((proc) => { this.attributionWaits.answered(wait); resolve(proc); },
+        (err: unknown) => { this.attributionWaits.answered(wait); reject(err); });
     });
-    return Promise.race([this.o.attribution(p.conn), timeout]).finally(() => clearTimeout(timer));
   }
 
   /** Finalise everything now and wait until every record is emitted. */
@@ -192,5 +197,83 @@ export class PendingCalls {
 
   get size(): number {
     return this.pending.size;
+  }
+}
+
+const noop = (): void => undefined;
+
+interface Wait {
+  at: number;
+  fire: () => void;
+  /** Answered or fired: it will not fire (again). */
+  done: boolean;
+}
+
+/**
+ * Waits that all last the same time, on one timer: they end in the order they began, so they queue,
+ * and the timer is set for the oldest one only. What a setTimeout per wait (cleared when answered) did,
+ * without a timer per record: the timer holds the process up only while a wait is still unanswered.
+ */
+export class Waits {
+  private queue: Wait[] = [];
+  private head = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Waits neither answered nor fired. */
+  private open = 0;
+  /** The deadline the timer is set for. */
+  private armedFor = 0;
+
+  /** hold: whether an unanswered wait keeps the process up (as a setTimeout does; not as an unref'd one). */
+  constructor(private readonly ms: number, private readonly now: () => number = () => Date.now(), private readonly hold = true) {}
+
+  /** fire() is called ms from now unless answered() before. */
+  add(fire: () => void): Wait {
+    const w: Wait = { at: this.now() + this.ms, fire, done: false };
+    this.queue.push(w);
+    if (++this.open === 1 && this.timer && this.hold) this.timer.ref();
+    if (!this.timer) this.arm();
+    return w;
+  }
+
+  /** The wait is over before its time: it will not fire. */
+  answered(w: Wait): void {
+    if (w.done) return;
+    w.done = true;
+    w.fire = noop; // what it would have resolved is not kept until its time
+    if (--this.open > 0) return;
+    // Nothing left to fire: the queue is forgotten; the timer, if set, fires for nothing and stops.
+    this.queue = [];
+    this.head = 0;
+    this.timer?.unref();
+  }
+
+  /** Waits neither answered nor fired. */
+  get size(): number {
+    return this.open;
+  }
+
+  private arm(): void {
+    const first = this.queue[this.head];
+    this.armedFor = first.at;
+    this.timer = setTimeout(() => this.expire(), Math.max(1, first.at - this.now()));
+    if (this.open === 0 || !this.hold) this.timer.unref();
+  }
+
+  private expire(): void {
+    this.timer = null;
+    if (this.head === this.queue.length) return;
+    // The deadline the timer was set for has come, whatever the clock read says (a timer may run a
+    // millisecond before Date.now() shows it).
+    const now = Math.max(this.now(), this.armedFor);
+    while (this.head < this.queue.length && this.queue[this.head].at <= now) {
+      const w = this.queue[this.head++];
+      if (!w.done) { w.done = true; this.open--; w.fire(); }
+    }
+    if (this.head === this.queue.length) { this.queue = []; this.head = 0; return; }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    this.arm();
   }
 }

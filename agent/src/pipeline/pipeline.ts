@@ -19,7 +19,7 @@ import { decodeFrame, linkIfindex } from '../wire/packet.js';
 import { FlowTable, type Conn } from '../wire/flows.js';
 import { classify } from '../classify.js';
 import { Redactor } from '../redact.js';
-import { PendingCalls, type ResponseTimers } from './calls.js';
+import { PendingCalls, Waits, type ResponseTimers } from './calls.js';
 import { Counters } from './counters.js';
 import { UnseenCalls } from './unseen.js';
 import { CaptureTimeline } from '../capture/timeline.js';
@@ -80,6 +80,14 @@ export interface PipelineOptions {
   responseTimers?: ResponseTimers;
 }
 
+const ADDRESS_FACTS_SIZE = 1024;
+
+interface AddressFacts {
+  iface: string | null;
+  /** Whether it is an address of the host itself (computed when first asked). */
+  host: boolean | undefined;
+}
+
 /** What the pipeline keeps per TCP connection besides the flow table's own view of it. */
 interface ConnState {
   /** The caller, looked up when the connection opened (or again when the first answer was none). */
@@ -101,6 +109,11 @@ export class Pipeline {
   private readonly ifnames: (ifindex: number) => string | null;
   private readonly hostInterfaces: () => InterfaceTable;
   private earlyLookups = 0;
+  /** The host interface of an address, and whether it is the host's own, for the current interface table. */
+  private readonly facts = new Map<string, AddressFacts>();
+  private factsTable: InterfaceTable | null = null;
+  /** A closed connection's caller is forgotten attributionWaitMs later (one timer for all, never holding the process up). */
+  private readonly forget = new Waits(DEFAULTS.attributionWaitMs, () => Date.now(), false);
   private attributor: Attributor | null;
   private joins: JoiningAttributor | null;
 
@@ -129,7 +142,7 @@ export class Pipeline {
       redact: (s) => this.redactor.text(s),
       redactArgv: (a) => this.redactor.argv(a),
       connection: (conn) => this.connectionInfo(conn),
-      isLocalAddress: (src) => isHostAddress(src, this.hostInterfaces()),
+      isLocalAddress: (src) => this.hostAddress(src),
       attribution: (conn) => this.isOwn(conn) ? Promise.resolve(this.selfInfo) : this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
       emit: (rec) => this.record(rec),
       responseTimers: o.responseTimers,
@@ -236,7 +249,8 @@ export class Pipeline {
 
   private closed(conn: Conn): void {
     this.calls.closed(conn);
-    setTimeout(() => this.conns.delete(conn.id), DEFAULTS.attributionWaitMs).unref();
+    const id = conn.id;
+    this.forget.add(() => this.conns.delete(id));
   }
 
   // --- stage 5: attribution (asked by calls once the answer is in) ------------------------------
@@ -300,7 +314,29 @@ export class Pipeline {
   }
 
   private interfaceOf(addr: string, seenOn: string | null): string {
-    return interfaceFor(addr, this.hostInterfaces()) ?? seenOn ?? 'any';
+    return this.addressFacts(addr).iface ?? seenOn ?? 'any';
+  }
+
+  private hostAddress(addr: string): boolean {
+    const facts = this.addressFacts(addr);
+    facts.host ??= isHostAddress(addr, this.factsTable!);
+    return facts.host;
+  }
+
+  /** What the host's interfaces say of an address, remembered while the table is the same one. */
+  private addressFacts(addr: string): AddressFacts {
+    const table = this.hostInterfaces();
+    if (table !== this.factsTable) {
+      this.factsTable = table;
+      this.facts.clear();
+    }
+    let f = this.facts.get(addr);
+    if (f === undefined) {
+      f = { iface: interfaceFor(addr, table), host: undefined };
+      if (this.facts.size >= ADDRESS_FACTS_SIZE) this.facts.clear();
+      this.facts.set(addr, f);
+    }
+    return f;
   }
 
   // --- stage 6: the record (redacted, v1 reason, fitted by calls): self filter, counts, sink ----

@@ -101,6 +101,8 @@ export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
   private readonly byIsn = new Map<string, { id: number; at: number; conn: Conn }>();
   private nextId = 1;
+  /** The flow the latest segment belonged to (checked against its 4-tuple and closed flag before use). */
+  private last: FlowState | null = null;
   readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0,
     overlapConflicts: 0, urgent: 0 };
 
@@ -109,10 +111,23 @@ export class FlowTable {
   handle(seg: TcpSegment, ts: number, iface: string | null): void {
     const toServer = this.h.isServer(seg.dst, seg.dport);
     if (!toServer && !this.h.isServer(seg.src, seg.sport)) return;
-    const [client, cport, server, sport] = toServer
-      ? [seg.src, seg.sport, seg.dst, seg.dport] : [seg.dst, seg.dport, seg.src, seg.sport];
-    const key = wireKey(client, cport, server, sport);
-    let st = this.flows.get(key);
+    const client = toServer ? seg.src : seg.dst;
+    const cport = toServer ? seg.sport : seg.dport;
+    const server = toServer ? seg.dst : seg.src;
+    const sport = toServer ? seg.dport : seg.sport;
+    // The flow of the previous segment (most segments follow one of their own connection): found
+    // without building its key.
+    const last = this.last;
+    let st: FlowState | undefined;
+    let key: string;
+    if (last !== null && !last.conn.closed && last.conn.cport === cport && last.conn.sport === sport
+      && last.conn.client === client && last.conn.server === server) {
+      st = last;
+      key = last.conn.key;
+    } else {
+      key = wireKey(client, cport, server, sport);
+      st = this.flows.get(key);
+    }
     const isSyn = seg.flags.syn && !seg.flags.ack && toServer;
     // A client SYN whose ISN differs from the one we know (or that follows a connection picked up
     // mid-stream, whose ISN we never saw): the 4-tuple is reused by a new connection.
@@ -126,6 +141,7 @@ export class FlowTable {
       if (!seg.flags.syn && seg.payload.length === 0) return;
       st = this.open(key, seg, toServer, client, cport, server, sport, ts, iface);
     }
+    this.last = st;
     const c = st.conn;
     c.lastSeen = ts;
     if (toServer) {
@@ -237,7 +253,13 @@ export class FlowTable {
       this.stats.natDuplicates++;
       return prior.conn;
     }
+    this.byIsn.delete(k); // kept in the order they were seen: the oldest first
     this.byIsn.set(k, { id: conn.id, at: ts, conn });
+    // Those past the window (as sweep forgets them), from the oldest on: no connection is kept for them.
+    for (const [ik, v] of this.byIsn) {
+      if (ts - v.at < NAT_WINDOW_MS) break;
+      this.byIsn.delete(ik);
+    }
     if (this.byIsn.size > this.limits.maxFlows * 2) {
       for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
     }

@@ -89,6 +89,8 @@ const STANDARD_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNE
 const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** A token header line however it is spelled (leading or inner whitespace, any case): for redaction only. */
 export const TOKEN_LINE_RE = /^[ \t]*x-aws-ec2-metadata-token[ \t]*:(.*)$/is;
+/** The token header's name anywhere (as TOKEN_LINE_RE matches it: any case): a head without it has no token line. */
+const TOKEN_NAME_RE = /x-aws-ec2-metadata-token/i;
 const MAX_FIELD = 512;
 
 export function looksLikeRequestStart(b: Buffer): boolean {
@@ -116,8 +118,13 @@ function cap(s: string): string {
   return s.length > MAX_FIELD ? s.slice(0, MAX_FIELD) : s;
 }
 
+/** s without leading and trailing SP and HTAB (the same string when there are none). */
 function trimOws(s: string): string {
-  return s.replace(/^[ \t]+|[ \t]+$/g, '');
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /**
@@ -142,8 +149,9 @@ function requestLine(line: string): { parts: string[]; ambiguous: boolean } | nu
 export function parseRequestHead(text: string, truncated: boolean,
   onSecret: (value: string) => void, ctx: HeadContext = {}): RequestHead | null {
   const raw = text.split('\n');
-  // Token values first, from every line however it is spelled (even in a head that does not parse).
-  for (const l of text.split(/[\r\n]/)) {
+  // Token values first, from every line however it is spelled (even in a head that does not parse);
+  // a head without the header's name anywhere has none.
+  if (TOKEN_NAME_RE.test(text)) for (const l of text.split(/[\r\n]/)) {
     const secret = TOKEN_LINE_RE.exec(l);
     const v = secret ? trimOws(secret[1]) : '';
     if (v) onSecret(v);
@@ -216,25 +224,19 @@ export function parseResponseHead(text: string, truncated: boolean, requestMetho
   const status = Number(m[2]);
   const framing = new Framing();
   let headerCount = 0;
-  for (const [name, value] of headers(lines)) {
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
     headerCount++;
-    framing.see(name, value);
+    framing.see(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
   }
   const bodyless = requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304;
   return {
     kind: 'response', status, version: m[1], headerCount, headersTruncated: truncated,
     body: bodyless ? { type: 'none' } : framing.forResponse(),
   };
-}
-
-function* headers(lines: string[]): Generator<[string, string]> {
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    if (line === '') continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    yield [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()];
-  }
 }
 
 class Framing {

@@ -34,6 +34,8 @@ type State =
   | { s: 'until-close' };
 
 const MAX_CHUNK_LINE = 1024;
+/** Nothing held (never written to: one for every stream). */
+const EMPTY = Buffer.alloc(0);
 /** Longest line kept while skipping the rest of a cut head (to find token values in it). */
 const MAX_SKIP_LINE = 8192;
 /** Emitted messages remembered with their stream offsets, for ambiguities found after the fact. */
@@ -59,7 +61,7 @@ export function findHeadEnd(b: Buffer, from = 0): { textEnd: number; next: numbe
 
 export class HttpStream {
   private state: State = { s: 'head' };
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = EMPTY;
   private resyncing = false;
   /** Stream offset of buf[0]. */
   private offset = 0;
@@ -97,7 +99,7 @@ export class HttpStream {
   /** Bytes were lost: forget the partial message and look for the next message start. */
   gap(): void {
     this.offset += this.buf.length;
-    this.buf = Buffer.alloc(0);
+    this.buf = EMPTY;
     this.state = { s: 'head' };
     this.resyncing = true;
     this.headStart = null;

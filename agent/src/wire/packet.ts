@@ -100,9 +100,24 @@ function decodeIPv4(b: Buffer, off: number, pktType: number | null): TcpSegment 
   if ((fragField & 0x1fff) !== 0 || (fragField & 0x2000) !== 0) return null; // fragments: not handled
   if (b[off + 9] !== IPPROTO_TCP) return null;
   const end = Math.min(b.length, off + (totalLen >= ihl ? totalLen : b.length - off));
-  const src = `${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
-  const dst = `${b[off + 16]}.${b[off + 17]}.${b[off + 18]}.${b[off + 19]}`;
+  const src = ipv4Text(b, off + 12);
+  const dst = ipv4Text(b, off + 16);
   return decodeTcp(b, off + ihl, end, 4, src, dst, pktType, b[off + 8]);
+}
+
+const IPV4_TEXT_MEMO_SIZE = 4096;
+const ipv4Texts = new Map<number, string>();
+
+/** Dotted text of the IPv4 address at b[off..off+4], remembered (a capture sees few addresses, again and again). */
+function ipv4Text(b: Buffer, off: number): string {
+  const n = b.readUInt32BE(off);
+  let s = ipv4Texts.get(n);
+  if (s === undefined) {
+    s = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+    if (ipv4Texts.size >= IPV4_TEXT_MEMO_SIZE) ipv4Texts.clear();
+    ipv4Texts.set(n, s);
+  }
+  return s;
 }
 
 function decodeIPv6(b: Buffer, off: number, pktType: number | null): TcpSegment | null {
@@ -136,10 +151,20 @@ function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: stri
     seq: b.readUInt32BE(off + 4),
     ack: b.readUInt32BE(off + 8),
     flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
-    payload: Buffer.from(b.subarray(off + dataOff, end)), // copy: capture buffers are reused
+    payload: copyOf(b, off + dataOff, end), // copy: capture buffers are reused
   };
   if (f & 0x20) seg.urgent = b.readUInt16BE(off + 18);
   return seg;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Bytes start..end of b in a buffer of their own (one shared empty buffer for a segment without data). */
+function copyOf(b: Buffer, start: number, end: number): Buffer {
+  if (end <= start) return EMPTY;
+  const out = Buffer.allocUnsafe(end - start);
+  b.copy(out, 0, start, end);
+  return out;
 }
 
 /** The interface index a Linux cooked v2 (`any`) frame was captured on; null for other link types. */

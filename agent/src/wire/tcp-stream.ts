@@ -32,6 +32,8 @@ export function seqDiff(a: number, b: number): number {
 }
 
 const DEFAULT_WINDOW = 16 * 1024;
+/** The empty window (never written to: one for every stream). */
+const EMPTY = Buffer.alloc(0);
 
 export class TcpStream {
   private next: number | null = null;
@@ -40,7 +42,7 @@ export class TcpStream {
   /** Bytes delivered so far (the stream offset of `next`). */
   private delivered = 0;
   /** Delivered bytes not yet acknowledged by the receiver; window[0] is at sequence winSeq. */
-  private window: Buffer = Buffer.alloc(0);
+  private window: Buffer = EMPTY;
   private winSeq = 0;
   /** Counters for stats: bytes dropped as duplicates, gaps given up on, conflicting copies, urgent data. */
   duplicateBytes = 0;
@@ -74,7 +76,7 @@ export class TcpStream {
     const d = seqDiff(ack, this.winSeq);
     if (d <= 0) return;
     if (d >= this.window.length) {
-      this.window = Buffer.alloc(0);
+      this.window = EMPTY;
       this.winSeq = this.next as number;
       return;
     }
@@ -135,7 +137,8 @@ export class TcpStream {
   private deliver(bytes: Buffer): void {
     const max = this.limits.maxWindowBytes ?? DEFAULT_WINDOW;
     if (max > 0) {
-      let w = this.window.length ? Buffer.concat([this.window, bytes]) : Buffer.from(bytes);
+      // Delivered bytes are never written to (segments are copies of their own): kept as they are when alone.
+      let w = this.window.length ? Buffer.concat([this.window, bytes]) : bytes;
       if (w.length > max) {
         this.winSeq = (this.winSeq + (w.length - max)) >>> 0;
         w = w.subarray(w.length - max);
@@ -182,7 +185,7 @@ export class TcpStream {
     this.gaps++;
     this.sink.onGap();
     this.next = lowest;
-    this.window = Buffer.alloc(0);
+    this.window = EMPTY;
     this.winSeq = lowest;
     this.drain();
   }
