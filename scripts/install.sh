@@ -303,7 +303,7 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by install.sh from a release: its own Node.js runtime runs /opt/imds-tracer.
 here=\$(dirname "\$(readlink -f "\$0")")
-exec "\$here/../../../$NODE_REL" "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
+exec "\$here/../../../$NODE_REL" --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 else
 put "$R/usr/local/bin/imds-tracer" 0755 <<EOF

@@ -80,7 +80,7 @@ export const DEFAULTS = {
   logFileMaxPendingBytes: 4 * 1024 * 1024,
   /**
    * V8 heap limits the agent is started with (bin/imds-tracer.js's first line, the command
-   * scripts/install.sh writes, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
+   * scripts/install.sh writes, a release's bin/imds-tracer, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
    * 16 (most of the RSS under load was young-generation garbage), and an old generation capped at
    * 128 MB, twice what the bounded state can hold. test/unit/node-flags.test.ts keeps the copies equal.
    */

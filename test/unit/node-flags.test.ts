@@ -17,6 +17,11 @@ describe('agent node flags', () => {
     expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec $NODE ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js"`);
   });
 
+  it('a release starts its bundled runtime with them: the tarball\'s bin/imds-tracer (scripts/release.sh) and the command install.sh writes from a release', () => {
+    expect(readFileSync(join(ROOT, 'scripts/release.sh'), 'utf8')).toContain(`exec "$here/../runtime/bin/node" ${flags} "$here/imds-tracer.js" "$@"`);
+    expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec "\\$here/../../../$NODE_REL" ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\\$@"`);
+  });
+
   it('the lab starts the agent with them (read from bin/imds-tracer.js: the lab imports nothing of the agent)', () => {
     expect(agentNodeFlags(ROOT)).toEqual(DEFAULTS.agentNodeFlags);
   });
