@@ -10,8 +10,19 @@ export const DEFAULTS = {
   imdsIPv4: ['169.254.169.254'],
   imdsIPv6: ['fd00:ec2::254'],
   imdsPort: 80,
-  /** libpcap kernel buffer. */
-  pcapBufferBytes: 8 * 1024 * 1024,
+  /**
+   * The capture helper's libpcap ring (native/imds_capture's third argument; it has no default of its
+   * own). The ring is mmap'd whole when capture starts, so all of it counts in the helper's RSS from
+   * the first second. libpcap cuts it into 256 KiB TPACKET_V3 blocks, each retired after 10 ms even if
+   * nearly empty, so what matters is how long the helper may be kept off the CPU: 16 blocks = 160 ms
+   * at any rate the IMDS allows. Measured (bench/RESULTS.md, Memory under load and Replay, 2026-12-02):
+   * 4 MiB lost nothing at 5,000 req/s nor in a top-speed replay of 63,000 packets in 0.15 s; 2 MiB
+   * (8 blocks) lost 236 packets at 5,000 req/s on the loaded 2-vCPU lab; 8 MiB cost 4 MiB more RSS
+   * for nothing. Bursts longer than the ring wait in the helper's own output queue, not here.
+   */
+  pcapBufferBytes: 4 * 1024 * 1024,
+  /** The in-process `cap` binding's buffer (fallback of source builds: TPACKET_V2, 64 KiB per frame, so 128 frames). */
+  pcapBindingBufferBytes: 8 * 1024 * 1024,
   /** How long a request waits for its response before its record is written anyway. */
   responseWaitMs: 1500,
   /** How long a request waits for attribution to finish before its record is written anyway. */
