@@ -14,7 +14,7 @@ export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO = dirname(BENCH_DIR);
 export const DIST = join(REPO, 'dist');
 /** The agent build run by startAgent (default: this checkout's); memory.mjs compares two. */
-export let AGENT_DIST = DIST;
+export let AGENT_DIST = process.env.BENCH_AGENT_DIST ?? DIST; // BENCH_AGENT_DIST: another build for scripts without --before
 export let AGENT_NODE_ARGS = null; // null: the flags the agent ships with (DEFAULTS.agentNodeFlags)
 /** The node binary the agent runs on (--node <path>, e.g. the runtime a release bundles); the harness keeps its own. */
 export let AGENT_NODE = process.execPath;
