@@ -117,9 +117,11 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
  */
 let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
+  // The environment the installed command exports (DEFAULTS.agentEnv of the build being run; none for builds before it).
+  const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
   const t0 = nowMs();
   const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'], ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...agentEnv }, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
   onCleanup(() => stopChild(child, 3000));
   const a = {
     child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',

@@ -170,6 +170,7 @@ for arch in "${ARCHES[@]}"; do
 # imds-tracer from a release: the bundled Node.js runtime runs the bundled agent, with the agent's
 # V8 heap limits (DEFAULTS.agentNodeFlags; a runtime started by path does not read the shebang).
 here=$(dirname "$(readlink -f "$0")")
+export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
 exec "$here/../runtime/bin/node" --max-semi-space-size=2 --max-old-space-size=128 "$here/imds-tracer.js" "$@"
 EOF
   chmod 0755 "$stage/bin/imds-tracer"

@@ -103,6 +103,14 @@ export const DEFAULTS = {
    * 128 MB, twice what the bounded state can hold. test/unit/node-flags.test.ts keeps the copies equal.
    */
   agentNodeFlags: ['--max-semi-space-size=2', '--max-old-space-size=128'],
+  /**
+   * Environment the installed command and a release's launcher start node with (exported before the
+   * exec; test/unit/node-flags.test.ts keeps the copies equal). glibc gives each thread that mallocs
+   * (V8's compiler and GC workers, libuv's pool) an arena of its own, each keeping freed memory; two
+   * arenas: node's RSS under load 5-20 MB lower at equal CPU (Node 24, 2,000-5,000 req/s, 3 rounds,
+   * bench/RESULTS.md 2026-12-02).
+   */
+  agentEnv: { MALLOC_ARENA_MAX: '2' },
   /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
   stdoutExitFlushMs: 5000,
   cloudwatch: {
