@@ -14,9 +14,12 @@ export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO = dirname(BENCH_DIR);
 export const DIST = join(REPO, 'dist');
 /** The agent build run by startAgent (default: this checkout's); memory.mjs compares two. */
-export let AGENT_DIST = DIST;
+export let AGENT_DIST = process.env.BENCH_AGENT_DIST ?? DIST; // BENCH_AGENT_DIST: another build for scripts without --before
 export let AGENT_NODE_ARGS = null; // null: the flags the agent ships with (DEFAULTS.agentNodeFlags)
-export function useAgent(dist, nodeArgs = []) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; }
+/** The node binary the agent runs on (--node <path>, e.g. the runtime a release bundles); the harness keeps its own. */
+export let AGENT_NODE = process.execPath;
+export function useAgent(dist, nodeArgs = [], node = AGENT_NODE) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; AGENT_NODE = node; }
+export function useAgentNode(node) { AGENT_NODE = node; }
 export const RESULTS = join(BENCH_DIR, 'RESULTS.md');
 export const FILTER = 'tcp port 80 and (host 169.254.169.254 or host fd00:ec2::254)';
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -114,9 +117,11 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
  */
 let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
+  // The environment the installed command exports (DEFAULTS.agentEnv of the build being run; none for builds before it).
+  const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
   const t0 = nowMs();
-  const child = l.spawn(l.instanceNs, process.execPath, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...agentEnv }, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
   onCleanup(() => stopChild(child, 3000));
   const a = {
     child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',
@@ -215,11 +220,15 @@ export function cpuMeter(pid, intervalMs = 500) {
   const first = treeSample(pid);
   let last = first; let maxRss = first.rss; let maxRootRss = procSample(pid).rss; let maxAnon = first.anon;
   const maxAnonBy = {};
+  const maxRssBy = {};
   const timer = setInterval(() => {
     const s = treeSample(pid);
     if (s.rss > 0) {
       last = s; maxRss = Math.max(maxRss, s.rss); maxRootRss = Math.max(maxRootRss, procSample(pid).rss); maxAnon = Math.max(maxAnon, s.anon);
-      for (const v of Object.values(s.per)) maxAnonBy[v.comm] = Math.max(maxAnonBy[v.comm] ?? 0, v.anon);
+      for (const v of Object.values(s.per)) {
+        maxAnonBy[v.comm] = Math.max(maxAnonBy[v.comm] ?? 0, v.anon);
+        maxRssBy[v.comm] = Math.max(maxRssBy[v.comm] ?? 0, v.rss);
+      }
     }
   }, intervalMs);
   return {
@@ -239,6 +248,8 @@ export function cpuMeter(pid, intervalMs = 500) {
         seconds: secs, rssMaxMB: maxRss / 2 ** 20, rssLastMB: last.rss / 2 ** 20, rootRssMaxMB: maxRootRss / 2 ** 20,
         anonMaxMB: maxAnon / 2 ** 20,
         anonSplit: Object.entries(maxAnonBy).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(0)}`).join(', '),
+        /** RSS max of each process (file pages too: node's code, the helper's mmap'd capture ring). */
+        rssSplit: Object.entries(maxRssBy).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(0)}`).join(', '),
       };
     },
   };

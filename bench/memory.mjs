@@ -2,7 +2,7 @@
 // live rate, for two agent builds run in turn on the same lab (A, B, A, B, … per rate), so the
 // comparison holds while the shared machine's load drifts.
 //   node bench/memory.mjs [--seconds 20] [--rates 500,2000,5000,max] [--before <dir with dist/>]
-//        [--before-node-args '<flags>'] [--after-node-args '<flags>'] [--no-record]
+//        [--before-node-args '<flags>'] [--after-node-args '<flags>'] [--node <node binary>] [--no-record]
 // --before defaults to none (only this checkout, with and without --after-node-args). The stdout of
 // the agent is read by the harness as in throughput.mjs.
 import { join } from 'node:path';
@@ -14,6 +14,10 @@ const before = f.get('--before');
 /** The flags the installed command and the systemd unit start node with (DEFAULTS.agentNodeFlags). */
 const { DEFAULTS } = await import(join(B.DIST, 'defaults.js'));
 const DEFAULT_FLAGS = DEFAULTS.agentNodeFlags.join(' ');
+/** The node binary the agent runs on (e.g. a release's bundled runtime); the harness and load stay on this one. */
+const node = f.get('--node') ?? process.execPath;
+const { spawnSync } = await import('node:child_process');
+const nodeVersion = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
 const split = (s) => (s ?? '').split(' ').filter(Boolean);
 const variants = [
   ...(before ? [{ name: 'before', dist: join(before, 'dist'), nodeArgs: split(f.get('--before-node-args')) }] : []),
@@ -40,7 +44,7 @@ B.main(async () => {
   const details = [];
   for (const rate of rates) {
     for (const v of variants) {
-      B.useAgent(v.dist, v.nodeArgs);
+      B.useAgent(v.dist, v.nodeArgs, node);
       const logFile = join(dir, `calls-${v.name}-${rate}.jsonl`);
       const agent = await B.startAgent(l, ['--include-v2', '--log-file', logFile, '--stats-interval', '3600']);
       const idle = B.treeSample(agent.pid).rss / 2 ** 20;
@@ -54,18 +58,18 @@ B.main(async () => {
       const answered = res.v1.responses + res.v2.responses;
       const recorded = agent.counts.v1 + agent.counts.v2;
       const dropped = st.records_dropped ? st.records_dropped.stdout : 'n/a';
-      rows.push([rate === 0 ? 'max' : rate, v.name, v.nodeArgs.join(' ') || '(none)', (answered / res.v1.duration).toFixed(0),
+      rows.push([rate === 0 ? 'max' : rate, v.name, `${v.nodeArgs.join(' ') || '(none)'} (node ${nodeVersion})`, (answered / res.v1.duration).toFixed(0),
         B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), `${B.fmt(r.anonMaxMB, 0)} (${r.anonSplit})`, B.fmt(r.cpuPct), `${recorded} / ${answered + 1}`, dropped,
-        st.heap_used_bytes !== undefined ? B.fmt(st.heap_used_bytes / 2 ** 20, 0) : 'n/a', la]);
-      details.push({ rate, variant: v.name, code, stats: st });
-      console.log(`rate ${rate || 'max'} ${v.name}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS max ${r.rssMaxMB.toFixed(0)} MB (node ${r.rootRssMaxMB.toFixed(0)}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, load ${la}, exit ${code}`);
+        st.heap_used_bytes !== undefined ? B.fmt(st.heap_used_bytes / 2 ** 20, 0) : 'n/a', la, st.pcap ? st.pcap.dropped : 'n/a']);
+      details.push({ rate, variant: `${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}`, code, stats: st });
+      console.log(`rate ${rate || 'max'} ${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS idle ${idle.toFixed(0)} max ${r.rssMaxMB.toFixed(0)} MB (${r.rssSplit}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, pcap dropped ${st.pcap?.dropped}, load ${la}, exit ${code}`);
     }
   }
   await imds.stop();
   const body = [
     `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), its stdout read by the harness. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
     '',
-    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg'], rows),
+    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg', 'pcap dropped'], rows),
     '',
     '<details><summary>final stats records</summary>',
     '',

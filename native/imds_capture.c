@@ -18,7 +18,10 @@
  * Exit status: 0 on SIGTERM/SIGINT or when stdin or stdout closes; 2 bad arguments; 3 the device
  * cannot be opened; 4 capture failed (e.g. the interface went away). One line on stderr says why.
  *
- *   imds_capture DEVICE FILTER [BUFFER_BYTES]
+ *   imds_capture DEVICE FILTER BUFFER_BYTES
+ *
+ * BUFFER_BYTES is the kernel ring (pcap_set_buffer_size): the agent passes DEFAULTS.pcapBufferBytes
+ * (agent/src/defaults.ts, where its size is explained); the helper keeps no default of its own.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -176,13 +179,12 @@ int main(int argc, char **argv)
 	int bufsize, rc, n, got, i, err = 0;
 	char c;
 
-	if (argc < 3 || argc > 4) {
-		fprintf(stderr, "usage: imds_capture DEVICE FILTER [BUFFER_BYTES]\n");
+	if (argc != 4 || (bufsize = atoi(argv[3])) <= 0) {
+		fprintf(stderr, "usage: imds_capture DEVICE FILTER BUFFER_BYTES\n");
 		return 2;
 	}
 	dev = argv[1];
 	filter = argv[2];
-	bufsize = argc == 4 ? atoi(argv[3]) : 8 * 1024 * 1024;
 
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGTERM, &sa, NULL);

@@ -303,13 +303,15 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by install.sh from a release: its own Node.js runtime runs /opt/imds-tracer.
 here=\$(dirname "\$(readlink -f "\$0")")
-exec "\$here/../../../$NODE_REL" "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
+export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
+exec "\$here/../../../$NODE_REL" --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 else
 put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 #!/bin/sh
 # imds-tracer, installed by scripts/install.sh: runs /opt/imds-tracer with Node.js >= 20.
 here=\$(dirname "\$(readlink -f "\$0")")
+export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
 exec $NODE --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 fi

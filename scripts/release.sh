@@ -167,9 +167,11 @@ for arch in "${ARCHES[@]}"; do
   install -m 0755 "$REPO/bin/imds-tracer.js" "$stage/bin/imds-tracer.js"
   cat > "$stage/bin/imds-tracer" <<'EOF'
 #!/bin/sh
-# imds-tracer from a release: the bundled Node.js runtime runs the bundled agent.
+# imds-tracer from a release: the bundled Node.js runtime runs the bundled agent, with the agent's
+# V8 heap limits (DEFAULTS.agentNodeFlags; a runtime started by path does not read the shebang).
 here=$(dirname "$(readlink -f "$0")")
-exec "$here/../runtime/bin/node" "$here/imds-tracer.js" "$@"
+export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
+exec "$here/../runtime/bin/node" --max-semi-space-size=2 --max-old-space-size=128 "$here/imds-tracer.js" "$@"
 EOF
   chmod 0755 "$stage/bin/imds-tracer"
   install -m 0755 "$REPO/scripts/install.sh" "$REPO/scripts/uninstall.sh" "$stage/scripts/"

@@ -17,6 +17,7 @@ packages=(
   golang-go golang-github-aws-aws-sdk-go-dev golang-github-aws-aws-sdk-go-v2-dev  # Go SDKs, compiled by that test
   binutils debootstrap systemd-container                       # release checks; the systemd-box test
   tcpdump tshark                                               # capture files for test/lab/read (pcap; pcapng by dumpcap), bench/offline
+  tcpreplay                                                    # bench/replay.mjs: a capture sent at top speed into the lab's veth
 )
 # arm64 is cross-built with Debian's toolchain and multiarch -dev packages, its helpers smoke-tested
 # under qemu-user.

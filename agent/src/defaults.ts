@@ -10,8 +10,19 @@ export const DEFAULTS = {
   imdsIPv4: ['169.254.169.254'],
   imdsIPv6: ['fd00:ec2::254'],
   imdsPort: 80,
-  /** libpcap kernel buffer. */
-  pcapBufferBytes: 8 * 1024 * 1024,
+  /**
+   * The capture helper's libpcap ring (native/imds_capture's third argument; it has no default of its
+   * own). The ring is mmap'd whole when capture starts, so all of it counts in the helper's RSS from
+   * the first second. libpcap cuts it into 256 KiB TPACKET_V3 blocks, each retired after 10 ms even if
+   * nearly empty, so what matters is how long the helper may be kept off the CPU: 16 blocks = 160 ms
+   * at any rate the IMDS allows. Measured (bench/RESULTS.md, Memory under load and Replay, 2026-12-02):
+   * 4 MiB lost nothing at 5,000 req/s nor in a top-speed replay of 63,000 packets in 0.15 s; 2 MiB
+   * (8 blocks) lost 236 packets at 5,000 req/s on the loaded 2-vCPU lab; 8 MiB cost 4 MiB more RSS
+   * for nothing. Bursts longer than the ring wait in the helper's own output queue, not here.
+   */
+  pcapBufferBytes: 4 * 1024 * 1024,
+  /** The in-process `cap` binding's buffer (fallback of source builds: TPACKET_V2, 64 KiB per frame, so 128 frames). */
+  pcapBindingBufferBytes: 8 * 1024 * 1024,
   /** How long a request waits for its response before its record is written anyway. */
   responseWaitMs: 1500,
   /** How long a request waits for attribution to finish before its record is written anyway. */
@@ -41,8 +52,15 @@ export const DEFAULTS = {
   joinWindowMs: 10_000,
   /** How long a new connection waits for its kernel event before /proc is asked instead. */
   joinWaitMs: 2000,
-  /** Kernel connect events kept for joining (each eviction is counted). */
-  maxPendingJoins: 10_000,
+  /**
+   * Kernel connect events kept for joining (each eviction is counted). An event is kept 2 ×
+   * joinWindowMs whether joined or not, and holds its process (argv, ancestors: ~2.5 KB of heap), so
+   * 10,000 cost ~25 MB under a connect flood. 4,096 still keeps every event twice joinWaitMs at the
+   * per-source kernel budget (1,000/s × 2 s × 2); the oldest, long joined, go first. Measured
+   * (bench/connect-rate.mjs, 15 s at 1,000 connects/s): node's anonymous RSS 69 → 53 MB, every
+   * connect still joined (14,998 of 14,998; 10,000: 14,987 of 14,991).
+   */
+  maxPendingJoins: 4096,
   /**
    * Kernel budget per source (network namespace + cgroup): events per second, and burst. The IMDS
    * itself answers at most 1,024 packets/s per network interface (three or more per connection), so a
@@ -88,11 +106,19 @@ export const DEFAULTS = {
   logFileMaxPendingBytes: 4 * 1024 * 1024,
   /**
    * V8 heap limits the agent is started with (bin/imds-tracer.js's first line, the command
-   * scripts/install.sh writes, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
+   * scripts/install.sh writes, a release's bin/imds-tracer, the lab's launcher): a young generation of 2 MiB semi-spaces instead of
    * 16 (most of the RSS under load was young-generation garbage), and an old generation capped at
    * 128 MB, twice what the bounded state can hold. test/unit/node-flags.test.ts keeps the copies equal.
    */
   agentNodeFlags: ['--max-semi-space-size=2', '--max-old-space-size=128'],
+  /**
+   * Environment the installed command and a release's launcher start node with (exported before the
+   * exec; test/unit/node-flags.test.ts keeps the copies equal). glibc gives each thread that mallocs
+   * (V8's compiler and GC workers, libuv's pool) an arena of its own, each keeping freed memory; two
+   * arenas: node's RSS under load 5-20 MB lower at equal CPU (Node 24, 2,000-5,000 req/s, 3 rounds,
+   * bench/RESULTS.md 2026-12-02).
+   */
+  agentEnv: { MALLOC_ARENA_MAX: '2' },
   /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
   stdoutExitFlushMs: 5000,
   cloudwatch: {

@@ -142,11 +142,11 @@ export class Tracer {
     const onFrame = (frame: Buffer, link: string, tsUs?: number): void => this.pipeline.push(frame, link, tsUs);
     if (!helper && this.o.device === 'any') {
       this.captureKind = 'cap';
-      return openCapture(this.o.device, filter, DEFAULTS.pcapBufferBytes, onFrame);
+      return openCapture(this.o.device, filter, DEFAULTS.pcapBindingBufferBytes, onFrame);
     }
     this.captureKind = helper ? 'helper' : 'cap-worker';
     return SupervisedCapture.open({
-      device: this.o.device, filter, bufferBytes: DEFAULTS.pcapBufferBytes, helper, onFrame,
+      device: this.o.device, filter, bufferBytes: helper ? DEFAULTS.pcapBufferBytes : DEFAULTS.pcapBindingBufferBytes, helper, onFrame,
       onStats: (st) => { this.pcapStats = st; },
       onDown: (at, lostFrom) => this.pipeline.timeline.down(at, lostFrom), onUp: (at) => { this.pipeline.timeline.up(at); },
       onDrops: (from, to) => this.pipeline.timeline.dropped(from, to),

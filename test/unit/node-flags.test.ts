@@ -17,6 +17,22 @@ describe('agent node flags', () => {
     expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec $NODE ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js"`);
   });
 
+  it('a release starts its bundled runtime with them: the tarball\'s bin/imds-tracer (scripts/release.sh) and the command install.sh writes from a release', () => {
+    expect(readFileSync(join(ROOT, 'scripts/release.sh'), 'utf8')).toContain(`exec "$here/../runtime/bin/node" ${flags} "$here/imds-tracer.js" "$@"`);
+    expect(readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8')).toContain(`exec "\\$here/../../../$NODE_REL" ${flags} "\\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\\$@"`);
+  });
+
+  it('the installed commands and a release\'s launcher export the agent\'s environment (DEFAULTS.agentEnv) before starting node', () => {
+    const exports = Object.entries(DEFAULTS.agentEnv).map(([k, v]) => `export ${k}=${v}  #`);
+    expect(exports.length).toBeGreaterThan(0);
+    const install = readFileSync(join(ROOT, 'scripts/install.sh'), 'utf8');
+    const release = readFileSync(join(ROOT, 'scripts/release.sh'), 'utf8');
+    for (const e of exports) {
+      expect(install.split(e).length - 1, `scripts/install.sh: ${e}`).toBe(2); // the checkout's command and the release's
+      expect(release.split(e).length - 1, `scripts/release.sh: ${e}`).toBe(1);
+    }
+  });
+
   it('the lab starts the agent with them (read from bin/imds-tracer.js: the lab imports nothing of the agent)', () => {
     expect(agentNodeFlags(ROOT)).toEqual(DEFAULTS.agentNodeFlags);
   });
