@@ -44,6 +44,13 @@ export const DEFAULTS = {
   /** All flows together hold at most this many bytes (heads in progress, out-of-order segments). */
   maxBufferedBytesTotal: 32 * 1024 * 1024,
   maxPendingCalls: 10_000,
+  /**
+   * Calls whose records wait for their caller's attribution (at most attributionWaitMs each) at
+   * most: past it a record is written at once, attribution `none`, counted in
+   * stats.calls_unattributed_overload. Bounds the memory of a burst attribution cannot keep up with
+   * (a replayed capture, a flood from callers the kernel cannot name).
+   */
+  maxAttributingCalls: 4096,
   /** Attribution lookups started at SYN time at once; beyond it a flow is looked up at its first request. */
   maxEarlyLookups: 256,
   /** An idle TCP flow is forgotten after this long. */

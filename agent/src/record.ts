@@ -141,6 +141,8 @@ export interface StatsRecord {
   calls: { v1: number; v2: number; other: number };
   calls_unattributed: number;
   calls_dropped: number;
+  /** Of calls_unattributed, those written without waiting for their caller: too many were waiting (a burst); present once one was. */
+  calls_unattributed_overload?: number;
   records_written: number;
   write_errors: number;
   /** The agent's own IMDS calls, never reported as someone else's. */

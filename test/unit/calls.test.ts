@@ -75,6 +75,32 @@ describe('PendingCalls: the wait for the caller (one timer for every record)', (
     ]);
   });
 
+  it('a burst faster than attribution: past maxAttributing waiting records, the next are written at once, unattributed, counted', async () => {
+    const out: CallRecord[] = [];
+    const answers: Array<() => void> = [];
+    const p = new PendingCalls({
+      responseWaitMs: 60_000, attributionWaitMs: 60_000, maxPending: 100, maxAttributing: 3, redact: (s) => s,
+      connection: (c) => ({ src: c.client, sport: c.cport, dst: c.server, dport: c.sport, interface: 'eth0', family: 'ipv4' }),
+      attribution: (c) => new Promise<ProcessInfo>((resolve) => { answers.push(() => resolve({ attribution: 'proc', pid: c.id })); }),
+      emit: (r) => out.push(r), isLocalAddress: () => true,
+    });
+    for (let id = 1; id <= 5; id++) {
+      const c = { ...conn, id, cport: 40000 + id } as Conn;
+      p.add(c, head, 1, classify(head), new Date(id), true);
+      p.response(c, 1, 200);
+    }
+    await Promise.resolve();
+    // Three wait for their caller; the fourth and fifth did not wait: written already, and counted.
+    expect(out.map((r) => [r.connection.sport, r.process])).toEqual([
+      [40004, { attribution: 'none', reason: 'too many calls waiting for their caller (overload)' }],
+      [40005, { attribution: 'none', reason: 'too many calls waiting for their caller (overload)' }],
+    ]);
+    expect(p.unattributedOverload).toBe(2);
+    for (const answer of answers) answer();
+    await p.flush();
+    expect(out.slice(2).map((r) => r.process)).toEqual([1, 2, 3].map((pid) => ({ attribution: 'proc', pid })));
+  });
+
   it('Waits: fires in order after its time, never when answered, and again after the queue emptied', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {

@@ -19,6 +19,11 @@ export interface PendingCallsOptions {
   responseWaitMs: number;
   attributionWaitMs: number;
   maxPending: number;
+  /**
+   * Records waiting for their caller at most (default DEFAULTS.maxAttributingCalls): past it, a
+   * record is written at once with attribution `none` (counted in `unattributedOverload`).
+   */
+  maxAttributing?: number;
   redact(s: string): string;
   /** argv scrubbing (default: the default scrub words, then redact). */
   redactArgv?(args: string[]): string[];
@@ -61,6 +66,8 @@ export class PendingCalls {
   /** The latest token request of each caller (pid), to explain its IMDSv1 calls. */
   private readonly tokenPuts = new Map<number, Pending>();
   forced = 0;
+  /** Records written without waiting for their caller: too many were waiting already. */
+  unattributedOverload = 0;
   /** Every record's wait for its caller, on one timer (not one timer per record). */
   private readonly attributionWaits: Waits;
 
@@ -179,8 +186,16 @@ export class PendingCalls {
     void job.finally(() => this.inFlight.delete(job));
   }
 
-  /** The caller, or `none` when attribution has not answered within attributionWaitMs. */
+  /**
+   * The caller, or `none` when attribution has not answered within attributionWaitMs — or at once
+   * when too many records wait for theirs already (a burst faster than attribution: each waiting
+   * record holds memory, so the wait is bounded in number too, not only in time).
+   */
   private attribute(p: Pending): Promise<ProcessInfo> {
+    if (this.inFlight.size >= (this.o.maxAttributing ?? DEFAULTS.maxAttributingCalls)) {
+      this.unattributedOverload++;
+      return Promise.resolve({ attribution: 'none', reason: 'too many calls waiting for their caller (overload)' });
+    }
     const found = this.o.attribution(p.conn);
     return new Promise<ProcessInfo>((resolve, reject) => {
       const wait = this.attributionWaits.add(() => resolve({ attribution: 'none', reason: 'attribution timed out' }));

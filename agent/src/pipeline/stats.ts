@@ -36,6 +36,7 @@ export function buildStats(s: StatsSources): StatsRecord {
     calls_ambiguous: c.ambiguous, tcp_overlap_conflicts: f.overlapConflicts, tcp_urgent: f.urgent,
     capture_gaps: p.timeline.gapCount(), capture_gap_ms: p.timeline.gapMs(s.nowMs),
   };
+  if (p.calls.unattributedOverload > 0) st.calls_unattributed_overload = p.calls.unattributedOverload;
   if (s.pcap) st.pcap = {
     received: s.pcap.received, dropped: s.pcap.dropped + s.pcap.queueDropped,
     if_dropped: s.pcap.ifDropped,
