@@ -105,10 +105,14 @@ describe.skipIf(!support.ok)(`eBPF attribution under a flood from other namespac
     const containerIno = statSync(`/run/netns/${container.ns}`).ino;
     expect(stats.kernel.sources_over_budget[0]).toMatchObject({ netns_ino: containerIno });
     expect(stats.kernel.sources_over_budget[0].dropped).toBeGreaterThan(0);
-    expect(stats.kernel.events_lost).toBe(0);
-    expect(stats.kernel.sources_over_budget[0].lost).toBe(0); // nothing lost: nothing charged to the source
-    // Every target connection of the flood is accounted for: traced, filtered or over budget.
-    expect(stats.kernel.events_filtered + stats.kernel.events_over_budget + stats.kernel.events)
+    // On a quiet machine nothing is lost; on a loaded one the ring buffer can fill while the loader is
+    // off the CPU: then what is lost is charged to the sources it came from.
+    const chargedLost = stats.kernel.sources_over_budget.reduce((n: number, x: Rec) => n + x.lost, 0);
+    expect(chargedLost).toBeLessThanOrEqual(stats.kernel.events_lost);
+    if (stats.kernel.events_lost > 0) expect(chargedLost).toBeGreaterThan(0);
+    else expect(stats.kernel.sources_over_budget[0].lost).toBe(0); // nothing lost: nothing charged
+    // Every target connection of the flood is accounted for: traced, filtered, over budget or lost.
+    expect(stats.kernel.events_filtered + stats.kernel.events_over_budget + stats.kernel.events + stats.kernel.events_lost)
       .toBeGreaterThanOrEqual(farCount + nearCount);
   });
 });
