@@ -45,7 +45,9 @@ function gate(dir: string, name: string, real: string): { path: string; close():
   };
 }
 
-describe.skipIf(!support.ok)(`every call is a record or a counted reason through capture faults${support.ok ? '' : ` (skipped: ${support.reason})`}`, () => {
+// Each case waits for records the agent writes only after its join window (20-25 s), and for
+// restarts: on a loaded machine that is more than the default 60 s a test may take.
+describe.skipIf(!support.ok)(`every call is a record or a counted reason through capture faults${support.ok ? '' : ` (skipped: ${support.reason})`}`, { timeout: 150_000 }, () => {
   let lab: Lab;
   let dir: string;
   const tracers: TracerProcess[] = [];
