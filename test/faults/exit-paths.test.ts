@@ -2,10 +2,11 @@
  * How the agent ends. SIGTERM during a burst writes every request already seen; users,
  * flags and privileges that are wrong get one clear sentence and a documented exit status.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupported, IMDS_V4, type ImdsHandle, type Lab } from '../../lab/netns.js';
 import { startTracer } from '../../lab/traced.js';
@@ -91,6 +92,32 @@ sys.stdin.read()`;
     const paths = new Set(recs.filter((r) => r.event === 'imds_call' && r.request !== null).map((r) => r.request.path));
     expect(paths.size).toBe(200);
     expect(recs.at(-1).event).toBe('stats');
+  });
+
+  it('SIGTERM while tracing starts: the agent starts, then stops at once, exit 0 with its final stats', async () => {
+    // The capture helper is started through a script that waits on a FIFO: the agent is surely in
+    // the middle of starting (attribution up, capture not yet) when the signal comes.
+    const dir = mkdtempSync(join(tmpdir(), 'imdst-early-'));
+    const gate = join(dir, 'capture-gate.sh');
+    const fifo = `${gate}.gate`;
+    writeFileSync(gate, `#!/bin/sh\nread _ < '${fifo}'\nexec '${join(lab.repoRoot, 'native', '.output', 'imds_capture')}' "$@"\n`);
+    chmodSync(gate, 0o755);
+    execFileSync('mkfifo', [fifo]);
+    const proc = lab.spawn(lab.instanceNs, process.execPath, [join(lab.repoRoot, 'dist', 'cli.js'), 'run', '--no-log-file', '--stats-interval', '3600'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IMDS_TRACER_CAPTURE_HELPER: gate } });
+    let out = '';
+    proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) => proc.once('exit', (c, sig) => r([c, sig])));
+    const fh = await open(fifo, 'w'); // opens once the script waits on it
+    expect(out).toBe(''); // not ready yet
+    proc.kill('SIGTERM');
+    await fh.write('go\n');
+    await fh.close();
+    expect(await exited).toEqual([0, null]);
+    const recs = out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(recs[0].event).toBe('ready');
+    expect(recs.at(-1).event).toBe('stats');
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

@@ -69,6 +69,10 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   }
   const onHup = (): void => logFile?.reopen();
   process.on('SIGHUP', onHup);
+  // SIGTERM and SIGINT are caught from here to the end: one that comes while tracing starts (systemd
+  // stopping a unit that is starting, a Ctrl-C, a test right after `ready`) stops the agent cleanly
+  // once it has started, and one that comes again while it writes its last records does not kill it.
+  const stop = stopSignals();
   const writer = new RecordWriter({ stdout, logFile, sinks: extras.sinks, ...errOut });
   writerLate = writer;
   extras.attach(writer);
@@ -85,6 +89,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     await tracer.stop().catch(() => undefined);
     await extras.close();
     process.off('SIGHUP', onHup);
+    stop.release();
     await writer.close();
     return EXIT.failure;
   }
@@ -93,17 +98,7 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   const notifier = SystemdNotifier.start((m) => writer.error('systemd', m));
   notifier?.send('READY', '1');
   notifier?.send('STATUS', `tracing IMDS calls on ${o.interface}`);
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      process.off('SIGTERM', done);
-      process.off('SIGINT', done);
-      clearTimeout(timer);
-      resolve();
-    };
-    process.on('SIGTERM', done);
-    process.on('SIGINT', done);
-    const timer = o.duration ? setTimeout(done, o.duration * 1000) : undefined;
-  });
+  await stop.requested(o.duration ? o.duration * 1000 : null);
   notifier?.send('STOPPING', '1');
   notifier?.send('STATUS', 'writing the last records');
   await extras.sample();
@@ -112,7 +107,31 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   await extras.close();
   writer.write(tracer.stats());
   process.off('SIGHUP', onHup);
+  stop.release();
   await writer.close();
   await notifier?.close();
   return EXIT.ok;
+}
+
+/** SIGTERM and SIGINT, caught until release(); requested() resolves at the first (or after ms). */
+function stopSignals(): { requested(ms: number | null): Promise<void>; release(): void } {
+  let seen = false;
+  let wake: (() => void) | null = null;
+  const onSignal = (): void => {
+    seen = true;
+    wake?.();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return {
+    requested: (ms) => new Promise<void>((resolve) => {
+      if (seen) { resolve(); return; }
+      const timer = ms !== null ? setTimeout(() => { wake = null; resolve(); }, ms) : undefined;
+      wake = () => { wake = null; clearTimeout(timer); resolve(); };
+    }),
+    release: () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    },
+  };
 }
