@@ -20,7 +20,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, CgroupFacts, processFromEvent } from './process.js';
-import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
+import { JoinTable, noEventReason, sameAddr, sameTuple, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from '../attributor.js';
 import { UserNames } from '../proc/process.js';
 
@@ -81,7 +81,9 @@ export class EbpfAttributor implements Attributor {
   private source: EbpfSource | null = null;
   private readonly table: JoinTable<ConnectEvent>;
   private readonly enriched = new WeakMap<ConnectEvent, Promise<ProcessInfo>>();
-  private readonly waiters = new Map<string, Array<() => void>>();
+  /** Connections waiting for their kernel event: by client port, and by ISN (a NATed connection's event). */
+  private readonly waiters = new Map<number, Waiter[]>();
+  private readonly isnWaiters = new Map<number, Waiter[]>();
   private readonly users = new UserNames();
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
@@ -212,11 +214,10 @@ export class EbpfAttributor implements Attributor {
     // Read /proc now, while the caller may still be alive.
     this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
     if (this.waiters.size === 0) return; // no connection waits for an event: no keys to build
-    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
-    for (const k of keys) {
-      const w = this.waiters.get(k);
-      if (w) for (const f of [...w]) f();
-    }
+    const byPort = this.waiters.get(e.sport);
+    if (byPort) for (const w of [...byPort]) if (sameTuple(e, w.t)) w.done();
+    const byIsn = this.isnWaiters.get(e.isn >>> 0);
+    if (byIsn) for (const w of [...byIsn]) if (e.dport === w.t.sport && sameAddr(e.daddr, w.t.server)) w.done();
   }
 
   private onExit(src: EbpfSource, reason: string): void {
@@ -352,23 +353,20 @@ export class EbpfAttributor implements Attributor {
   }
 
   private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
-    const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
-    if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
+    const isn = typeof t.isn === 'number' ? t.isn >>> 0 : null;
     return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        for (const k of keys) {
-          const list = this.waiters.get(k);
-          const rest = list?.filter((f) => f !== done) ?? [];
-          if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
-        }
-        resolve();
+      const w: Waiter = {
+        t,
+        done: () => {
+          clearTimeout(timer);
+          unwait(this.waiters, t.cport, w);
+          if (isn !== null) unwait(this.isnWaiters, isn, w);
+          resolve();
+        },
       };
-      const timer = setTimeout(done, waitMs);
-      for (const k of keys) {
-        const list = this.waiters.get(k);
-        if (list) list.push(done); else this.waiters.set(k, [done]);
-      }
+      const timer = setTimeout(w.done, waitMs);
+      wait(this.waiters, t.cport, w);
+      if (isn !== null) wait(this.isnWaiters, isn, w);
     });
   }
 
@@ -390,6 +388,25 @@ export class EbpfAttributor implements Attributor {
     await this.source?.stop();
     await this.restarting;
   }
+}
+
+/** A connection waiting for its kernel event. */
+interface Waiter {
+  t: Tuple;
+  done(): void;
+}
+
+function wait(m: Map<number, Waiter[]>, k: number, w: Waiter): void {
+  const list = m.get(k);
+  if (list) list.push(w); else m.set(k, [w]);
+}
+
+function unwait(m: Map<number, Waiter[]>, k: number, w: Waiter): void {
+  const list = m.get(k);
+  if (!list) return;
+  const i = list.indexOf(w);
+  if (i !== -1) list.splice(i, 1);
+  if (list.length === 0) m.delete(k);
 }
 
 /**

@@ -258,9 +258,15 @@ export class RecordFramingError extends Error {
 }
 
 function cString(buf: Buffer, offset: number, size: number): string {
-  const slice = buf.subarray(offset, offset + size);
-  const nul = slice.indexOf(0);
-  return slice.subarray(0, nul === -1 ? slice.length : nul).toString('utf8');
+  const max = offset + size;
+  let end = offset;
+  while (end < max && buf[end] !== 0) end++;
+  return buf.toString('utf8', offset, end);
+}
+
+/** buf[start, end) holds the same bytes as `area` (compared in place, no view made). */
+function sameBytes(area: Buffer, buf: Buffer, start: number, end: number): boolean {
+  return area.length === end - start && area.compare(buf, start, end) === 0;
 }
 
 function u64(buf: Buffer, offset: number): bigint {
@@ -284,8 +290,9 @@ const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
 /** The ancestors are shared between events with the same bytes (nothing changes an event's list). */
 const lastAncestors = { area: Buffer.alloc(0), list: [] as readonly Ancestor[] };
 
-function exePathOnce(area: Buffer, truncated: boolean): string | null {
-  if (truncated === lastExe.truncated && area.equals(lastExe.area)) return lastExe.path;
+function exePathOnce(buf: Buffer, start: number, end: number, truncated: boolean): string | null {
+  if (truncated === lastExe.truncated && sameBytes(lastExe.area, buf, start, end)) return lastExe.path;
+  const area = buf.subarray(start, end);
   const path = exePath(area, truncated);
   lastExe.area = Buffer.from(area);
   lastExe.truncated = truncated;
@@ -293,8 +300,9 @@ function exePathOnce(area: Buffer, truncated: boolean): string | null {
   return path;
 }
 
-function splitArgvOnce(area: Buffer): string[] {
-  if (!area.equals(lastArgv.area)) {
+function splitArgvOnce(buf: Buffer, start: number, end: number): string[] {
+  if (!sameBytes(lastArgv.area, buf, start, end)) {
+    const area = buf.subarray(start, end);
     lastArgv.argv = splitArgv(area);
     lastArgv.area = Buffer.from(area);
   }
@@ -369,9 +377,10 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const fmt = family === 4 ? formatIPv4 : formatIPv6;
 
   const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
-  const ancArea = buf.subarray(at(F.ancestors), at(F.ancestors) + nAnc * ANCESTOR_SIZE);
+  const ancStart = at(F.ancestors);
+  const ancEnd = ancStart + nAnc * ANCESTOR_SIZE;
   let ancestors = lastAncestors.list as Ancestor[];
-  if (!ancArea.equals(lastAncestors.area)) {
+  if (!sameBytes(lastAncestors.area, buf, ancStart, ancEnd)) {
     ancestors = [];
     for (let i = 0; i < nAnc; i++) {
       const a = at(F.ancestors) + i * ANCESTOR_SIZE;
@@ -380,7 +389,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
         comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
       });
     }
-    lastAncestors.area = Buffer.from(ancArea);
+    lastAncestors.area = Buffer.from(buf.subarray(ancStart, ancEnd));
     lastAncestors.list = ancestors;
   }
 
@@ -389,7 +398,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const exeLen = Math.min(buf.readUInt16LE(at(F.exe_len)), EXE_MAX);
   const exeTruncated = buf.readUInt8(at(F.exe_truncated)) !== 0;
   const exeError = buf.readUInt8(at(F.exe_error)) !== 0;
-  const exe = exeError ? null : exePathOnce(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
+  const exe = exeError ? null : exePathOnce(buf, at(F.exe), at(F.exe) + exeLen, exeTruncated);
 
   return {
     pid: buf.readUInt32LE(at(F.pid)),
@@ -409,7 +418,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     dport: buf.readUInt16LE(at(F.dport)),
     tsSynNs: u64Text(buf, at(F.ts_syn_ns)),
     tsEmitNs: u64Text(buf, at(F.ts_emit_ns)),
-    argv: splitArgvOnce(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
+    argv: splitArgvOnce(buf, at(F.argv), at(F.argv) + argvLen),
     argvTruncated: buf.readUInt8(at(F.argv_truncated)) !== 0,
     argvError: buf.readUInt8(at(F.argv_error)) !== 0,
     v4Mapped,
