@@ -79,8 +79,8 @@ export interface SourceOverBudget {
 
 export class EbpfAttributor implements Attributor {
   private source: EbpfSource | null = null;
-  private readonly table: JoinTable<ConnectEvent>;
-  private readonly enriched = new WeakMap<ConnectEvent, Promise<ProcessInfo>>();
+  /** Kernel events waiting to be joined, each with its process description (read when it came). */
+  private readonly table: JoinTable<ConnectEvent, Promise<ProcessInfo>>;
   /** Connections waiting for their kernel event: by client port, and by ISN (a NATed connection's event). */
   private readonly waiters = new Map<number, Waiter[]>();
   private readonly isnWaiters = new Map<number, Waiter[]>();
@@ -114,7 +114,8 @@ export class EbpfAttributor implements Attributor {
 
   private constructor(private readonly o: EbpfAttributorOptions) {
     const own = ownNetnsInode();
-    this.table = new JoinTable<ConnectEvent>(o.joinWindowMs, o.maxEvents, own, (e, at, kind) => this.unseen(e, at, kind));
+    this.table = new JoinTable<ConnectEvent, Promise<ProcessInfo>>(o.joinWindowMs, o.maxEvents, own,
+      (e, at, kind, proc) => this.unseen(e, at, kind, proc));
     this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
     this.reach = own !== null && o.netnsFilter !== false
@@ -210,10 +211,9 @@ export class EbpfAttributor implements Attributor {
     // A namespace not judged yet (made since the last pass): judge it now, while its caller lives.
     if (this.reach && !this.reach.verdicts.has(e.netnsIno)) void this.reach.judge(e.netnsIno, e.tgid);
     const at = src.monoToEpochMs(e.tsSynNs);
-    this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
-    if (this.waiters.size === 0) return; // no connection waits for an event: no keys to build
+    this.table.add(e, at, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
+    if (this.waiters.size === 0) return; // no connection waits for an event
     const byPort = this.waiters.get(e.sport);
     if (byPort) for (const w of [...byPort]) if (sameTuple(e, w.t)) w.done();
     const byIsn = this.isnWaiters.get(e.isn >>> 0);
@@ -282,8 +282,8 @@ export class EbpfAttributor implements Attributor {
     this.table.wire(t, atMs, view);
   }
 
-  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
-    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
+  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind, enriched: Promise<ProcessInfo> | undefined): void {
+    const proc = enriched ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
@@ -346,7 +346,7 @@ export class EbpfAttributor implements Attributor {
     }
     this.counters.joined++;
     const e = j.event;
-    const process = await (this.enriched.get(e)
+    const process = await (j.data
       ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts));
     const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
     return { process, sent };

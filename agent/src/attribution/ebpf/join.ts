@@ -31,8 +31,10 @@ export interface JoinableEvent {
 /** A connection the wire saw (the 4-tuple type of net.ts). */
 export type TupleLike = Tuple;
 
-export interface Joined<E> {
+export interface Joined<E, D = undefined> {
   event: E;
+  /** What the caller added with the event. */
+  data: D | undefined;
   /** How: the same 4-tuple, or (NAT) the same destination and initial sequence number. */
   by: 'tuple' | 'isn';
 }
@@ -51,8 +53,10 @@ export interface WireView {
 
 export type UnseenKind = 'no_wire' | 'no_request';
 
-interface Entry<E> {
+interface Entry<E, D> {
   event: E;
+  /** What the caller keeps with the event (the attributor: its process description). */
+  data: D | undefined;
   atMs: number;
   joined: boolean;
   /** Wire connections that joined this event (null until one does). */
@@ -132,13 +136,13 @@ class TimeQueue<T extends { atMs: number }> {
  * Kernel events and wire sightings are found by number, not by text: by the client's port (the 4-tuple
  * then compared field by field) and, for NAT, by the initial sequence number (destination compared).
  */
-export class JoinTable<E extends JoinableEvent> {
+export class JoinTable<E extends JoinableEvent, D = undefined> {
   /** Events by client port. */
-  private readonly byPort = new Map<number, Entry<E>[]>();
+  private readonly byPort = new Map<number, Entry<E, D>[]>();
   /** Events by initial sequence number. */
-  private readonly byIsn = new Map<number, Entry<E>[]>();
+  private readonly byIsn = new Map<number, Entry<E, D>[]>();
   /** Every event, oldest first: swept and evicted from the front. */
-  private readonly entries = new TimeQueue<Entry<E>>();
+  private readonly entries = new TimeQueue<Entry<E, D>>();
   /**
    * Wire connections seen, by client port, to join events that arrive after them (bounded: a
    * connection that carries a request is also joined by its lookup, see join()).
@@ -153,11 +157,11 @@ export class JoinTable<E extends JoinableEvent> {
 
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
     private readonly ownNetns: number | null,
-    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind) => void = () => undefined,
+    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind, data: D | undefined) => void = () => undefined,
     private readonly pairMs = 1000, private readonly maxSightings = 2048) {}
 
-  add(event: E, atMs: number): void {
-    const entry: Entry<E> = { event, atMs, joined: false, wire: null };
+  add(event: E, atMs: number, data?: D): void {
+    const entry: Entry<E, D> = { event, data, atMs, joined: false, wire: null };
     push(this.byPort, event.sport, entry);
     if (hasIsn(event.isn)) push(this.byIsn, event.isn >>> 0, entry);
     this.entries.insert(entry);
@@ -201,7 +205,7 @@ export class JoinTable<E extends JoinableEvent> {
     if (this.sightingQueue.length > this.maxSightings) this.dropSighting(this.sightingQueue.shift() as Sighting);
   }
 
-  private joinWire(e: Entry<E>, view: WireView): void {
+  private joinWire(e: Entry<E, D>, view: WireView): void {
     (e.wire ??= []).push(view);
     e.joined = true;
   }
@@ -220,25 +224,25 @@ export class JoinTable<E extends JoinableEvent> {
   }
 
   /** As find, saying how it joined: by 4-tuple first, else (NAT) by destination and ISN. */
-  join(t: TupleLike, atMs: number): Joined<E> | null {
-    let direct: Entry<E> | null = null;
+  join(t: TupleLike, atMs: number): Joined<E, D> | null {
+    let direct: Entry<E, D> | null = null;
     for (const e of this.byPort.get(t.cport) ?? []) {
       if (Math.abs(e.atMs - atMs) > this.windowMs || !sameTuple(e.event, t)) continue;
       if (!direct || this.better(e, direct, atMs)) direct = e;
     }
     if (direct) {
       direct.joined = true;
-      return { event: direct.event, by: 'tuple' };
+      return { event: direct.event, data: direct.data, by: 'tuple' };
     }
     if (!hasIsn(t.isn)) return null;
-    let nat: Entry<E> | null = null;
+    let nat: Entry<E, D> | null = null;
     for (const e of this.byIsn.get(t.isn >>> 0) ?? []) {
       if (Math.abs(e.atMs - atMs) > this.windowMs || !sameIsn(e.event, t.server, t.sport, t.isn)) continue;
       if (!nat || this.better(e, nat, atMs)) nat = e;
     }
     if (!nat) return null;
     nat.joined = true;
-    return { event: nat.event, by: 'isn' };
+    return { event: nat.event, data: nat.data, by: 'isn' };
   }
 
   /** Events to server:sport within the window of atMs that no connection has joined. */
@@ -254,7 +258,7 @@ export class JoinTable<E extends JoinableEvent> {
     return out;
   }
 
-  private better(a: Entry<E>, b: Entry<E>, atMs: number): boolean {
+  private better(a: Entry<E, D>, b: Entry<E, D>, atMs: number): boolean {
     const aOwn = a.event.netnsIno === this.ownNetns;
     const bOwn = b.event.netnsIno === this.ownNetns;
     if (aOwn !== bOwn) return aOwn;
@@ -271,7 +275,7 @@ export class JoinTable<E extends JoinableEvent> {
    * with `all`, decide every event now (at exit, once capture has handed over everything it had).
    */
   sweep(nowMs: number, all = false): void {
-    const decided: Entry<E>[] = [];
+    const decided: Entry<E, D>[] = [];
     for (let e = this.entries.first(); e && (all || nowMs - e.atMs > this.windowMs * 2); e = this.entries.first()) {
       this.entries.shift();
       this.forget(e);
@@ -285,7 +289,7 @@ export class JoinTable<E extends JoinableEvent> {
   }
 
   /** Take an event out of the lookups by port and ISN. */
-  private forget(e: Entry<E>): void {
+  private forget(e: Entry<E, D>): void {
     remove(this.byPort, e.event.sport, e);
     if (hasIsn(e.event.isn)) remove(this.byIsn, e.event.isn >>> 0, e);
   }
@@ -295,18 +299,18 @@ export class JoinTable<E extends JoinableEvent> {
     remove(this.sightings, s.cport, s);
   }
 
-  private decide(e: Entry<E>): void {
+  private decide(e: Entry<E, D>): void {
     if (e.wire !== null && e.wire.length > 0) {
-      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request');
+      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request', e.data);
       return;
     }
     if (e.joined) return; // a lookup from the wire joined it
     if (this.pair(e)) return;
-    this.onUnseen(e.event, e.atMs, 'no_wire');
+    this.onUnseen(e.event, e.atMs, 'no_wire', e.data);
   }
 
   /** The nearest wire connection to the same server, within pairMs, that joined no event stands for this one. */
-  private pair(e: Entry<E>): boolean {
+  private pair(e: Entry<E, D>): boolean {
     let best: Sighting | null = null;
     for (const s of this.loose.get(e.event.dport) ?? []) {
       if (Math.abs(s.atMs - e.atMs) > this.pairMs || !sameAddr(s.server, e.event.daddr)) continue;
