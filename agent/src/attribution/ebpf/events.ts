@@ -290,6 +290,31 @@ const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
 /** The ancestors are shared between events with the same bytes (nothing changes an event's list). */
 const lastAncestors = { area: Buffer.alloc(0), list: [] as readonly Ancestor[] };
 
+/**
+ * The text of a field that repeats from event to event (a caller's comm, its parent's, its cgroup id,
+ * the addresses of a client that connects again and again): the last bytes and their text, so the same
+ * bytes give the same string, made once (strings are immutable: sharing one is safe).
+ */
+class LastText {
+  private bytes = Buffer.alloc(0);
+  private text = '';
+
+  /** The text of buf[start, end), decoded by `decode(buf, start)` when the bytes are new. */
+  of(buf: Buffer, start: number, end: number, decode: (buf: Buffer, offset: number) => string): string {
+    if (this.bytes.length === end - start && this.bytes.compare(buf, start, end) === 0) return this.text;
+    this.text = decode(buf, start);
+    this.bytes = Buffer.from(buf.subarray(start, end));
+    return this.text;
+  }
+}
+
+const commText = (buf: Buffer, offset: number): string => cString(buf, offset, COMM_LEN);
+const lastComm = new LastText();
+const lastParentComm = new LastText();
+const lastCgroupId = new LastText();
+const lastSaddr = new LastText();
+const lastDaddr = new LastText();
+
 function exePathOnce(buf: Buffer, start: number, end: number, truncated: boolean): string | null {
   if (truncated === lastExe.truncated && sameBytes(lastExe.area, buf, start, end)) return lastExe.path;
   const area = buf.subarray(start, end);
@@ -375,6 +400,10 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     if (isV4Mapped(buf, saddrOff)) saddrOff += 12;
   }
   const fmt = family === 4 ? formatIPv4 : formatIPv6;
+  const alen = family === 4 ? 4 : 16;
+  const commOff = at(F.comm);
+  const parentOff = at(F.parent_comm);
+  const cgOff = at(F.cgroup_id);
 
   const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
   const ancStart = at(F.ancestors);
@@ -406,14 +435,14 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     ppid: buf.readUInt32LE(at(F.ppid)),
     uid: buf.readUInt32LE(at(F.uid)),
     gid: buf.readUInt32LE(at(F.gid)),
-    comm: cString(buf, at(F.comm), COMM_LEN),
-    parentComm: cString(buf, at(F.parent_comm), COMM_LEN),
+    comm: lastComm.of(buf, commOff, commOff + COMM_LEN, commText),
+    parentComm: lastParentComm.of(buf, parentOff, parentOff + COMM_LEN, commText),
     ancestors,
-    cgroupId: u64Text(buf, at(F.cgroup_id)),
+    cgroupId: lastCgroupId.of(buf, cgOff, cgOff + 8, u64Text),
     netnsIno: buf.readUInt32LE(at(F.netns_ino)),
     family,
-    saddr: fmt(buf, saddrOff),
-    daddr: fmt(buf, daddrOff),
+    saddr: lastSaddr.of(buf, saddrOff, saddrOff + alen, fmt),
+    daddr: lastDaddr.of(buf, daddrOff, daddrOff + alen, fmt),
     sport: buf.readUInt16LE(at(F.sport)),
     dport: buf.readUInt16LE(at(F.dport)),
     tsSynNs: u64Text(buf, at(F.ts_syn_ns)),
