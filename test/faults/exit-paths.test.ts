@@ -2,11 +2,11 @@
  * How the agent ends. SIGTERM during a burst writes every request already seen; users,
  * flags and privileges that are wrong get one clear sentence and a documented exit status.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupported, IMDS_V4, type ImdsHandle, type Lab } from '../../lab/netns.js';
 import { startTracer } from '../../lab/traced.js';
@@ -155,4 +155,53 @@ describe.skipIf(!support.ok)(`stopped together with its helpers${support.ok ? ''
     expect(tracer.records.at(-1)?.event).toBe('stats');
     for (const pid of children) expect(() => process.kill(pid, 0)).toThrow();
   });
+});
+
+/**
+ * The exit status when stdout's reader is behind at exit. The agent's entry point awaits main() at
+ * the top level, and RecordWriter.close() waits for stdout's reader. A few KiB waiting (less than
+ * the stream's highWaterMark) bring no 'drain' event: a wait on 'drain' (with an unref'd timer) was
+ * left unsettled once the reader took them, and Node ended with exit status 13 ("unsettled
+ * top-level await") instead of 0 (seen on Node 20 and 24 when a benchmark stopped a busy agent).
+ * A real child: RecordWriter on its real stdout, a pipe this test stops reading until close() runs.
+ */
+describe('stdout read slowly at exit', () => {
+  const WRITER = join(ROOT, 'dist', 'output', 'writer.js');
+  const child = `
+import { RecordWriter } from ${JSON.stringify(WRITER)};
+const w = new RecordWriter({ stdout: process.stdout, stderr: null, logFile: null });
+let n = 0;
+// Until the pipe (64 KiB) is full and a line waits in the stream: less than 16 KiB waits.
+while (process.stdout.writableLength === 0) w.write({ event: 'notice', time: new Date().toISOString(), component: 'test', message: 'line ' + n++ + ' ' + 'x'.repeat(600) });
+process.stderr.write(JSON.stringify({ closing: n, waiting: process.stdout.writableLength, needDrain: process.stdout.writableNeedDrain }) + '\\n');
+await w.close(30_000);
+process.stderr.write(JSON.stringify({ closed: true }) + '\\n');
+process.exitCode = 0;
+`;
+
+  it.skipIf(!existsSync(WRITER))('the reader catches up while the agent waits for it: exit 0, every line delivered', async () => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.pause();
+    let out = '';
+    let err = '';
+    const exited = new Promise<number | null>((r) => p.once('close', (code) => r(code)));
+    const closing = new Promise<Record<string, unknown>>((resolve) => {
+      p.stderr.on('data', (b: Buffer) => {
+        err += b.toString();
+        const line = err.split('\n').find((l) => l.startsWith('{"closing"'));
+        if (line) resolve(JSON.parse(line));
+      });
+    });
+    const state = await Promise.race([closing, exited.then(() => ({}))]);
+    expect(state, err).toMatchObject({ needDrain: false });
+    expect(state.waiting as number).toBeGreaterThan(0);
+    expect(state.waiting as number).toBeLessThan(16 * 1024);
+    p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    p.stdout.resume(); // the reader catches up while close() waits for it
+    expect(await exited, err).toBe(0);
+    expect(err).toContain('{"closed":true}');
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(state.closing as number);
+    expect(lines.at(-1).message).toMatch(new RegExp(`^line ${(state.closing as number) - 1} `));
+  }, 60_000);
 });
