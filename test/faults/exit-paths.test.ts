@@ -119,6 +119,49 @@ sys.stdin.read()`;
     expect(recs.at(-1).event).toBe('stats');
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('stopped while stdout\'s reader is a few KiB behind: exit 0 (not 13, "unsettled top-level await") and every byte delivered', async () => {
+    // stdout is a pipe whose reader reads nothing until told: the pipe takes 64 KiB, the rest waits
+    // in the agent (less than a stream's 16 KiB highWaterMark: no 'drain' will come).
+    const dir = mkdtempSync(join(tmpdir(), 'imdst-behind-'));
+    const log = join(dir, 'calls.jsonl');
+    const reader = 'import os,sys,time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\nopen(sys.argv[2],"wb").write(sys.stdin.buffer.read())\n';
+    const script = `{ "$NODE" "$CLI" run --log-file "$D/calls.jsonl" --stats-interval 3600 --backend proc & echo $! > "$D/pid"; wait $!; echo $? > "$D/code"; } | python3 -c "$READER" "$D/go" "$D/out"`;
+    const sh = lab.spawn(lab.instanceNs, 'bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, NODE: process.execPath, CLI: join(lab.repoRoot, 'dist', 'cli.js'), D: dir, READER: reader } });
+    let err = '';
+    sh.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+    const done = new Promise((r) => sh.once('exit', r));
+    const logText = (): string => { try { return readFileSync(log, 'utf8'); } catch { return ''; } };
+    const until = async (what: string, ok: () => boolean): Promise<void> => {
+      for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+      if (!ok()) throw new Error(`${what} did not happen: ${err}`);
+    };
+    await until('ready', () => logText().includes('"event":"ready"'));
+    // One request at a time until what the agent wrote is a few KiB past the pipe's 64 KiB.
+    const client = lab.spawn(lab.instanceNs, 'python3', ['-c',
+      'import http.client,sys\nc=http.client.HTTPConnection(sys.argv[1],80)\nfor i,_ in enumerate(sys.stdin):\n  c.request("GET","/latest/meta-data/behind-%d"%i); c.getresponse().read(); print(i,flush=True)\n', IMDS_V4],
+      { stdio: ['pipe', 'pipe', 'inherit'] });
+    let sent = 0;
+    while (Buffer.byteLength(logText()) < 64 * 1024 + 4096) {
+      const answered = new Promise((r) => client.stdout!.once('data', r));
+      client.stdin!.write('\n');
+      await answered;
+      sent++;
+      await until(`record ${sent}`, () => (logText().match(/"event":"imds_call"/g) ?? []).length >= sent);
+    }
+    client.stdin!.end();
+    process.kill(Number(readFileSync(join(dir, 'pid'), 'utf8')), 'SIGTERM');
+    // The final stats reach the log file inside RecordWriter.close(), just before it waits for stdout.
+    await until('final stats', () => logText().includes('"event":"stats"'));
+    writeFileSync(join(dir, 'go'), '');
+    await done;
+    expect(readFileSync(join(dir, 'code'), 'utf8').trim(), err).toBe('0');
+    const out = readFileSync(join(dir, 'out'), 'utf8');
+    expect(out).toBe(logText()); // stdout got every record the log file got, the final stats included
+    expect(out.trim().split('\n').at(-1)).toMatch(/^\{"event":"stats"/);
+    rmSync(dir, { recursive: true, force: true });
+  });
 });
 
 /**
