@@ -235,7 +235,7 @@ process.exitCode = 0;
         if (line) resolve(JSON.parse(line));
       });
     });
-    const state = await Promise.race([closing, exited.then(() => ({}))]);
+    const state = await Promise.race([closing, exited.then((): Record<string, unknown> => ({}))]);
     expect(state, err).toMatchObject({ needDrain: false });
     expect(state.waiting as number).toBeGreaterThan(0);
     expect(state.waiting as number).toBeLessThan(16 * 1024);
