@@ -97,9 +97,14 @@ interface FlowState {
 
 const NAT_WINDOW_MS = 5000;
 
+interface IsnEntry { id: number; at: number; conn: Conn }
+
 export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
-  private readonly byIsn = new Map<string, { id: number; at: number; conn: Conn }>();
+  private readonly byIsn = new Map<string, IsnEntry>();
+  /** byIsn's entries in the order they were made, to forget those past the window from the oldest. */
+  private isnOrder: Array<{ k: string; e: IsnEntry }> = [];
+  private isnHead = 0;
   private nextId = 1;
   /** The flow the latest segment belonged to (checked against its 4-tuple and closed flag before use). */
   private last: FlowState | null = null;
@@ -253,12 +258,23 @@ export class FlowTable {
       this.stats.natDuplicates++;
       return prior.conn;
     }
-    this.byIsn.delete(k); // kept in the order they were seen: the oldest first
-    this.byIsn.set(k, { id: conn.id, at: ts, conn });
-    // Those past the window (as sweep forgets them), from the oldest on: no connection is kept for them.
-    for (const [ik, v] of this.byIsn) {
-      if (ts - v.at < NAT_WINDOW_MS) break;
-      this.byIsn.delete(ik);
+    const entry: IsnEntry = { id: conn.id, at: ts, conn };
+    this.byIsn.set(k, entry);
+    this.isnOrder.push({ k, e: entry });
+    // Those past the window (as sweep forgets them), from the oldest on: no connection is kept for
+    // them. (A queue, not a walk over the map from its start: a map keeps the holes its deletions
+    // leave until it is rebuilt, and every walk would pass over them again.)
+    while (this.isnHead < this.isnOrder.length && ts - this.isnOrder[this.isnHead].e.at >= NAT_WINDOW_MS) {
+      const { k: ik, e } = this.isnOrder[this.isnHead++];
+      if (this.byIsn.get(ik) === e) this.byIsn.delete(ik);
+    }
+    if (this.isnHead > 1024 && this.isnHead * 2 > this.isnOrder.length) {
+      this.isnOrder = this.isnOrder.slice(this.isnHead);
+      this.isnHead = 0;
+    } else if (this.isnOrder.length - this.isnHead > this.limits.maxFlows * 4) {
+      // Clock going backwards keeps the oldest from expiring: keep only entries still in the map.
+      this.isnOrder = this.isnOrder.slice(this.isnHead).filter(({ k: ik, e }) => this.byIsn.get(ik) === e);
+      this.isnHead = 0;
     }
     if (this.byIsn.size > this.limits.maxFlows * 2) {
       for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
