@@ -108,6 +108,11 @@ describe('JSON written straight into a buffer', () => {
     expect(buf.subarray(0, end).toString('latin1')).toContain('\\u0000\\u001f');
   });
 
+  it('leaves out what JSON.stringify leaves out: undefined, functions and symbols (null in arrays)', () => {
+    const v = { a: undefined, b: () => 1, c: Symbol('x'), d: [undefined, () => 1, Symbol('y'), 1], [Symbol('k')]: 2, e: 'x' };
+    expect(written(v)).toEqual(expected(v));
+  });
+
   it('refuses what JSON.stringify would write through toJSON or a class', () => {
     expect(written({ a: new Date(0) })).toBe('unsupported');
     expect(written({ toJSON: () => 1 })).toBe('unsupported');

@@ -38,11 +38,23 @@ function writeUnicodeEscape(buf: Buffer, pos: number, end: number, c: number): n
   return pos + 6;
 }
 
+/** Longer strings than this are checked (one regular expression) and copied whole when plain. */
+const PLAIN_COPY_MIN = 24;
+const NEEDS_ESCAPE_OR_UTF8 = /[^\x20\x21\x23-\x5b\x5d-\x7e]/;
+
 /** A JSON string (quoted, escaped) at pos; the position after it, or JSON_NO_ROOM. */
 export function writeJsonString(buf: Buffer, pos: number, end: number, s: string): number {
+  const n = s.length;
+  if (n > PLAIN_COPY_MIN && !NEEDS_ESCAPE_OR_UTF8.test(s)) {
+    // Printable ASCII, nothing to escape: one copy (latin1 is ASCII's bytes here).
+    if (pos + n + 2 > end) return JSON_NO_ROOM;
+    buf[pos] = 0x22;
+    buf.write(s, pos + 1, n, 'latin1');
+    buf[pos + n + 1] = 0x22;
+    return pos + n + 2;
+  }
   if (pos >= end) return JSON_NO_ROOM;
   buf[pos++] = 0x22;
-  const n = s.length;
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
     if (c >= 0x20 && c < 0x80 && c !== 0x22 && c !== 0x5c) {
