@@ -14,7 +14,6 @@ import { CaptureFileError, capturePackets, type CapturedPacket, type CaptureSumm
 import { errorRecord, type OutputRecord, type ProcessInfo } from '../record.js';
 import type { Attributor } from '../attribution/attributor.js';
 import { EXIT } from './run.js';
-import { JSON_NO_ROOM, writeJson } from '../output/json-bytes.js';
 
 export interface ReadOptions {
   includeV2: boolean;
@@ -56,23 +55,7 @@ class LineOut {
   private used = 0;
   constructor(private readonly fd: number | null) {}
   write(rec: OutputRecord): void {
-    // The line straight into the chunk (output/json-bytes.ts: JSON.stringify's bytes, no string on
-    // the heap); a new chunk when the room left is too small; JSON.stringify for what it cannot do.
-    for (let tries = 0; tries < 2; tries++) {
-      if (this.chunk === null) this.chunk = Buffer.allocUnsafe(LINE_CHUNK_BYTES);
-      const end = writeJson(this.chunk, this.used, this.chunk.length - 1, rec);
-      if (end >= 0) {
-        this.used = end;
-        this.chunk[this.used++] = 0x0a;
-        this.written++;
-        return;
-      }
-      if (end !== JSON_NO_ROOM) break;
-      this.take();
-    }
-    this.writeString(JSON.stringify(rec));
-  }
-  private writeString(line: string): void { // its newline written after it (no second string of line + "\n")
+    const line = JSON.stringify(rec); // its newline written after it (no second string of line + "\n")
     const most = line.length * 3 + 1; // UTF-8 bytes of a UTF-16 unit: at most 3
     if (this.chunk === null || this.used + most > this.chunk.length) {
       this.take();
