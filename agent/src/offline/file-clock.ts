@@ -49,7 +49,10 @@ export class FileClock implements ResponseTimers {
     while (this.heap.length > 0 && this.heap[0].due <= atMs) {
       const timer = this.pop();
       if (timer.cancelled) this.cancelled--;
-      else timer.fn();
+      else {
+        timer.cancelled = true; // out of the heap: clearing it now (from its own callback) counts nothing
+        timer.fn();
+      }
     }
   }
 
