@@ -5,6 +5,7 @@
 // dropped; records vs requests in the file). Builds / node flags / node binaries run in turn.
 //   node bench/replay.mjs [--requests 40001] [--runs 2] [--before <dir with dist/>]
 //        [--before-node-args '<flags>'] [--after-node-args 'A|B'] [--node <node binary>] [--no-record]
+//        [--stats-interval <s>] (3600; 1 samples the agent's V8 heap every second: "heap MB max")
 // The capture is synthesised by offline.mjs (--write-only): Ethernet frames between 169.254.10.2 and
 // 169.254.169.254 with MAC addresses no lab interface has, so the imds namespace at the other end of
 // the veth drops them (not its MAC: no reply, no RST). Network safety: the packets are sent out of the
@@ -17,6 +18,7 @@ import * as B from './lib.mjs';
 const f = B.flags(20);
 const REQUESTS = Number(f.get('--requests') ?? (f.quick ? 5000 : 40_001));
 const RUNS = Number(f.get('--runs') ?? (f.quick ? 1 : 2));
+const STATS_INTERVAL = String(f.get('--stats-interval') ?? 3600);
 const before = f.get('--before');
 const node = f.get('--node') ?? process.execPath;
 const { DEFAULTS } = await import(join(B.DIST, 'defaults.js'));
@@ -51,7 +53,7 @@ B.main(async () => {
     for (const v of variants) {
       B.useAgent(v.dist, v.nodeArgs, node);
       const logFile = join(dir, `calls-${v.name}-${run}.jsonl`);
-      const agent = await B.startAgent(l, ['-i', l.instanceIf, '--include-v2', '--log-file', logFile, '--stats-interval', '3600']);
+      const agent = await B.startAgent(l, ['-i', l.instanceIf, '--include-v2', '--log-file', logFile, '--stats-interval', STATS_INTERVAL]);
       await B.sleep(1000);
       const idle = B.treeSample(agent.pid);
       const m = B.cpuMeter(agent.pid, 100);
@@ -75,21 +77,26 @@ B.main(async () => {
       const lost = st.pcap ? st.pcap.dropped + st.pcap.if_dropped : 'n/a';
       // The log file holds every record (stdout may drop when the harness reads too slowly: counted).
       let logged = 0;
+      // The largest V8 heap a stats record in the log file showed (with --stats-interval 1: sampled every second, when the agent's loop gets to it).
+      let heapMax = 0; let statsRecords = 0;
       for (const file of [logFile, ...Array.from({ length: DEFAULTS.logFiles }, (_, i) => `${logFile}.${i + 1}`)]) {
         if (!existsSync(file)) continue; // rotated siblings: calls.jsonl.1 … .N
-        for (const line of readFileSync(file, 'utf8').split('\n')) if (/"event":"imds_call","time":"[^"]*","imds_version":"v[12]"/.test(line)) logged++;
+        for (const line of readFileSync(file, 'utf8').split('\n')) {
+          if (/"event":"imds_call","time":"[^"]*","imds_version":"v[12]"/.test(line)) logged++;
+          else if (line.startsWith('{"event":"stats"')) { statsRecords++; heapMax = Math.max(heapMax, JSON.parse(line).heap_used_bytes ?? 0); }
+        }
       }
       rows.push([v.name, v.nodeArgs.join(' ') || '(none)', nodeVersion, `${(sentMs / 1000).toFixed(2)} / ${(doneMs / 1000).toFixed(1)}`,
         B.fmt(idle.rss / 2 ** 20, 0), B.fmt(res.rssMaxMB, 0), res.rssSplit, `${B.fmt(res.anonMaxMB, 0)} (${res.anonSplit})`,
-        B.fmt(res.cpuPct), `${logged} / ${REQUESTS}`, st.records_dropped?.stdout ?? 'n/a', st.pcap ? `${st.pcap.received} / ${packets}` : 'n/a', lost]);
+        B.fmt(heapMax / 2 ** 20, 0), B.fmt(res.cpuPct), `${logged} / ${REQUESTS}`, st.records_dropped?.stdout ?? 'n/a', st.pcap ? `${st.pcap.received} / ${packets}` : 'n/a', lost]);
       details.push({ run, variant: v.name, nodeArgs: v.nodeArgs.join(' '), code, stats: st });
-      console.log(`replay ${run} ${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}: sent in ${(sentMs / 1000).toFixed(2)} s, records after ${(doneMs / 1000).toFixed(1)} s; tree RSS idle ${(idle.rss / 2 ** 20).toFixed(0)} max ${res.rssMaxMB.toFixed(0)} MB (${res.rssSplit}), anon ${res.anonMaxMB.toFixed(0)} (${res.anonSplit}), CPU ${res.cpuPct.toFixed(1)} % (${res.split}), records in the log file ${logged}/${REQUESTS} (stdout ${agent.counts.imds_call}, stdout dropped ${st.records_dropped?.stdout}), pcap received ${st.pcap?.received}/${packets} dropped ${lost}, exit ${code}`);
+      console.log(`replay ${run} ${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}: sent in ${(sentMs / 1000).toFixed(2)} s, records after ${(doneMs / 1000).toFixed(1)} s; tree RSS idle ${(idle.rss / 2 ** 20).toFixed(0)} max ${res.rssMaxMB.toFixed(0)} MB (${res.rssSplit}), anon ${res.anonMaxMB.toFixed(0)} (${res.anonSplit}), heap max ${(heapMax / 2 ** 20).toFixed(0)} MB (${statsRecords} stats records), CPU ${res.cpuPct.toFixed(1)} % (${res.split}), records in the log file ${logged}/${REQUESTS} (stdout ${agent.counts.imds_call}, stdout dropped ${st.records_dropped?.stdout}), pcap received ${st.pcap?.received}/${packets} dropped ${lost}, exit ${code}`);
     }
   }
   const body = [
-    `One capture file, synthesised by offline.mjs (${REQUESTS} requests, IMDSv1 and IMDSv2, half on kept-alive connections of 10, half one per connection; ${packets} packets), sent with \`tcpreplay --topspeed\` out of the lab's instance-side veth while the agent (\`run -i <veth> --include-v2 --log-file <tmp>\`, eBPF backend, node ${nodeVersion}) captures on it; ${RUNS} run(s) per variant, in turn. RSS of the agent's process tree sampled every 100 ms from /proc, from the start of the replay until every request is a record (or the count stops moving for 5 s); per-process RSS max (file pages too: node's code, the capture helper's mmap'd ring) and anonymous (RssAnon). "seconds" = tcpreplay's run / until the last record. "lost" = stats.pcap.dropped + if_dropped (kernel ring full, or the helper's output queue full). Records are counted in the agent's log file; "stdout dropped" = stats.records_dropped.stdout (the harness reading stdout too slowly on the shared machine: the bound at work, the log file still has them). Other work on the shared machine (other labs) connects to the IMDS address in its own namespaces: the eBPF program sees those too (stats.calls_unseen).`,
+    `One capture file, synthesised by offline.mjs (${REQUESTS} requests, IMDSv1 and IMDSv2, half on kept-alive connections of 10, half one per connection; ${packets} packets), sent with \`tcpreplay --topspeed\` out of the lab's instance-side veth while the agent (\`run -i <veth> --include-v2 --log-file <tmp>\`, eBPF backend, node ${nodeVersion}) captures on it; ${RUNS} run(s) per variant, in turn. RSS of the agent's process tree sampled every 100 ms from /proc, from the start of the replay until every request is a record (or the count stops moving for 5 s); stats records every ${STATS_INTERVAL} s ("V8 heap used MB max": the largest heap_used_bytes they showed, the final one included); per-process RSS max (file pages too: node's code, the capture helper's mmap'd ring) and anonymous (RssAnon). "seconds" = tcpreplay's run / until the last record. "lost" = stats.pcap.dropped + if_dropped (kernel ring full, or the helper's output queue full). Records are counted in the agent's log file; "stdout dropped" = stats.records_dropped.stdout (the harness reading stdout too slowly on the shared machine: the bound at work, the log file still has them). Other work on the shared machine (other labs) connects to the IMDS address in its own namespaces: the eBPF program sees those too (stats.calls_unseen).`,
     '',
-    B.table(['build', 'node flags', 'node', 'seconds (sent / recorded)', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max per process', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'IMDSv1/v2 records in the log file / requests', 'stdout dropped', 'pcap received / packets', 'lost'], rows),
+    B.table(['build', 'node flags', 'node', 'seconds (sent / recorded)', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max per process', 'anonymous RSS MB max (tree; per process)', 'V8 heap used MB max (stats records)', 'CPU %', 'IMDSv1/v2 records in the log file / requests', 'stdout dropped', 'pcap received / packets', 'lost'], rows),
     '',
     '<details><summary>final stats records</summary>',
     '',

@@ -425,11 +425,15 @@ describe('decodeConnectEvent', () => {
     expect(e.ancestors.map((a) => a.pid)).toEqual([1, 2, 3, 4]);
   });
 
-  it('a caller that repeats is decoded the same as a new one (the last exe, argv and ancestors are reused only for the same bytes)', () => {
+  it('a caller that repeats is decoded the same as a new one (the last exe, argv, ancestors, comms, cgroup id and addresses are reused only for the same bytes)', () => {
     const a = { argvArea: argvArea(['curl', '-s', 'http://169.254.169.254/a']), exeArea: argvArea(['curl', 'bin', 'usr']),
       ancestors: [{ pid: 10, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 7n };
     const b = { argvArea: argvArea(['wget', 'http://169.254.169.254/b']), exeArea: argvArea(['curl', 'bin']), exeTruncated: true,
-      ancestors: [{ pid: 11, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 2n ** 53n + 1n };
+      ancestors: [{ pid: 11, comm: 'bash' }, { pid: 1, comm: 'systemd' }], cgroupId: 2n ** 53n + 1n,
+      comm: 'wget', parentComm: 'sh', saddr: [169, 254, 10, 3], daddr: [169, 254, 170, 2] };
+    // IPv6 whose first four bytes are a's IPv4 addresses: the same leading bytes, another address.
+    const c = { family: AF_INET6, saddr: [169, 254, 10, 2, ...Array(11).fill(0), 1], daddr: [169, 254, 169, 254, ...Array(11).fill(0), 2],
+      comm: 'cur', parentComm: 'bas' };
     const fresh = (spec: EventSpec): ConnectEvent => {
       decodeConnectEvent(buildEvent({ argvArea: argvArea(['x']), exeArea: argvArea(['y']), ancestors: [], cgroupId: 1n }));
       return decodeConnectEvent(buildEvent(spec));
@@ -437,12 +441,17 @@ describe('decodeConnectEvent', () => {
     const a1 = decodeConnectEvent(buildEvent(a));
     const a2 = decodeConnectEvent(buildEvent(a));
     const b1 = decodeConnectEvent(buildEvent(b));
+    const c1 = decodeConnectEvent(buildEvent(c));
     const a3 = decodeConnectEvent(buildEvent(a));
     expect(a2).toEqual(a1);
+    expect(c1).toEqual(fresh(c));
+    expect(c1).toMatchObject({ saddr: 'a9fe:a02::1', daddr: 'a9fe:a9fe::2', comm: 'cur', parentComm: 'bas' });
+    expect(a3).toMatchObject({ saddr: '169.254.10.2', daddr: '169.254.169.254', comm: 'curl', parentComm: 'bash' });
     expect(a3).toEqual(a1);
     expect(a1).toEqual(fresh(a));
     expect(b1).toEqual(fresh(b));
-    expect(b1).toMatchObject({ argv: ['wget', 'http://169.254.169.254/b'], exe: '.../bin/curl', exeTruncated: true, cgroupId: '9007199254740993' });
+    expect(b1).toMatchObject({ argv: ['wget', 'http://169.254.169.254/b'], exe: '.../bin/curl', exeTruncated: true, cgroupId: '9007199254740993',
+      comm: 'wget', parentComm: 'sh', saddr: '169.254.10.3', daddr: '169.254.170.2' });
     expect(b1.ancestors.map((x) => x.pid)).toEqual([11, 1]);
     // Each event has an argv array of its own: a record may change its copy.
     a1.argv.push('changed');

@@ -2,11 +2,11 @@
  * How the agent ends. SIGTERM during a burst writes every request already seen; users,
  * flags and privileges that are wrong get one clear sentence and a documented exit status.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupported, IMDS_V4, type ImdsHandle, type Lab } from '../../lab/netns.js';
 import { startTracer } from '../../lab/traced.js';
@@ -119,6 +119,49 @@ sys.stdin.read()`;
     expect(recs.at(-1).event).toBe('stats');
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('stopped while stdout\'s reader is a few KiB behind: exit 0 (not 13, "unsettled top-level await") and every byte delivered', async () => {
+    // stdout is a pipe whose reader reads nothing until told: the pipe takes 64 KiB, the rest waits
+    // in the agent (less than a stream's 16 KiB highWaterMark: no 'drain' will come).
+    const dir = mkdtempSync(join(tmpdir(), 'imdst-behind-'));
+    const log = join(dir, 'calls.jsonl');
+    const reader = 'import os,sys,time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\nopen(sys.argv[2],"wb").write(sys.stdin.buffer.read())\n';
+    const script = `{ "$NODE" "$CLI" run --log-file "$D/calls.jsonl" --stats-interval 3600 --backend proc & echo $! > "$D/pid"; wait $!; echo $? > "$D/code"; } | python3 -c "$READER" "$D/go" "$D/out"`;
+    const sh = lab.spawn(lab.instanceNs, 'bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, NODE: process.execPath, CLI: join(lab.repoRoot, 'dist', 'cli.js'), D: dir, READER: reader } });
+    let err = '';
+    sh.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+    const done = new Promise((r) => sh.once('exit', r));
+    const logText = (): string => { try { return readFileSync(log, 'utf8'); } catch { return ''; } };
+    const until = async (what: string, ok: () => boolean): Promise<void> => {
+      for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+      if (!ok()) throw new Error(`${what} did not happen: ${err}`);
+    };
+    await until('ready', () => logText().includes('"event":"ready"'));
+    // One request at a time until what the agent wrote is a few KiB past the pipe's 64 KiB.
+    const client = lab.spawn(lab.instanceNs, 'python3', ['-c',
+      'import http.client,sys\nc=http.client.HTTPConnection(sys.argv[1],80)\nfor i,_ in enumerate(sys.stdin):\n  c.request("GET","/latest/meta-data/behind-%d"%i); c.getresponse().read(); print(i,flush=True)\n', IMDS_V4],
+      { stdio: ['pipe', 'pipe', 'inherit'] });
+    let sent = 0;
+    while (Buffer.byteLength(logText()) < 64 * 1024 + 4096) {
+      const answered = new Promise((r) => client.stdout!.once('data', r));
+      client.stdin!.write('\n');
+      await answered;
+      sent++;
+      await until(`record ${sent}`, () => (logText().match(/"event":"imds_call"/g) ?? []).length >= sent);
+    }
+    client.stdin!.end();
+    process.kill(Number(readFileSync(join(dir, 'pid'), 'utf8')), 'SIGTERM');
+    // The final stats reach the log file inside RecordWriter.close(), just before it waits for stdout.
+    await until('final stats', () => logText().includes('"event":"stats"'));
+    writeFileSync(join(dir, 'go'), '');
+    await done;
+    expect(readFileSync(join(dir, 'code'), 'utf8').trim(), err).toBe('0');
+    const out = readFileSync(join(dir, 'out'), 'utf8');
+    expect(out).toBe(logText()); // stdout got every record the log file got, the final stats included
+    expect(out.trim().split('\n').at(-1)).toMatch(/^\{"event":"stats"/);
+    rmSync(dir, { recursive: true, force: true });
+  });
 });
 
 /**
@@ -155,4 +198,53 @@ describe.skipIf(!support.ok)(`stopped together with its helpers${support.ok ? ''
     expect(tracer.records.at(-1)?.event).toBe('stats');
     for (const pid of children) expect(() => process.kill(pid, 0)).toThrow();
   });
+});
+
+/**
+ * The exit status when stdout's reader is behind at exit. The agent's entry point awaits main() at
+ * the top level, and RecordWriter.close() waits for stdout's reader. A few KiB waiting (less than
+ * the stream's highWaterMark) bring no 'drain' event: a wait on 'drain' (with an unref'd timer) was
+ * left unsettled once the reader took them, and Node ended with exit status 13 ("unsettled
+ * top-level await") instead of 0 (seen on Node 20 and 24 when a benchmark stopped a busy agent).
+ * A real child: RecordWriter on its real stdout, a pipe this test stops reading until close() runs.
+ */
+describe('stdout read slowly at exit', () => {
+  const WRITER = join(ROOT, 'dist', 'output', 'writer.js');
+  const child = `
+import { RecordWriter } from ${JSON.stringify(WRITER)};
+const w = new RecordWriter({ stdout: process.stdout, stderr: null, logFile: null });
+let n = 0;
+// Until the pipe (64 KiB) is full and a line waits in the stream: less than 16 KiB waits.
+while (process.stdout.writableLength === 0) w.write({ event: 'notice', time: new Date().toISOString(), component: 'test', message: 'line ' + n++ + ' ' + 'x'.repeat(600) });
+process.stderr.write(JSON.stringify({ closing: n, waiting: process.stdout.writableLength, needDrain: process.stdout.writableNeedDrain }) + '\\n');
+await w.close(30_000);
+process.stderr.write(JSON.stringify({ closed: true }) + '\\n');
+process.exitCode = 0;
+`;
+
+  it.skipIf(!existsSync(WRITER))('the reader catches up while the agent waits for it: exit 0, every line delivered', async () => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', child], { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.pause();
+    let out = '';
+    let err = '';
+    const exited = new Promise<number | null>((r) => p.once('close', (code) => r(code)));
+    const closing = new Promise<Record<string, unknown>>((resolve) => {
+      p.stderr.on('data', (b: Buffer) => {
+        err += b.toString();
+        const line = err.split('\n').find((l) => l.startsWith('{"closing"'));
+        if (line) resolve(JSON.parse(line));
+      });
+    });
+    const state = await Promise.race([closing, exited.then((): Record<string, unknown> => ({}))]);
+    expect(state, err).toMatchObject({ needDrain: false });
+    expect(state.waiting as number).toBeGreaterThan(0);
+    expect(state.waiting as number).toBeLessThan(16 * 1024);
+    p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    p.stdout.resume(); // the reader catches up while close() waits for it
+    expect(await exited, err).toBe(0);
+    expect(err).toContain('{"closed":true}');
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(state.closing as number);
+    expect(lines.at(-1).message).toMatch(new RegExp(`^line ${(state.closing as number) - 1} `));
+  }, 60_000);
 });

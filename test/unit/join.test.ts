@@ -45,6 +45,46 @@ describe('JoinTable', () => {
   });
 });
 
+describe('JoinTable: lookups by number', () => {
+  it('tells apart events that share a client port (other addresses, other server port)', () => {
+    const t = new JoinTable(10_000, 100, 1);
+    t.add(ev({ id: 'other-client', saddr: '169.254.10.3' }), 1000);
+    t.add(ev({ id: 'other-server', daddr: '169.254.170.2' }), 1000);
+    t.add(ev({ id: 'other-port', dport: 8080 }), 1000);
+    expect(t.find(tuple, 1000)).toBeNull();
+    t.add(ev({ id: 'this' }), 1000);
+    expect(t.find(tuple, 1000)?.id).toBe('this');
+    expect(t.find({ ...tuple, client: '169.254.10.3' }, 1000)?.id).toBe('other-client');
+    expect(t.find({ ...tuple, sport: 8080 }, 1000)?.id).toBe('other-port');
+  });
+
+  it('joins by ISN only to the same destination, IPv4-mapped or not, and hands back what was added with the event', () => {
+    const t = new JoinTable<ReturnType<typeof ev> & { isn: number }, string>(10_000, 100, 1);
+    t.add({ ...ev({ id: 'other-dst', saddr: '172.17.0.2', daddr: '169.254.170.2' }), isn: 42 }, 1000, 'x');
+    expect(t.join({ ...tuple, client: '10.0.0.5', cport: 61000, isn: 42 }, 1000)).toBeNull();
+    t.add({ ...ev({ id: 'nat', saddr: '172.17.0.2' }), isn: 42 }, 1000, 'its process');
+    const j = t.join({ client: '::ffff:10.0.0.5', cport: 61000, server: '::ffff:169.254.169.254', sport: 80, isn: 42 }, 1000);
+    expect(j && { id: j.event.id, by: j.by, data: j.data }).toEqual({ id: 'nat', by: 'isn', data: 'its process' });
+  });
+
+  it('decides events oldest first whatever order they came in, and evicts the oldest', () => {
+    const unseen: string[] = [];
+    const t = new JoinTable<ReturnType<typeof ev>, number>(1000, 3, 1, (e, _at, _kind, data) => unseen.push(`${e.id}:${data}`));
+    t.add(ev({ sport: 1, id: 'b' }), 200, 2);
+    t.add(ev({ sport: 2, id: 'a' }), 100, 1); // its SYN came earlier (a slow handshake)
+    t.add(ev({ sport: 3, id: 'c' }), 5000, 3);
+    t.sweep(2300); // a and b are past twice the window, c is not
+    expect(unseen).toEqual(['a:1', 'b:2']);
+    expect(t.size).toBe(1);
+    t.add(ev({ sport: 4, id: 'e' }), 5200);
+    t.add(ev({ sport: 5, id: 'd' }), 5100);
+    t.add(ev({ sport: 6, id: 'f' }), 5300); // over the bound: c, the oldest, goes
+    expect(t.evicted).toBe(1);
+    expect(t.find({ ...tuple, cport: 3 }, 5000)).toBeNull();
+    expect(t.pending().map((e) => e.id)).toEqual(['d', 'e', 'f']);
+  });
+});
+
 describe('cgroup2Mount', () => {
   it('finds the cgroup2 mount point in mountinfo (unified and hybrid layouts)', () => {
     const hybrid = [

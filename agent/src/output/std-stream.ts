@@ -6,7 +6,9 @@
  *
  * Why not a SonicBoom on fd 1: SonicBoom writes with fs.write, in libuv's thread pool, on the
  * blocking pipe; a reader that never reads pins that thread, and process exit waits for it forever
- * (measured). A libuv stream writes non-blocking from the event loop and exit never waits for it.
+ * (measured). A libuv stream writes non-blocking from the event loop and process.exit() never waits
+ * for it; an exit by an empty event loop does wait for a write still in flight (measured, Node 20
+ * and 24: a reader that never reads holds the process after flush()'s bounded wait).
  */
 import type { Writable } from 'node:stream';
 
@@ -51,15 +53,20 @@ export class BoundedStream {
     return true;
   }
 
-  /** Resolves once what waits has reached the reader, or after timeoutMs (true when it all went). */
+  /**
+   * Resolves once what waits has reached the reader, or after timeoutMs (true when it all went).
+   * Not on 'drain': a stream emits it only after a write() that returned false, so less than its
+   * highWaterMark (16 KiB) waiting for a slow reader never brings one. An empty write's callback
+   * runs once every write before it is done. The timer holds the process: when the last write ends
+   * and nothing else is left, an awaited promise nothing can settle ends Node with exit status 13
+   * ("unsettled top-level await") instead of the status the agent returns.
+   */
   flush(timeoutMs: number): Promise<boolean> {
     const s = this.o.stream;
-    if (this.broken || s.destroyed || s.writableLength === 0) return Promise.resolve(true);
+    if (this.broken || s.destroyed || s.writableEnded || s.writableLength === 0) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { s.off('drain', done); resolve(false); }, timeoutMs);
-      timer.unref();
-      function done(): void { clearTimeout(timer); resolve(true); }
-      s.once('drain', done);
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      s.write('', (err) => { clearTimeout(timer); resolve(!err); });
     });
   }
 }

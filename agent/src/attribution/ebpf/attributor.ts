@@ -20,7 +20,7 @@ import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
 import { AncestorCache, CgroupFacts, processFromEvent } from './process.js';
-import { JoinTable, isnKey, joinKey, noEventReason, type UnseenKind, type WireView } from './join.js';
+import { JoinTable, noEventReason, sameAddr, sameTuple, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from '../attributor.js';
 import { UserNames } from '../proc/process.js';
 
@@ -79,9 +79,11 @@ export interface SourceOverBudget {
 
 export class EbpfAttributor implements Attributor {
   private source: EbpfSource | null = null;
-  private readonly table: JoinTable<ConnectEvent>;
-  private readonly enriched = new WeakMap<ConnectEvent, Promise<ProcessInfo>>();
-  private readonly waiters = new Map<string, Array<() => void>>();
+  /** Kernel events waiting to be joined, each with its process description (read when it came). */
+  private readonly table: JoinTable<ConnectEvent, Promise<ProcessInfo>>;
+  /** Connections waiting for their kernel event: by client port, and by ISN (a NATed connection's event). */
+  private readonly waiters = new Map<number, Waiter[]>();
+  private readonly isnWaiters = new Map<number, Waiter[]>();
   private readonly users = new UserNames();
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
@@ -112,7 +114,8 @@ export class EbpfAttributor implements Attributor {
 
   private constructor(private readonly o: EbpfAttributorOptions) {
     const own = ownNetnsInode();
-    this.table = new JoinTable<ConnectEvent>(o.joinWindowMs, o.maxEvents, own, (e, at, kind) => this.unseen(e, at, kind));
+    this.table = new JoinTable<ConnectEvent, Promise<ProcessInfo>>(o.joinWindowMs, o.maxEvents, own,
+      (e, at, kind, proc) => this.unseen(e, at, kind, proc));
     this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
     this.reach = own !== null && o.netnsFilter !== false
@@ -208,15 +211,13 @@ export class EbpfAttributor implements Attributor {
     // A namespace not judged yet (made since the last pass): judge it now, while its caller lives.
     if (this.reach && !this.reach.verdicts.has(e.netnsIno)) void this.reach.judge(e.netnsIno, e.tgid);
     const at = src.monoToEpochMs(e.tsSynNs);
-    this.table.add(e, at);
     // Read /proc now, while the caller may still be alive.
-    this.enriched.set(e, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
-    if (this.waiters.size === 0) return; // no connection waits for an event: no keys to build
-    const keys = [joinKey(e.saddr, e.sport, e.daddr, e.dport), isnKey(e.daddr, e.dport, e.isn)];
-    for (const k of keys) {
-      const w = this.waiters.get(k);
-      if (w) for (const f of [...w]) f();
-    }
+    this.table.add(e, at, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
+    if (this.waiters.size === 0) return; // no connection waits for an event
+    const byPort = this.waiters.get(e.sport);
+    if (byPort) for (const w of [...byPort]) if (sameTuple(e, w.t)) w.done();
+    const byIsn = this.isnWaiters.get(e.isn >>> 0);
+    if (byIsn) for (const w of [...byIsn]) if (e.dport === w.t.sport && sameAddr(e.daddr, w.t.server)) w.done();
   }
 
   private onExit(src: EbpfSource, reason: string): void {
@@ -281,8 +282,8 @@ export class EbpfAttributor implements Attributor {
     this.table.wire(t, atMs, view);
   }
 
-  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind): void {
-    const proc = this.enriched.get(e) ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
+  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind, enriched: Promise<ProcessInfo> | undefined): void {
+    const proc = enriched ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
@@ -345,30 +346,27 @@ export class EbpfAttributor implements Attributor {
     }
     this.counters.joined++;
     const e = j.event;
-    const process = await (this.enriched.get(e)
+    const process = await (j.data
       ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts));
     const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
     return { process, sent };
   }
 
   private waitForEvent(t: Tuple, waitMs: number): Promise<void> {
-    const keys = [joinKey(t.client, t.cport, t.server, t.sport)];
-    if (typeof t.isn === 'number') keys.push(isnKey(t.server, t.sport, t.isn));
+    const isn = typeof t.isn === 'number' ? t.isn >>> 0 : null;
     return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        for (const k of keys) {
-          const list = this.waiters.get(k);
-          const rest = list?.filter((f) => f !== done) ?? [];
-          if (rest.length) this.waiters.set(k, rest); else this.waiters.delete(k);
-        }
-        resolve();
+      const w: Waiter = {
+        t,
+        done: () => {
+          clearTimeout(timer);
+          unwait(this.waiters, t.cport, w);
+          if (isn !== null) unwait(this.isnWaiters, isn, w);
+          resolve();
+        },
       };
-      const timer = setTimeout(done, waitMs);
-      for (const k of keys) {
-        const list = this.waiters.get(k);
-        if (list) list.push(done); else this.waiters.set(k, [done]);
-      }
+      const timer = setTimeout(w.done, waitMs);
+      wait(this.waiters, t.cport, w);
+      if (isn !== null) wait(this.isnWaiters, isn, w);
     });
   }
 
@@ -390,6 +388,25 @@ export class EbpfAttributor implements Attributor {
     await this.source?.stop();
     await this.restarting;
   }
+}
+
+/** A connection waiting for its kernel event. */
+interface Waiter {
+  t: Tuple;
+  done(): void;
+}
+
+function wait(m: Map<number, Waiter[]>, k: number, w: Waiter): void {
+  const list = m.get(k);
+  if (list) list.push(w); else m.set(k, [w]);
+}
+
+function unwait(m: Map<number, Waiter[]>, k: number, w: Waiter): void {
+  const list = m.get(k);
+  if (!list) return;
+  const i = list.indexOf(w);
+  if (i !== -1) list.splice(i, 1);
+  if (list.length === 0) m.delete(k);
 }
 
 /**

@@ -258,9 +258,15 @@ export class RecordFramingError extends Error {
 }
 
 function cString(buf: Buffer, offset: number, size: number): string {
-  const slice = buf.subarray(offset, offset + size);
-  const nul = slice.indexOf(0);
-  return slice.subarray(0, nul === -1 ? slice.length : nul).toString('utf8');
+  const max = offset + size;
+  let end = offset;
+  while (end < max && buf[end] !== 0) end++;
+  return buf.toString('utf8', offset, end);
+}
+
+/** buf[start, end) holds the same bytes as `area` (compared in place, no view made). */
+function sameBytes(area: Buffer, buf: Buffer, start: number, end: number): boolean {
+  return area.length === end - start && area.compare(buf, start, end) === 0;
 }
 
 function u64(buf: Buffer, offset: number): bigint {
@@ -284,8 +290,34 @@ const lastArgv = { area: Buffer.alloc(0), argv: [] as string[] };
 /** The ancestors are shared between events with the same bytes (nothing changes an event's list). */
 const lastAncestors = { area: Buffer.alloc(0), list: [] as readonly Ancestor[] };
 
-function exePathOnce(area: Buffer, truncated: boolean): string | null {
-  if (truncated === lastExe.truncated && area.equals(lastExe.area)) return lastExe.path;
+/**
+ * The text of a field that repeats from event to event (a caller's comm, its parent's, its cgroup id,
+ * the addresses of a client that connects again and again): the last bytes and their text, so the same
+ * bytes give the same string, made once (strings are immutable: sharing one is safe).
+ */
+class LastText {
+  private bytes = Buffer.alloc(0);
+  private text = '';
+
+  /** The text of buf[start, end), decoded by `decode(buf, start)` when the bytes are new. */
+  of(buf: Buffer, start: number, end: number, decode: (buf: Buffer, offset: number) => string): string {
+    if (this.bytes.length === end - start && this.bytes.compare(buf, start, end) === 0) return this.text;
+    this.text = decode(buf, start);
+    this.bytes = Buffer.from(buf.subarray(start, end));
+    return this.text;
+  }
+}
+
+const commText = (buf: Buffer, offset: number): string => cString(buf, offset, COMM_LEN);
+const lastComm = new LastText();
+const lastParentComm = new LastText();
+const lastCgroupId = new LastText();
+const lastSaddr = new LastText();
+const lastDaddr = new LastText();
+
+function exePathOnce(buf: Buffer, start: number, end: number, truncated: boolean): string | null {
+  if (truncated === lastExe.truncated && sameBytes(lastExe.area, buf, start, end)) return lastExe.path;
+  const area = buf.subarray(start, end);
   const path = exePath(area, truncated);
   lastExe.area = Buffer.from(area);
   lastExe.truncated = truncated;
@@ -293,8 +325,9 @@ function exePathOnce(area: Buffer, truncated: boolean): string | null {
   return path;
 }
 
-function splitArgvOnce(area: Buffer): string[] {
-  if (!area.equals(lastArgv.area)) {
+function splitArgvOnce(buf: Buffer, start: number, end: number): string[] {
+  if (!sameBytes(lastArgv.area, buf, start, end)) {
+    const area = buf.subarray(start, end);
     lastArgv.argv = splitArgv(area);
     lastArgv.area = Buffer.from(area);
   }
@@ -367,11 +400,16 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     if (isV4Mapped(buf, saddrOff)) saddrOff += 12;
   }
   const fmt = family === 4 ? formatIPv4 : formatIPv6;
+  const alen = family === 4 ? 4 : 16;
+  const commOff = at(F.comm);
+  const parentOff = at(F.parent_comm);
+  const cgOff = at(F.cgroup_id);
 
   const nAnc = Math.min(buf.readUInt8(at(F.n_ancestors)), MAX_ANCESTORS);
-  const ancArea = buf.subarray(at(F.ancestors), at(F.ancestors) + nAnc * ANCESTOR_SIZE);
+  const ancStart = at(F.ancestors);
+  const ancEnd = ancStart + nAnc * ANCESTOR_SIZE;
   let ancestors = lastAncestors.list as Ancestor[];
-  if (!ancArea.equals(lastAncestors.area)) {
+  if (!sameBytes(lastAncestors.area, buf, ancStart, ancEnd)) {
     ancestors = [];
     for (let i = 0; i < nAnc; i++) {
       const a = at(F.ancestors) + i * ANCESTOR_SIZE;
@@ -380,7 +418,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
         comm: cString(buf, a + ANCESTOR_FIELDS.comm[0], COMM_LEN),
       });
     }
-    lastAncestors.area = Buffer.from(ancArea);
+    lastAncestors.area = Buffer.from(buf.subarray(ancStart, ancEnd));
     lastAncestors.list = ancestors;
   }
 
@@ -389,7 +427,7 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
   const exeLen = Math.min(buf.readUInt16LE(at(F.exe_len)), EXE_MAX);
   const exeTruncated = buf.readUInt8(at(F.exe_truncated)) !== 0;
   const exeError = buf.readUInt8(at(F.exe_error)) !== 0;
-  const exe = exeError ? null : exePathOnce(buf.subarray(at(F.exe), at(F.exe) + exeLen), exeTruncated);
+  const exe = exeError ? null : exePathOnce(buf, at(F.exe), at(F.exe) + exeLen, exeTruncated);
 
   return {
     pid: buf.readUInt32LE(at(F.pid)),
@@ -397,19 +435,19 @@ export function decodeConnectEvent(buf: Buffer, offset = 0): ConnectEvent {
     ppid: buf.readUInt32LE(at(F.ppid)),
     uid: buf.readUInt32LE(at(F.uid)),
     gid: buf.readUInt32LE(at(F.gid)),
-    comm: cString(buf, at(F.comm), COMM_LEN),
-    parentComm: cString(buf, at(F.parent_comm), COMM_LEN),
+    comm: lastComm.of(buf, commOff, commOff + COMM_LEN, commText),
+    parentComm: lastParentComm.of(buf, parentOff, parentOff + COMM_LEN, commText),
     ancestors,
-    cgroupId: u64Text(buf, at(F.cgroup_id)),
+    cgroupId: lastCgroupId.of(buf, cgOff, cgOff + 8, u64Text),
     netnsIno: buf.readUInt32LE(at(F.netns_ino)),
     family,
-    saddr: fmt(buf, saddrOff),
-    daddr: fmt(buf, daddrOff),
+    saddr: lastSaddr.of(buf, saddrOff, saddrOff + alen, fmt),
+    daddr: lastDaddr.of(buf, daddrOff, daddrOff + alen, fmt),
     sport: buf.readUInt16LE(at(F.sport)),
     dport: buf.readUInt16LE(at(F.dport)),
     tsSynNs: u64Text(buf, at(F.ts_syn_ns)),
     tsEmitNs: u64Text(buf, at(F.ts_emit_ns)),
-    argv: splitArgvOnce(buf.subarray(at(F.argv), at(F.argv) + argvLen)),
+    argv: splitArgvOnce(buf, at(F.argv), at(F.argv) + argvLen),
     argvTruncated: buf.readUInt8(at(F.argv_truncated)) !== 0,
     argvError: buf.readUInt8(at(F.argv_error)) !== 0,
     v4Mapped,

@@ -16,7 +16,7 @@
  * never also counts as unseen. An event joined only by wire connections that carried no request goes
  * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes).
  */
-import { isnKey, serverKey, tupleKey, unmapV4, type Tuple } from '../../net.js';
+import { isnKey, tupleKey, unmapV4, type Tuple } from '../../net.js';
 
 export interface JoinableEvent {
   saddr: string;
@@ -31,8 +31,10 @@ export interface JoinableEvent {
 /** A connection the wire saw (the 4-tuple type of net.ts). */
 export type TupleLike = Tuple;
 
-export interface Joined<E> {
+export interface Joined<E, D = undefined> {
   event: E;
+  /** What the caller added with the event. */
+  data: D | undefined;
   /** How: the same 4-tuple, or (NAT) the same destination and initial sequence number. */
   by: 'tuple' | 'isn';
 }
@@ -51,16 +53,21 @@ export interface WireView {
 
 export type UnseenKind = 'no_wire' | 'no_request';
 
-interface Entry<E> {
+interface Entry<E, D> {
   event: E;
+  /** What the caller keeps with the event (the attributor: its process description). */
+  data: D | undefined;
   atMs: number;
   joined: boolean;
-  /** Wire connections that joined this event. */
-  wire: WireView[];
+  /** Wire connections that joined this event (null until one does). */
+  wire: WireView[] | null;
 }
 
 interface Sighting {
+  client: string;
+  cport: number;
   server: string;
+  sport: number;
   atMs: number;
   view: WireView;
   /** It joined a kernel event, or stood for one. */
@@ -73,41 +80,101 @@ export { isnKey };
 
 const hasIsn = (isn: number | null | undefined): isn is number => typeof isn === 'number';
 
-export class JoinTable<E extends JoinableEvent> {
-  private readonly byKey = new Map<string, Entry<E>[]>();
-  private readonly byIsn = new Map<string, Entry<E>[]>();
+/** The same address, an IPv4-mapped one and its plain IPv4 alike (no string built when they are equal). */
+export const sameAddr = (a: string, b: string): boolean => a === b || unmapV4(a) === unmapV4(b);
+
+/** A kernel event of the wire connection's 4-tuple. */
+export const sameTuple = (e: JoinableEvent, t: TupleLike): boolean =>
+  e.sport === t.cport && e.dport === t.sport && sameAddr(e.daddr, t.server) && sameAddr(e.saddr, t.client);
+
+/** A kernel event to the same destination with the same initial sequence number (NAT). */
+const sameIsn = (e: JoinableEvent, server: string, sport: number, isn: number): boolean =>
+  hasIsn(e.isn) && (e.isn >>> 0) === (isn >>> 0) && e.dport === sport && sameAddr(e.daddr, server);
+
+/**
+ * Items in order of their time, oldest first (nearly always appended: kernel events and wire
+ * connections come in about the order of their times), so the old ones are taken from the front.
+ */
+class TimeQueue<T extends { atMs: number }> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  insert(x: T): void {
+    const a = this.items;
+    let i = a.length;
+    while (i > this.head && a[i - 1].atMs > x.atMs) i--;
+    if (i === a.length) a.push(x); else a.splice(i, 0, x);
+  }
+
+  first(): T | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head];
+    (this.items as Array<T | undefined>)[this.head] = undefined;
+    this.head++;
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+
+  /** Every item, oldest first. */
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let i = this.head; i < this.items.length; i++) yield this.items[i];
+  }
+}
+
+/**
+ * Kernel events and wire sightings are found by number, not by text: by the client's port (the 4-tuple
+ * then compared field by field) and, for NAT, by the initial sequence number (destination compared).
+ */
+export class JoinTable<E extends JoinableEvent, D = undefined> {
+  /** Events by client port. */
+  private readonly byPort = new Map<number, Entry<E, D>[]>();
+  /** Events by initial sequence number. */
+  private readonly byIsn = new Map<number, Entry<E, D>[]>();
+  /** Every event, oldest first: swept and evicted from the front. */
+  private readonly entries = new TimeQueue<Entry<E, D>>();
   /**
-   * Wire connections seen, by 4-tuple, to join events that arrive after them (bounded: a connection
-   * that carries a request is also joined by its lookup, see join()).
+   * Wire connections seen, by client port, to join events that arrive after them (bounded: a
+   * connection that carries a request is also joined by its lookup, see join()).
    */
-  private readonly sightings = new Map<string, Sighting[]>();
-  /** Sightings that joined no event yet, by server: those that may stand for an unjoined event. */
-  private readonly loose = new Map<string, Set<Sighting>>();
-  private count = 0;
-  private sightingCount = 0;
+  private readonly sightings = new Map<number, Sighting[]>();
+  private readonly sightingQueue = new TimeQueue<Sighting>();
+  /** Sightings that joined no event yet, by server port: those that may stand for an unjoined event. */
+  private readonly loose = new Map<number, Set<Sighting>>();
   evicted = 0;
   /** Kernel events that a wire connection with another 4-tuple and no ISN to join by stood for. */
   paired = 0;
 
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
     private readonly ownNetns: number | null,
-    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind) => void = () => undefined,
+    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind, data: D | undefined) => void = () => undefined,
     private readonly pairMs = 1000, private readonly maxSightings = 2048) {}
 
-  add(event: E, atMs: number): void {
-    const entry: Entry<E> = { event, atMs, joined: false, wire: [] };
-    const k = joinKey(event.saddr, event.sport, event.daddr, event.dport);
-    push(this.byKey, k, entry);
-    const ik = hasIsn(event.isn) ? isnKey(event.daddr, event.dport, event.isn) : null;
-    if (ik !== null) push(this.byIsn, ik, entry);
-    for (const s of this.sightings.get(k) ?? []) {
-      if (Math.abs(s.atMs - atMs) > this.windowMs) continue;
-      entry.wire.push(s.view);
-      entry.joined = true;
-      this.use(s);
+  add(event: E, atMs: number, data?: D): void {
+    const entry: Entry<E, D> = { event, data, atMs, joined: false, wire: null };
+    push(this.byPort, event.sport, entry);
+    if (hasIsn(event.isn)) push(this.byIsn, event.isn >>> 0, entry);
+    this.entries.insert(entry);
+    const seen = this.sightings.get(event.sport);
+    if (seen) {
+      for (const s of seen) {
+        if (Math.abs(s.atMs - atMs) > this.windowMs || !sameTuple(event, s)) continue;
+        (entry.wire ??= []).push(s.view);
+        entry.joined = true;
+        this.use(s);
+      }
     }
-    this.count++;
-    if (this.count > this.maxEntries) this.evictOldest();
+    if (this.entries.length > this.maxEntries) this.evictOldest();
   }
 
   /**
@@ -116,31 +183,39 @@ export class JoinTable<E extends JoinableEvent> {
    * NATed connection's later event is joined by its lookup).
    */
   wire(t: TupleLike, atMs: number, view: WireView): void {
-    const k = joinKey(t.client, t.cport, t.server, t.sport);
-    const ik = hasIsn(t.isn) ? isnKey(t.server, t.sport, t.isn) : null;
-    const s: Sighting = { server: serverKey(t.server, t.sport), atMs, view, used: false };
-    let hits = (this.byKey.get(k) ?? []).filter((e) => Math.abs(e.atMs - atMs) <= this.windowMs);
-    if (hits.length === 0 && ik !== null) hits = (this.byIsn.get(ik) ?? []).filter((e) => Math.abs(e.atMs - atMs) <= this.windowMs);
-    for (const e of hits) {
-      e.wire.push(view);
-      e.joined = true;
+    const s: Sighting = { client: t.client, cport: t.cport, server: t.server, sport: t.sport, atMs, view, used: false };
+    for (const e of this.byPort.get(t.cport) ?? []) {
+      if (Math.abs(e.atMs - atMs) > this.windowMs || !sameTuple(e.event, t)) continue;
+      this.joinWire(e, view);
       s.used = true;
     }
-    push(this.sightings, k, s);
-    this.sightingCount++;
-    if (!s.used) {
-      const set = this.loose.get(s.server);
-      if (set) set.add(s); else this.loose.set(s.server, new Set([s]));
+    if (!s.used && hasIsn(t.isn)) {
+      for (const e of this.byIsn.get(t.isn >>> 0) ?? []) {
+        if (Math.abs(e.atMs - atMs) > this.windowMs || !sameIsn(e.event, t.server, t.sport, t.isn)) continue;
+        this.joinWire(e, view);
+        s.used = true;
+      }
     }
-    if (this.sightingCount > this.maxSightings) this.dropOldestSighting();
+    push(this.sightings, t.cport, s);
+    this.sightingQueue.insert(s);
+    if (!s.used) {
+      const set = this.loose.get(s.sport);
+      if (set) set.add(s); else this.loose.set(s.sport, new Set([s]));
+    }
+    if (this.sightingQueue.length > this.maxSightings) this.dropSighting(this.sightingQueue.shift() as Sighting);
+  }
+
+  private joinWire(e: Entry<E, D>, view: WireView): void {
+    (e.wire ??= []).push(view);
+    e.joined = true;
   }
 
   private use(s: Sighting): void {
     if (s.used) return;
     s.used = true;
-    const set = this.loose.get(s.server);
+    const set = this.loose.get(s.sport);
     set?.delete(s);
-    if (set && set.size === 0) this.loose.delete(s.server);
+    if (set && set.size === 0) this.loose.delete(s.sport);
   }
 
   /** The event for a connection seen on the wire at atMs, or null. Not removed: requests share it. */
@@ -149,44 +224,41 @@ export class JoinTable<E extends JoinableEvent> {
   }
 
   /** As find, saying how it joined: by 4-tuple first, else (NAT) by destination and ISN. */
-  join(t: TupleLike, atMs: number): Joined<E> | null {
-    const direct = this.best(this.byKey.get(joinKey(t.client, t.cport, t.server, t.sport)), atMs);
+  join(t: TupleLike, atMs: number): Joined<E, D> | null {
+    let direct: Entry<E, D> | null = null;
+    for (const e of this.byPort.get(t.cport) ?? []) {
+      if (Math.abs(e.atMs - atMs) > this.windowMs || !sameTuple(e.event, t)) continue;
+      if (!direct || this.better(e, direct, atMs)) direct = e;
+    }
     if (direct) {
       direct.joined = true;
-      return { event: direct.event, by: 'tuple' };
+      return { event: direct.event, data: direct.data, by: 'tuple' };
     }
     if (!hasIsn(t.isn)) return null;
-    const nat = this.best(this.byIsn.get(isnKey(t.server, t.sport, t.isn)), atMs);
+    let nat: Entry<E, D> | null = null;
+    for (const e of this.byIsn.get(t.isn >>> 0) ?? []) {
+      if (Math.abs(e.atMs - atMs) > this.windowMs || !sameIsn(e.event, t.server, t.sport, t.isn)) continue;
+      if (!nat || this.better(e, nat, atMs)) nat = e;
+    }
     if (!nat) return null;
     nat.joined = true;
-    return { event: nat.event, by: 'isn' };
+    return { event: nat.event, data: nat.data, by: 'isn' };
   }
 
   /** Events to server:sport within the window of atMs that no connection has joined. */
   unjoined(server: string, sport: number, atMs: number): Unjoined {
     const dst = unmapV4(server);
     const out: Unjoined = { count: 0, withoutIsn: 0 };
-    for (const list of this.byKey.values()) {
-      for (const e of list) {
-        if (e.joined || e.event.dport !== sport || unmapV4(e.event.daddr) !== dst) continue;
-        if (Math.abs(e.atMs - atMs) > this.windowMs) continue;
-        out.count++;
-        if (!hasIsn(e.event.isn)) out.withoutIsn++;
-      }
+    for (const e of this.entries) {
+      if (e.joined || e.event.dport !== sport || unmapV4(e.event.daddr) !== dst) continue;
+      if (Math.abs(e.atMs - atMs) > this.windowMs) continue;
+      out.count++;
+      if (!hasIsn(e.event.isn)) out.withoutIsn++;
     }
     return out;
   }
 
-  private best(list: Entry<E>[] | undefined, atMs: number): Entry<E> | null {
-    let best: Entry<E> | null = null;
-    for (const e of list ?? []) {
-      if (Math.abs(e.atMs - atMs) > this.windowMs) continue;
-      if (!best || this.better(e, best, atMs)) best = e;
-    }
-    return best;
-  }
-
-  private better(a: Entry<E>, b: Entry<E>, atMs: number): boolean {
+  private better(a: Entry<E, D>, b: Entry<E, D>, atMs: number): boolean {
     const aOwn = a.event.netnsIno === this.ownNetns;
     const bOwn = b.event.netnsIno === this.ownNetns;
     if (aOwn !== bOwn) return aOwn;
@@ -195,52 +267,53 @@ export class JoinTable<E extends JoinableEvent> {
 
   /** Every event still waiting to be decided. */
   pending(): E[] {
-    return [...this.byKey.values()].flat().map((e) => e.event);
+    return Array.from(this.entries, (e) => e.event);
   }
 
   /**
-   * Forget events older than twice the window (relative to nowMs), deciding each one; with `all`,
-   * decide every event now (at exit, once capture has handed over everything it had).
+   * Forget events older than twice the window (relative to nowMs), deciding each one, oldest first;
+   * with `all`, decide every event now (at exit, once capture has handed over everything it had).
    */
   sweep(nowMs: number, all = false): void {
-    const keep = (e: Entry<E>): boolean => !all && nowMs - e.atMs <= this.windowMs * 2;
-    const decided: Entry<E>[] = [];
-    for (const [k, list] of this.byKey) {
-      const kept = list.filter(keep);
-      for (const e of list) if (!keep(e)) decided.push(e);
-      this.count -= list.length - kept.length;
-      if (kept.length) this.byKey.set(k, kept); else this.byKey.delete(k);
+    const decided: Entry<E, D>[] = [];
+    for (let e = this.entries.first(); e && (all || nowMs - e.atMs > this.windowMs * 2); e = this.entries.first()) {
+      this.entries.shift();
+      this.forget(e);
+      decided.push(e);
     }
-    for (const [k, list] of this.byIsn) {
-      const kept = list.filter(keep);
-      if (kept.length) this.byIsn.set(k, kept); else this.byIsn.delete(k);
-    }
-    decided.sort((a, b) => a.atMs - b.atMs);
     for (const e of decided) this.decide(e);
-    const keepSighting = (s: Sighting): boolean => !all && nowMs - s.atMs <= this.windowMs * 2 + this.pairMs;
-    for (const [k, list] of this.sightings) {
-      const kept = list.filter(keepSighting);
-      for (const s of list) if (!keepSighting(s)) this.use(s);
-      this.sightingCount -= list.length - kept.length;
-      if (kept.length) this.sightings.set(k, kept); else this.sightings.delete(k);
+    const keepMs = this.windowMs * 2 + this.pairMs;
+    for (let s = this.sightingQueue.first(); s && (all || nowMs - s.atMs > keepMs); s = this.sightingQueue.first()) {
+      this.dropSighting(this.sightingQueue.shift() as Sighting);
     }
   }
 
-  private decide(e: Entry<E>): void {
-    if (e.wire.length > 0) {
-      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request');
+  /** Take an event out of the lookups by port and ISN. */
+  private forget(e: Entry<E, D>): void {
+    remove(this.byPort, e.event.sport, e);
+    if (hasIsn(e.event.isn)) remove(this.byIsn, e.event.isn >>> 0, e);
+  }
+
+  private dropSighting(s: Sighting): void {
+    this.use(s);
+    remove(this.sightings, s.cport, s);
+  }
+
+  private decide(e: Entry<E, D>): void {
+    if (e.wire !== null && e.wire.length > 0) {
+      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request', e.data);
       return;
     }
     if (e.joined) return; // a lookup from the wire joined it
     if (this.pair(e)) return;
-    this.onUnseen(e.event, e.atMs, 'no_wire');
+    this.onUnseen(e.event, e.atMs, 'no_wire', e.data);
   }
 
   /** The nearest wire connection to the same server, within pairMs, that joined no event stands for this one. */
-  private pair(e: Entry<E>): boolean {
+  private pair(e: Entry<E, D>): boolean {
     let best: Sighting | null = null;
-    for (const s of this.loose.get(serverKey(e.event.daddr, e.event.dport)) ?? []) {
-      if (Math.abs(s.atMs - e.atMs) > this.pairMs) continue;
+    for (const s of this.loose.get(e.event.dport) ?? []) {
+      if (Math.abs(s.atMs - e.atMs) > this.pairMs || !sameAddr(s.server, e.event.daddr)) continue;
       if (!best || Math.abs(s.atMs - e.atMs) < Math.abs(best.atMs - e.atMs)) best = s;
     }
     if (!best) return false;
@@ -249,38 +322,29 @@ export class JoinTable<E extends JoinableEvent> {
     return true;
   }
 
-  private dropOldestSighting(): void {
-    const first = this.sightings.entries().next();
-    if (first.done) return;
-    const [k, list] = first.value;
-    this.use(list.shift() as Sighting);
-    this.sightingCount--;
-    if (list.length === 0) this.sightings.delete(k);
-  }
-
   private evictOldest(): void {
-    const first = this.byKey.entries().next();
-    if (first.done) return;
-    const [k, list] = first.value;
-    const gone = list.shift() as Entry<E>;
-    this.count--;
+    const gone = this.entries.shift();
+    if (!gone) return;
+    this.forget(gone);
     this.evicted++;
-    if (list.length === 0) this.byKey.delete(k);
-    if (hasIsn(gone.event.isn)) {
-      const ik = isnKey(gone.event.daddr, gone.event.dport, gone.event.isn);
-      const rest = (this.byIsn.get(ik) ?? []).filter((e) => e !== gone);
-      if (rest.length) this.byIsn.set(ik, rest); else this.byIsn.delete(ik);
-    }
   }
 
   get size(): number {
-    return this.count;
+    return this.entries.length;
   }
 }
 
-function push<V>(m: Map<string, V[]>, k: string, v: V): void {
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   const list = m.get(k);
   if (list) list.push(v); else m.set(k, [v]);
+}
+
+function remove<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k);
+  if (!list) return;
+  const i = list.indexOf(v);
+  if (i !== -1) list.splice(i, 1);
+  if (list.length === 0) m.delete(k);
 }
 
 /**

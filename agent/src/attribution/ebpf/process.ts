@@ -34,18 +34,18 @@ function tryText(path: string): string | null {
 type Argv = { argv: string[]; truncated: boolean };
 
 export class AncestorCache {
-  private readonly m = new Map<string, { argv: Argv | null; at: number; more?: Ancestor[] }>();
+  /** By pid (a number: no key text built per lookup); the comm it was read for is kept and compared. */
+  private readonly m = new Map<number, { comm: string; argv: Argv | null; at: number }>();
 
   constructor(private readonly ttlMs = 5000, private readonly max = 4096) {}
 
   argv(pid: number, comm: string, now: number): Argv | null {
-    const k = `${pid}:${comm}`;
-    const hit = this.m.get(k);
-    if (hit && now - hit.at < this.ttlMs) return hit.argv;
+    const hit = this.m.get(pid);
+    if (hit && hit.comm === comm && now - hit.at < this.ttlMs) return hit.argv;
     const argv = cmdline(pid);
-    this.m.delete(k);
-    this.m.set(k, { argv, at: now });
-    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
+    this.m.delete(pid);
+    this.m.set(pid, { comm, argv, at: now });
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as number);
     return argv;
   }
 }
