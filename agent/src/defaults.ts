@@ -29,6 +29,8 @@ export const DEFAULTS = {
   attributionWaitMs: 3000,
   /** `read`: packets pushed between two turns of the event loop (records are written out in between). */
   readBatchPackets: 5000,
+  /** `read`: packets pushed between two turns of the event loop, where the records they decided are made (a divisor of readBatchPackets). */
+  readTurnPackets: 100,
   /** `read`: idle flows are swept every this much file time. */
   readSweepMs: 10_000,
   /** How long a closed connection of the agent's own stays known as its own (its frames may be late). */

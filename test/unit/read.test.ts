@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../agent/src/cli.js';
 import { CaptureFileError, readCapture, type CapturedPacket } from '../../agent/src/offline/capture-file.js';
+import fc from 'fast-check';
 import { FileClock } from '../../agent/src/offline/file-clock.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
 import { validate } from '../../agent/src/schema.js';
@@ -144,6 +145,63 @@ describe('file clock', () => {
     expect(fired).toEqual(['a']);
     c.advance(1500);
     expect(fired).toEqual(['a', 'b']);
+  });
+
+  it('cancelled timers do not stay until their deadline: answered requests leave nothing behind', () => {
+    const c = new FileClock(() => 0);
+    c.advance(1000);
+    const fired: number[] = [];
+    for (let i = 0; i < 10_000; i++) {
+      const t = c.set(() => fired.push(i), 1500);
+      if (i % 100 !== 0) { c.clear(t); c.clear(t); } // cleared twice: counted once
+    }
+    expect(c.pending).toBeLessThan(300);
+    c.advance(2500);
+    expect(fired).toEqual(Array.from({ length: 100 }, (_, k) => k * 100));
+    expect(c.pending).toBe(0);
+    // Timers cleared by their own callback (a request finalised by its timeout) are out of the heap
+    // already: they are not counted as cancelled ones in it (which would compact it too early).
+    const kept = Array.from({ length: 210 }, () => c.set(() => undefined, 1000));
+    for (const t of kept.slice(0, 10)) c.clear(t); // 10 cancelled of 210: they stay for now
+    const late: unknown[] = [];
+    for (let i = 0; i < 300; i++) late.push(c.set(() => c.clear(late[i]), 10));
+    c.advance(2510);
+    expect(c.pending).toBe(210);
+  });
+
+  it('fires what a naive list would, in the same order, whatever is set, cleared and passed', () => {
+    type Op = { kind: 'set'; ms: number } | { kind: 'clear'; which: number } | { kind: 'advance'; by: number };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      { weight: 4, arbitrary: fc.record({ kind: fc.constant('set' as const), ms: fc.oneof(fc.constant(1500), fc.nat(3000)) }) },
+      { weight: 3, arbitrary: fc.record({ kind: fc.constant('clear' as const), which: fc.nat(20) }) },
+      { weight: 1, arbitrary: fc.record({ kind: fc.constant('advance' as const), by: fc.nat(100) }) },
+    );
+    fc.assert(fc.property(fc.array(op, { minLength: 200, maxLength: 1500 }), (ops) => {
+      const c = new FileClock(() => 0);
+      c.advance(1);
+      const fired: number[] = [];
+      const model: Array<{ id: number; due: number; live: boolean }> = [];
+      const expected: number[] = [];
+      const handles: unknown[] = [];
+      let now = 1;
+      for (const o of ops) {
+        if (o.kind === 'set') {
+          const id = handles.length;
+          handles.push(c.set(() => fired.push(id), o.ms));
+          model.push({ id, due: now + o.ms, live: true });
+        } else if (o.kind === 'clear' && handles.length > 0) {
+          const id = Math.max(0, handles.length - 1 - o.which); // mostly recent ones, as answers are
+          c.clear(handles[id]);
+          model[id].live = false;
+        } else if (o.kind === 'advance') {
+          now += o.by + 1;
+          c.advance(now);
+          const due = model.filter((m) => m.live && m.due <= now).sort((a, b) => a.due - b.due || a.id - b.id);
+          for (const m of due) { m.live = false; expected.push(m.id); }
+        }
+        expect(fired).toEqual(expected);
+      }
+    }), { numRuns: 200 });
   });
 });
 

@@ -153,9 +153,11 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     for (let r = packets.next(); ; r = packets.next()) {
       if (r.done) { summary = r.value; break; }
       push(r.value);
-      if (++n % DEFAULTS.readBatchPackets === 0) {
+      if (++n % DEFAULTS.readTurnPackets === 0) {
+        // A turn of the event loop: the records decided so far are made and written into the
+        // chunk now, not kept (promoted by the garbage collector) until the batch ends.
         await new Promise<void>((resolve) => setImmediate(resolve));
-        await out.flush();
+        if (n % DEFAULTS.readBatchPackets === 0) await out.flush();
       }
     }
   } catch (err) {

@@ -6,6 +6,8 @@
 import type { ResponseTimers } from '../pipeline/calls.js';
 
 const noop = (): void => undefined;
+/** Cancelled timers in the heap before it may be compacted. */
+const MIN_COMPACT = 64;
 
 interface Timer { due: number; seq: number; fn: () => void; cancelled: boolean }
 
@@ -13,7 +15,9 @@ export class FileClock implements ResponseTimers {
   private t: number | null = null;
   private seq = 0;
   /** A binary min-heap by (due, seq). */
-  private readonly heap: Timer[] = [];
+  private heap: Timer[] = [];
+  /** Cancelled timers still in the heap. */
+  private cancelled = 0;
 
   constructor(private readonly before: () => number = Date.now) {}
 
@@ -30,8 +34,12 @@ export class FileClock implements ResponseTimers {
 
   clear(handle: unknown): void {
     const timer = handle as Timer;
+    if (timer.cancelled) return;
     timer.cancelled = true;
     timer.fn = noop; // what it would have called is not kept until its deadline
+    // Nor the timer itself: once most of the heap is cancelled timers, they are dropped (a request
+    // answered at once would otherwise stay here for its whole wait, thousands of them in a busy file).
+    if (++this.cancelled >= MIN_COMPACT && this.cancelled * 2 > this.heap.length) this.compact();
   }
 
   /** File time is now atMs (ignored when earlier than now): the timers due by then fire, in order. */
@@ -40,13 +48,23 @@ export class FileClock implements ResponseTimers {
     this.t = atMs;
     while (this.heap.length > 0 && this.heap[0].due <= atMs) {
       const timer = this.pop();
-      if (!timer.cancelled) timer.fn();
+      if (timer.cancelled) this.cancelled--;
+      else {
+        timer.cancelled = true; // out of the heap: clearing it now (from its own callback) counts nothing
+        timer.fn();
+      }
     }
   }
 
   /** Timers still waiting (cancelled ones may be counted until their deadline passes). */
   get pending(): number {
     return this.heap.length;
+  }
+
+  /** The heap without its cancelled timers: sorted by (due, seq), which is a heap too. */
+  private compact(): void {
+    this.heap = this.heap.filter((t) => !t.cancelled).sort((a, b) => a.due - b.due || a.seq - b.seq);
+    this.cancelled = 0;
   }
 
   private less(a: Timer, b: Timer): boolean {
