@@ -46,6 +46,7 @@ export class Tracer {
       device: o.device, includeV2: o.includeV2, includeOther: o.includeOther, scrubWords: o.scrubWords,
       sink: o.writer, loaderDown: (reason) => reason?.startsWith(LOADER_DOWN_REASON) ?? false,
       enrich: (p) => this.names.enrich(p),
+      enrichNow: (p) => this.names.enrichNow(p),
       ownConnection: (t, openedAt) => this.own.has(t, openedAt),
     });
   }

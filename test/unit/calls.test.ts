@@ -150,3 +150,59 @@ describe('PendingCalls: the wait for the caller (one timer for every record)', (
     }
   });
 });
+
+describe('PendingCalls: a caller known already (a kept-alive connection)', () => {
+  const head = parseRequestHead('GET /latest/meta-data/ HTTP/1.1', false, () => undefined)!;
+  const known = (pid: number): ProcessInfo => ({ attribution: 'proc', pid });
+
+  function withKnown(out: CallRecord[], now: (c: Conn) => ProcessInfo | undefined, later: (c: Conn) => Promise<ProcessInfo>): PendingCalls {
+    return new PendingCalls({
+      responseWaitMs: 60_000, attributionWaitMs: 60_000, maxPending: 100, redact: (s) => s,
+      connection: (c) => ({ src: c.client, sport: c.cport, dst: c.server, dport: c.sport, interface: 'eth0', family: 'ipv4' }),
+      attribution: later, attributionNow: now, emit: (r) => out.push(r), isLocalAddress: () => true,
+    });
+  }
+
+  it('its record is made when the answer is seen, in the same turn', async () => {
+    const out: CallRecord[] = [];
+    const p = withKnown(out, (c) => known(c.id), () => new Promise(() => undefined));
+    p.add(conn, head, 1, classify(head), new Date(0), true);
+    p.response(conn, 1, 200);
+    expect(out.map((r) => [r.process, r.response.status])).toEqual([[known(7), 200]]);
+    await p.flush();
+    expect(out).toHaveLength(1);
+  });
+
+  it('while a record waits for its caller, the next ones take the same path (none overtakes it in its turn)', async () => {
+    const out: CallRecord[] = [];
+    let answer: (p: ProcessInfo) => void = () => undefined;
+    const p = withKnown(out, (c) => (c.id === 1 ? undefined : known(c.id)),
+      (c) => (c.id === 1 ? new Promise<ProcessInfo>((resolve) => { answer = resolve; }) : Promise.resolve(known(c.id))));
+    for (const id of [1, 2, 3]) {
+      const c = { ...conn, id, cport: 40000 + id } as Conn;
+      p.add(c, head, 1, classify(head), new Date(id), true);
+      p.response(c, 1, 200);
+    }
+    expect(out).toEqual([]); // connection 1's caller is still being looked up: 2 and 3 wait behind it
+    answer(known(1));
+    await p.flush();
+    expect(out.map((r) => [r.connection.sport, r.process.pid]).sort()).toEqual([[40001, 1], [40002, 2], [40003, 3]]);
+  });
+
+  it('a token request still being attributed may explain the next IMDSv1 call: that call waits for it', async () => {
+    const out: CallRecord[] = [];
+    let answer: (p: ProcessInfo) => void = () => undefined;
+    const put = { ...conn, id: 1, cport: 40001 } as Conn;
+    const get = { ...conn, id: 2, cport: 40002 } as Conn;
+    const p = withKnown(out, (c) => (c.id === 1 ? undefined : known(99)),
+      (c) => (c.id === 1 ? new Promise<ProcessInfo>((resolve) => { answer = resolve; }) : Promise.resolve(known(99))));
+    const putHead = parseRequestHead('PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60', false, () => undefined)!;
+    p.add(put, putHead, 1, classify(putHead), new Date(1), false);
+    p.response(put, 1, 403);
+    p.add(get, head, 1, classify(head), new Date(2), true);
+    p.response(get, 1, 200);
+    answer(known(99));
+    await p.flush();
+    expect(out.map((r) => [r.process.pid, r.v1_reason])).toEqual([[99, 'token_put_refused']]);
+  });
+});

@@ -20,7 +20,7 @@ const collect = (s: PassThrough): (() => string) => {
 };
 
 describe('error and notice records on stderr', () => {
-  it('errors and notices are copied to stderr with their journal priority; other records are not', () => {
+  it('errors and notices are copied to stderr with their journal priority; other records are not', async () => {
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     const out = collect(stdout);
@@ -33,6 +33,7 @@ describe('error and notice records on stderr', () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/^<3>\{"event":"error",.*"component":"capture","message":"capture on eth0 stopped"\}$/);
     expect(lines[1]).toMatch(/^<5>\{"event":"notice",.*"component":"cloudwatch"/);
+    await new Promise((resolve) => setImmediate(resolve)); // stdout's lines go at the end of the turn
     expect(out()).toContain('"event":"stats"');
   });
 

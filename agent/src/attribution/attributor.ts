@@ -7,4 +7,9 @@ export type { Tuple };
 export interface Attributor {
   /** The process behind a connection first seen at atMs (default: now). */
   lookup(t: Tuple, atMs?: number): Promise<ProcessInfo>;
+  /**
+   * For a backend whose answer never needs a wait and is final (a capture file's: no process can be
+   * found): that answer, so records are made without a look-up.
+   */
+  answerNow?(t: Tuple): ProcessInfo;
 }

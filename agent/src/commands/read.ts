@@ -29,6 +29,7 @@ export const READ_REASON = 'read from a capture file: no process to look up';
 /** No process can be found for a connection seen in a file. */
 const fileAttributor: Attributor = {
   lookup: async (): Promise<ProcessInfo> => ({ attribution: 'none', reason: READ_REASON }),
+  answerNow: (): ProcessInfo => ({ attribution: 'none', reason: READ_REASON }),
 };
 
 /** The interface a packet of a file was seen on: its name in the file, else what the link says. */

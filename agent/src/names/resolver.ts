@@ -38,6 +38,13 @@ export function namesOptions(env: NodeJS.ProcessEnv = process.env): NamesOptions
 
 type Names = Pick<ContainerInfo, 'name' | 'k8s' | 'ecs'>;
 
+const namesKey = (c: ContainerInfo): string => `${c.id ?? ''}|${c.pod_uid ?? ''}`;
+
+function withNames(p: ProcessInfo, c: ContainerInfo, names: Names): ProcessInfo {
+  if (!names.name && !names.k8s && !names.ecs) return p;
+  return { ...p, container: { ...c, ...names } };
+}
+
 export class ContainerNames {
   private readonly cache = new Map<string, { at: number; names: Names; complete: boolean }>();
   private readonly inflight = new Map<string, Promise<Names>>();
@@ -49,16 +56,28 @@ export class ContainerNames {
   async enrich(p: ProcessInfo): Promise<ProcessInfo> {
     const c = p.container;
     if (!c) return p;
-    const key = `${c.id ?? ''}|${c.pod_uid ?? ''}`;
-    const names = await this.lookup(key, c);
-    if (!names.name && !names.k8s && !names.ecs) return p;
-    return { ...p, container: { ...c, ...names } };
+    return withNames(p, c, await this.lookup(namesKey(c), c));
+  }
+
+  /** What enrich(p) would give when it needs no look-up (no container, or its names cached); else undefined. */
+  enrichNow(p: ProcessInfo): ProcessInfo | undefined {
+    const c = p.container;
+    if (!c) return p;
+    const hit = this.fresh(namesKey(c));
+    return hit ? withNames(p, c, hit) : undefined;
+  }
+
+  /** Cached names still good: complete ones, or a miss younger than missTtlMs. */
+  private fresh(key: string): Names | undefined {
+    const hit = this.cache.get(key);
+    if (hit && (hit.complete || (this.o.now ?? Date.now)() - hit.at < this.o.missTtlMs)) return hit.names;
+    return undefined;
   }
 
   private async lookup(key: string, c: ContainerInfo): Promise<Names> {
     const now = (this.o.now ?? Date.now)();
-    const hit = this.cache.get(key);
-    if (hit && (hit.complete || now - hit.at < this.o.missTtlMs)) return hit.names;
+    const hit = this.fresh(key);
+    if (hit) return hit;
     const running = this.inflight.get(key);
     if (running) return running;
     const job = this.find(c).then(({ names, complete }) => {

@@ -70,7 +70,7 @@ export class RecordWriter {
 
   constructor(private readonly o: WriterOptions) {
     this.out = o.stdout ? new BoundedStream({
-      stream: o.stdout, maxBytes: o.maxStdoutBytes ?? DEFAULTS.stdoutMaxBufferBytes,
+      stream: o.stdout, maxBytes: o.maxStdoutBytes ?? DEFAULTS.stdoutMaxBufferBytes, batch: true,
       onDropStart: () => this.diagnostic(errorRecord('output',
         'stdout is not read fast enough: records are dropped from stdout (counted in stats.records_dropped.stdout); the log file still gets them'), false),
       onRecovered: (n) => this.notice('output', `stdout is read again; ${n} records were dropped from it`),

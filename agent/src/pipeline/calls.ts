@@ -33,6 +33,11 @@ export interface PendingCallsOptions {
   /** Whether src (as the caller sent it) is one of the host's own addresses: its answers are not forwarded. */
   isLocalAddress(src: string): boolean;
   attribution(conn: Conn): Promise<ProcessInfo>;
+  /**
+   * The caller when it is known already (a kept-alive connection's): the record is then made at once,
+   * with no wait and no promise. Undefined: ask attribution() and wait (bounded).
+   */
+  attributionNow?(conn: Conn): ProcessInfo | undefined;
   emit(rec: CallRecord): void;
   /** The clock a request's wait for its answer runs on (default: the wall clock; a capture file's time offline). */
   responseTimers?: ResponseTimers;
@@ -48,21 +53,30 @@ interface Pending {
   /** Only tracked (token requests are, to explain a later IMDSv1 fallback), not written. */
   write: boolean;
   conn: Conn;
-  key: string;
+  /** The request's first sequence number: what its answer is matched by. */
+  seq: number;
   head: RequestHead;
   cls: Classification;
   at: Date;
   status: number | null;
   /** IP TTL / hop limit of the answer as the host saw it first. */
   ttl: number | null;
+  /** Its wait for the answer: a handle of responseTimers, else a Wait of the shared queue. */
   timer: unknown;
   done: boolean;
 }
 
 export class PendingCalls {
-  private readonly pending = new Map<string, Pending>();
-  private readonly byConn = new Map<number, Set<string>>();
+  /** Every call waiting for its answer, oldest first (the first to go when too many wait). */
+  private readonly pending = new Set<Pending>();
+  /**
+   * The same calls by connection id, then by sequence number. A connection's map is kept while it
+   * is open (a kept-alive connection's next request needs one again) and dropped when it closes.
+   */
+  private readonly byConn = new Map<number, Map<number, Pending>>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Token requests whose caller is still being looked up (for v1_reason): records wait behind them. */
+  private tokenPutsAttributing = 0;
   /** The latest token request of each caller (pid), to explain its IMDSv1 calls. */
   private readonly tokenPuts = new Map<number, Pending>();
   forced = 0;
@@ -70,9 +84,12 @@ export class PendingCalls {
   unattributedOverload = 0;
   /** Every record's wait for its caller, on one timer (not one timer per record). */
   private readonly attributionWaits: Waits;
+  /** Every call's wait for its answer on one timer, when no other clock is given (responseTimers). */
+  private readonly responseWaits: Waits;
 
   constructor(private readonly o: PendingCallsOptions) {
     this.attributionWaits = new Waits(o.attributionWaitMs);
+    this.responseWaits = new Waits(o.responseWaitMs);
   }
 
   add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
@@ -81,20 +98,36 @@ export class PendingCalls {
       if (oldest.write) this.forced++;
       this.finalise(oldest);
     }
-    const key = `${conn.id}:${seq}`;
-    const p: Pending = { write, key, conn, head, cls, at, status: null, ttl: null, timer: null, done: false };
-    if (cls.tokenRequest) void this.o.attribution(conn).then((proc) => this.noteTokenPut(proc, p));
-    this.pending.set(key, p);
-    const keys = this.byConn.get(conn.id);
-    if (keys) keys.add(key); else this.byConn.set(conn.id, new Set([key]));
+    const p: Pending = { write, seq, conn, head, cls, at, status: null, ttl: null, timer: null, done: false };
+    if (cls.tokenRequest) this.attributeTokenPut(p);
+    this.pending.add(p);
+    let calls = this.byConn.get(conn.id);
+    if (!calls) this.byConn.set(conn.id, calls = new Map());
+    calls.set(seq, p);
     p.timer = this.o.responseTimers
       ? this.o.responseTimers.set(() => this.finalise(p), this.o.responseWaitMs)
-      : setTimeout(() => this.finalise(p), this.o.responseWaitMs);
+      : this.responseWaits.add(() => this.finalise(p));
+  }
+
+  /** A token request's caller, remembered to explain its later IMDSv1 calls (v1Reason). */
+  private attributeTokenPut(p: Pending): void {
+    const known = this.o.attributionNow?.(p.conn);
+    if (known) {
+      this.noteTokenPut(known, p);
+      return;
+    }
+    this.tokenPutsAttributing++;
+    void this.o.attribution(p.conn).then((proc) => this.noteTokenPut(proc, p))
+      .finally(() => { this.tokenPutsAttributing--; });
+  }
+
+  private find(conn: Conn, seq: number): Pending | undefined {
+    return this.byConn.get(conn.id)?.get(seq);
   }
 
   response(conn: Conn, seq: number | null, status: number, ttl: number | null = null): void {
     if (seq === null) return;
-    const p = this.pending.get(`${conn.id}:${seq}`);
+    const p = this.find(conn, seq);
     if (!p || p.done) return;
     p.status = status;
     p.ttl = ttl;
@@ -107,7 +140,7 @@ export class PendingCalls {
    */
   amend(conn: Conn, seq: number, why: Ambiguity, wanted: (v: Classification['imdsVersion']) => boolean)
     : { before: Classification; after: Classification; first: boolean } | null {
-    const p = this.pending.get(`${conn.id}:${seq}`);
+    const p = this.find(conn, seq);
     if (!p || p.done) return null;
     const before = p.cls;
     const first = !p.head.ambiguity;
@@ -145,10 +178,10 @@ export class PendingCalls {
 
   /** The connection ended: its requests will get no response. */
   closed(conn: Conn): void {
-    for (const k of [...(this.byConn.get(conn.id) ?? [])]) {
-      const p = this.pending.get(k);
-      if (p) this.finalise(p);
-    }
+    const calls = this.byConn.get(conn.id);
+    if (!calls) return;
+    for (const p of [...calls.values()]) this.finalise(p);
+    this.byConn.delete(conn.id);
   }
 
   private finalise(p: Pending): void {
@@ -156,34 +189,43 @@ export class PendingCalls {
     p.done = true;
     if (p.timer) {
       if (this.o.responseTimers) this.o.responseTimers.clear(p.timer);
-      else clearTimeout(p.timer as NodeJS.Timeout);
+      else this.responseWaits.answered(p.timer as Wait);
     }
-    this.pending.delete(p.key);
-    const keys = this.byConn.get(p.conn.id);
-    keys?.delete(p.key);
-    if (keys && keys.size === 0) this.byConn.delete(p.conn.id);
+    this.pending.delete(p);
+    const calls = this.byConn.get(p.conn.id);
+    if (calls?.get(p.seq) === p) calls.delete(p.seq);
+    if (calls?.size === 0 && p.conn.closed) this.byConn.delete(p.conn.id);
     if (!p.write) return;
-    const job = this.attribute(p).then((proc) => {
-      const h = p.head;
-      const connection = this.o.connection(p.conn);
-      const dropped = this.dropped(p, connection);
-      const rec = buildCallRecord({
-        at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
-        tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
-        headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
-        process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
-      }, this.o.redact);
-      if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
-      if (dropped) rec.response.dropped = dropped;
-      const why = this.v1Reason(p, proc);
-      if (why) rec.v1_reason = why;
-      if (rec.provider === 'aws') {
-        rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
-      }
-      this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
-    });
+    // The caller known already, and no record ahead of this one still waiting (records keep the order
+    // their calls were decided in; a token request still being attributed may yet explain this call).
+    const known = this.inFlight.size === 0 && this.tokenPutsAttributing === 0 ? this.o.attributionNow?.(p.conn) : undefined;
+    if (known) {
+      this.emitRecord(p, known);
+      return;
+    }
+    const job = this.attribute(p).then((proc) => this.emitRecord(p, proc));
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));
+  }
+
+  private emitRecord(p: Pending, proc: ProcessInfo): void {
+    const h = p.head;
+    const connection = this.o.connection(p.conn);
+    const dropped = this.dropped(p, connection);
+    const rec = buildCallRecord({
+      at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
+      tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
+      headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
+      process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
+    }, this.o.redact);
+    if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
+    if (dropped) rec.response.dropped = dropped;
+    const why = this.v1Reason(p, proc);
+    if (why) rec.v1_reason = why;
+    if (rec.provider === 'aws') {
+      rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+    }
+    this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
   }
 
   /**

@@ -74,6 +74,8 @@ export interface PipelineOptions {
   ownConnection?: (t: Tuple, openedAtMs: number) => boolean;
   /** More about the caller once attribution found it (container names), before its record is made. */
   enrich?: (p: ProcessInfo) => Promise<ProcessInfo>;
+  /** What enrich would give, when it is known without waiting (its cache); else undefined. */
+  enrichNow?: (p: ProcessInfo) => ProcessInfo | undefined;
   /** Whether a record's caller was not found because the eBPF loader was down. */
   loaderDown?: (reason: string | undefined) => boolean;
   /** The clock a request waits for its answer on (default: the wall clock; offline, the capture file's). */
@@ -92,6 +94,8 @@ interface AddressFacts {
 interface ConnState {
   /** The caller, looked up when the connection opened (or again when the first answer was none). */
   caller: Promise<ProcessInfo>;
+  /** The same caller once the look-up has answered: its next calls' records are made at once. */
+  known?: ProcessInfo;
 }
 
 export class Pipeline {
@@ -144,6 +148,7 @@ export class Pipeline {
       connection: (conn) => this.connectionInfo(conn),
       isLocalAddress: (src) => this.hostAddress(src),
       attribution: (conn) => this.isOwn(conn) ? Promise.resolve(this.selfInfo) : this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
+      attributionNow: (conn) => this.isOwn(conn) ? this.selfInfo : this.knownCaller(conn),
       emit: (rec) => this.record(rec),
       responseTimers: o.responseTimers,
     });
@@ -201,7 +206,14 @@ export class Pipeline {
     this.earlyLookups++;
     const p = this.lookup(conn);
     void p.finally(() => { this.earlyLookups--; });
-    this.conns.set(conn.id, { caller: p });
+    this.remember(conn, p);
+  }
+
+  /** The caller look-up of conn, kept (and its answer, once in) for the connection's calls. */
+  private remember(conn: Conn, caller: Promise<ProcessInfo>): void {
+    const st: ConnState = { caller };
+    this.conns.set(conn.id, st);
+    void caller.then((p) => { st.known = p; }, () => undefined);
   }
 
   // --- stage 4: a request: classify, count, keep what is wanted ---------------------------------
@@ -288,8 +300,21 @@ export class Pipeline {
     // A second look does not wait for the kernel event again; a first one (no early lookup: the bound
     // on lookups at SYN time was reached, e.g. during a SYN flood) does.
     const again = this.lookup(conn, first !== undefined);
-    this.conns.set(conn.id, { caller: again });
+    this.remember(conn, again);
     return again;
+  }
+
+  /**
+   * What caller(conn), enriched, would answer, when that is known without waiting: the connection's
+   * look-up has answered (with a caller, or with none on a closed connection, which is not asked
+   * again) and its container names are cached. Else undefined.
+   */
+  private knownCaller(conn: Conn): ProcessInfo | undefined {
+    if (!this.attributor) return undefined;
+    const info = this.attributor.answerNow?.(tupleOf(conn)) ?? this.conns.get(conn.id)?.known;
+    if (!info || (info.attribution === 'none' && !conn.closed && !this.attributor.answerNow)) return undefined;
+    if (!this.o.enrich) return info;
+    return this.o.enrichNow?.(info);
   }
 
   /**
