@@ -145,6 +145,15 @@ export async function startAgent(l, args, { onRecord, keep = false, readyTimeout
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
       if (!line) continue;
+      // Call records are counted from their text unless the caller wants them: a harness that parses
+      // every line falls behind the agent on a loaded machine, and stdout's bound then drops lines.
+      if (!keep && !onRecord && line.startsWith('{"event":"imds_call",')) {
+        a.counts.imds_call++;
+        if (line.includes('"imds_version":"v1"')) a.counts.v1++;
+        else if (line.includes('"imds_version":"v2"')) a.counts.v2++;
+        else a.counts.other++;
+        continue;
+      }
       let rec;
       try { rec = JSON.parse(line); } catch { a.errors.push(`unparsable: ${line.slice(0, 200)}`); continue; }
       const ev = rec.event;

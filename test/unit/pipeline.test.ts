@@ -122,6 +122,19 @@ describe('pipeline: frames in, records out', () => {
     expect(sink.errors.join()).toMatch(/^self: the agent itself made an IMDSv1 call \(GET \/latest\/meta-data\/instance-id\)/);
   });
 
+  it('an interim answer (100 Continue) is not the call\'s status: the final one is', async () => {
+    const { pipeline, sink, exchange } = setup({ 40008: proc(82, 'sdk'), 40010: proc(82, 'sdk') });
+    exchange(40008, req('PUT', '/latest/api/token', { 'X-aws-ec2-metadata-token-ttl-seconds': '60' }),
+      `HTTP/1.1 100 Continue\r\n\r\n${res(403)}`);
+    exchange(40010, req('GET', '/latest/meta-data/placement/region'), res(200));
+    await pipeline.endOfCapture();
+    expect(sink.records.map((r) => r.v1_reason)).toEqual(['token_put_refused']); // the refusal, not the 100
+    const { pipeline: p2, sink: s2, exchange: x2 } = setup({ 40009: proc(83, 'curl') });
+    x2(40009, req('GET', '/latest/meta-data/'), `HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n${res(404)}`);
+    await p2.endOfCapture();
+    expect(s2.records.map((r) => r.response.status)).toEqual([404]);
+  });
+
   it('a caller whose token request was refused gets the v1 reason on its IMDSv1 call', async () => {
     const { pipeline, sink, exchange } = setup({ 40006: proc(81, 'sdk'), 40007: proc(81, 'sdk') });
     exchange(40006, req('PUT', '/latest/api/token', { 'X-aws-ec2-metadata-token-ttl-seconds': '21600' }), res(405));

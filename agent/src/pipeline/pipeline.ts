@@ -135,7 +135,11 @@ export class Pipeline {
       onOpen: (conn) => this.opened(conn),
       onRequest: (conn, head, seq, ts) => this.request(conn, head, seq, ts),
       onAmbiguity: (conn, seq, why) => this.ambiguity(conn, seq, why),
-      onResponse: (conn, head, seq, _ts, ttl) => this.calls.response(conn, seq, head.status, ttl),
+      onResponse: (conn, head, seq, _ts, ttl) => {
+        // An interim answer (100 Continue, 102, 103) is followed by the call's own: that one decides it.
+        if (head.status >= 100 && head.status < 200 && head.status !== 101) return;
+        this.calls.response(conn, seq, head.status, ttl);
+      },
       onClose: (conn) => this.closed(conn),
       onSecret: (v) => this.redactor.addSecret(v),
     }, DEFAULTS);
