@@ -131,11 +131,12 @@ export class LogFile {
         this.writeAll(Buffer.from(this.pending.join('')));
         done = this.pending.length;
       } else {
-        const bufs = this.pending.map((l) => Buffer.from(l));
-        const runs = planChunks(bufs.map((b) => b.length), fstatSync(this.fd as number).size, this.o.maxBytes);
+        // Sizes only, to plan the rotations; each file's run is made into one buffer (no copy per line).
+        const pending = this.pending;
+        const runs = planChunks(pending.map((l) => Buffer.byteLength(l)), fstatSync(this.fd as number).size, this.o.maxBytes);
         runs.forEach((run, k) => {
           if (k > 0) this.rotate();
-          if (run.length > 0) this.writeAll(Buffer.concat(run.map((i) => bufs[i])));
+          if (run.length > 0) this.writeAll(Buffer.from(pending.slice(run[0], run[run.length - 1] + 1).join('')));
           done += run.length;
         });
       }
