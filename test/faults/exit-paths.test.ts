@@ -214,8 +214,12 @@ describe('stdout read slowly at exit', () => {
 import { RecordWriter } from ${JSON.stringify(WRITER)};
 const w = new RecordWriter({ stdout: process.stdout, stderr: null, logFile: null });
 let n = 0;
-// Until the pipe (64 KiB) is full and a line waits in the stream: less than 16 KiB waits.
-while (process.stdout.writableLength === 0) w.write({ event: 'notice', time: new Date().toISOString(), component: 'test', message: 'line ' + n++ + ' ' + 'x'.repeat(600) });
+// Until the pipe (64 KiB) is full and a line waits in the stream: less than 16 KiB waits. A line a
+// turn: the writer hands a turn's lines to the stream at the turn's end.
+while (process.stdout.writableLength === 0) {
+  w.write({ event: 'notice', time: new Date().toISOString(), component: 'test', message: 'line ' + n++ + ' ' + 'x'.repeat(600) });
+  await new Promise((resolve) => setImmediate(resolve));
+}
 process.stderr.write(JSON.stringify({ closing: n, waiting: process.stdout.writableLength, needDrain: process.stdout.writableNeedDrain }) + '\\n');
 await w.close(30_000);
 process.stderr.write(JSON.stringify({ closed: true }) + '\\n');
