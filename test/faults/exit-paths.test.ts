@@ -162,6 +162,44 @@ sys.stdin.read()`;
     expect(out.trim().split('\n').at(-1)).toMatch(/^\{"event":"stats"/);
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('stopped while stdout\'s reader takes nothing at all: exit 0 once the exit flush gives up, the log file has every record', async () => {
+    // The reader reads nothing until the agent has exited: the write in flight to the full pipe would
+    // hold an agent that only set its exit status forever.
+    const dir = mkdtempSync(join(tmpdir(), 'imdst-stuck-'));
+    const reader = 'import os,sys,time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\nopen(sys.argv[2],"wb").write(sys.stdin.buffer.read())\n';
+    const script = `{ "$NODE" "$CLI" run --log-file "$D/calls.jsonl" --stats-interval 3600 --backend proc 2> "$D/err" & echo $! > "$D/pid"; wait $!; echo $? > "$D/code"; } | python3 -c "$READER" "$D/go" "$D/out"`;
+    const sh = lab.spawn(lab.instanceNs, 'bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, NODE: process.execPath, CLI: join(lab.repoRoot, 'dist', 'cli.js'), D: dir, READER: reader } });
+    const done = new Promise((r) => sh.once('exit', r));
+    const text = (f: string): string => { try { return readFileSync(join(dir, f), 'utf8'); } catch { return ''; } };
+    const until = async (what: string, ok: () => boolean, ms: number): Promise<void> => {
+      for (let i = 0; i < ms / 20 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+      if (!ok()) throw new Error(`${what} did not happen: ${text('err')}`);
+    };
+    try {
+      await stuckReaderStop();
+    } finally { // the agent killed if it is still there, the reader let go
+      try { process.kill(Number(text('pid')), 'SIGKILL'); } catch { /* exited */ }
+      writeFileSync(join(dir, 'go'), '');
+      await done;
+      rmSync(dir, { recursive: true, force: true });
+    }
+    async function stuckReaderStop(): Promise<void> {
+      await until('ready', () => text('calls.jsonl').includes('"event":"ready"'), 20_000);
+      // Records until the pipe (64 KiB) is full and more wait in the agent.
+      const client = lab.spawn(lab.instanceNs, 'python3', ['-c',
+        'import http.client,sys\nc=http.client.HTTPConnection(sys.argv[1],80)\nfor i in range(int(sys.argv[2])):\n  c.request("GET","/latest/meta-data/stuck-%d-%s"%(i,"x"*200)); c.getresponse().read()\n', IMDS_V4, '300'],
+        { stdio: ['ignore', 'ignore', 'inherit'] });
+      await new Promise((r) => client.once('exit', r));
+      await until('300 records in the log file', () => (text('calls.jsonl').match(/"event":"imds_call"/g) ?? []).length >= 300, 20_000);
+      process.kill(Number(text('pid')), 'SIGTERM');
+      await until('the agent\'s exit', () => text('code') !== '', 30_000); // the flush waits 5 s, then gives up
+      expect(text('code').trim()).toBe('0');
+      expect(text('calls.jsonl').trim().split('\n').at(-1)).toMatch(/^\{"event":"stats"/);
+      expect(text('err')).toMatch(/stdout's reader did not take every record in 5000 ms at exit: \d+ bytes of records were not delivered to stdout/);
+    }
+  }, 90_000);
 });
 
 /**

@@ -108,8 +108,11 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
   writer.write(tracer.stats());
   process.off('SIGHUP', onHup);
   stop.release();
-  await writer.close();
+  const delivered = await writer.close();
   await notifier?.close();
+  // A stdout reader that took nothing in the exit flush's time (a stuck journal, a paused pipe) would
+  // hold the process forever on the write still in flight: once the status is set, exit anyway.
+  if (!delivered) setTimeout(() => process.exit(EXIT.ok), 0);
   return EXIT.ok;
 }
 

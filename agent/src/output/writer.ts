@@ -146,9 +146,18 @@ export class RecordWriter {
     return { stdout: this.out?.dropped ?? 0, stderr: this.err?.dropped ?? 0, log_file: this.o.logFile?.dropped ?? 0 };
   }
 
-  /** Flush the log file now; wait (bounded) for stdout's reader to take what waits. */
-  async close(timeoutMs: number = DEFAULTS.stdoutExitFlushMs): Promise<void> {
+  /**
+   * Flush the log file now; wait (bounded) for stdout's reader to take what waits. False when stdout
+   * still holds lines its reader did not take in that time (said on stderr): only an explicit exit
+   * ends a process with a write to a pipe still in flight.
+   */
+  async close(timeoutMs: number = DEFAULTS.stdoutExitFlushMs): Promise<boolean> {
     this.o.logFile?.close();
-    await Promise.all([this.out?.flush(timeoutMs), this.err?.flush(timeoutMs)]);
+    const waiting = (): number => this.out?.waitingBytes ?? 0;
+    const [out] = await Promise.all([this.out?.flush(timeoutMs) ?? true, this.err?.flush(timeoutMs)]);
+    if (out) return true;
+    const rec = errorRecord('output', `stdout's reader did not take every record in ${timeoutMs} ms at exit: ${waiting()} bytes of records were not delivered to stdout (the log file has them)`);
+    this.toStderr(rec, `${JSON.stringify(rec)}\n`);
+    return false;
   }
 }
