@@ -11,7 +11,7 @@ import { PassThrough } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RecordWriter } from '../../agent/src/output/writer.js';
-import { notifyHelper, notifyLine, sameOutput, stderrIsJournal, SystemdNotifier } from '../../agent/src/output/notify.js';
+import { discardsOutput, notifyHelper, notifyLine, sameOutput, stderrIsJournal, SystemdNotifier } from '../../agent/src/output/notify.js';
 
 const collect = (s: PassThrough): (() => string) => {
   let text = '';
@@ -59,6 +59,18 @@ describe('error and notice records on stderr', () => {
       closeSync(fd);
       closeSync(fd2);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stdout as /dev/null (StandardOutput=null) is known, so records are not written there; a file, /dev/zero or a pipe are not it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'imds-tracer-js-'));
+    const fds = [openSync('/dev/null', 'w'), openSync(join(dir, 'f'), 'w'), openSync('/dev/zero', 'r')];
+    try {
+      expect(fds.map((fd) => discardsOutput(fd))).toEqual([true, false, false]);
+      expect(discardsOutput(-1)).toBe(false);
+    } finally {
+      for (const fd of fds) closeSync(fd);
       rmSync(dir, { recursive: true, force: true });
     }
   });

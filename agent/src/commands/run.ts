@@ -4,7 +4,7 @@ import { DEFAULTS, type Backend } from '../defaults.js';
 import { canCapture } from '../privileges.js';
 import { LogFile } from '../output/log-file.js';
 import { RecordWriter } from '../output/writer.js';
-import { sameOutput, stderrIsJournal, SystemdNotifier } from '../output/notify.js';
+import { discardsOutput, sameOutput, stderrIsJournal, SystemdNotifier } from '../output/notify.js';
 import { RunExtras, type ExtrasDeps, type ExtrasOptions } from './run-outputs.js';
 import { Tracer } from '../tracer.js';
 import { LiveTable, resolveFormat, type OutputFormat } from '../format/live.js';
@@ -36,7 +36,9 @@ export async function runTracer(o: RunOptions & ExtrasOptions, say: (line: strin
     say('imds-tracer: capturing packets needs root or CAP_NET_RAW; run it with sudo.');
     return EXIT.usage;
   }
-  const stdout = resolveFormat(o.format, process.stdout.isTTY) === 'table' ? new LiveTable(process.stdout) : process.stdout;
+  // stdout as /dev/null (the systemd unit): records are not encoded and written there for nothing.
+  const stdout = discardsOutput(1) ? null
+    : resolveFormat(o.format, process.stdout.isTTY) === 'table' ? new LiveTable(process.stdout) : process.stdout;
   // Errors and notices also on stderr (the journal under systemd, where stdout goes nowhere).
   const errOut = { stderr: sameOutput() ? null : process.stderr, journalPriority: stderrIsJournal() };
   const writer0 = new RecordWriter({ stdout, logFile: null, ...errOut });

@@ -5,7 +5,7 @@
  * short-lived `systemd-notify`). Without NOTIFY_SOCKET (not under systemd) nothing happens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, fstatSync } from 'node:fs';
+import { existsSync, fstatSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../paths.js';
 
@@ -37,6 +37,20 @@ export function sameOutput(a = 1, b = 2): boolean {
     const x = fstatSync(a);
     const y = fstatSync(b);
     return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Is fd /dev/null (the systemd unit's StandardOutput=null)? Then records written there are encoded
+ * and written for nothing: the agent does not write them.
+ */
+export function discardsOutput(fd = 1): boolean {
+  try {
+    const x = fstatSync(fd);
+    const devNull = statSync('/dev/null');
+    return x.isCharacterDevice() && x.rdev === devNull.rdev;
   } catch {
     return false;
   }
