@@ -92,6 +92,17 @@ describe('LastProcess: one description for the events of a caller that connects 
     expect(await c).toEqual(p);
   });
 
+  it('a failure while describing is the promise\'s (rejected), never a throw at the caller', async () => {
+    const users = new UserNames();
+    await users.name(0);
+    const cgroups = new CgroupPaths();
+    cgroups.remember('4242', '/x');
+    const facts = { of: () => { throw new Error('boom'); } } as unknown as CgroupFacts;
+    let p: Promise<unknown> | undefined;
+    expect(() => { p = processFromEvent(caller(), 4, users, cgroups, 1000, new AncestorCache(), facts, new LastProcess()); }).not.toThrow();
+    await expect(p).rejects.toThrow('boom');
+  });
+
   it('the same JSON: keys in the same order, values equal (arrays and objects compared through)', () => {
     expect(sameJson({ a: 1, b: [1, { c: 'x' }] }, { a: 1, b: [1, { c: 'x' }] })).toBe(true);
     expect(sameJson({ a: 1, b: 2 }, { b: 2, a: 1 })).toBe(false); // order is printed

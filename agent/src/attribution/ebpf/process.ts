@@ -133,6 +133,15 @@ export function sameJson(a: unknown, b: unknown): boolean {
 export function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
   cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache(), facts = new CgroupFacts(),
   last?: LastProcess): Promise<ProcessInfo> {
+  try {
+    return describeEvent(e, depth, users, cgroups, atMs, parents, facts, last);
+  } catch (err) {
+    return Promise.reject(err); // as from an async function: a failure is the promise's, never the caller's throw
+  }
+}
+
+function describeEvent(e: ConnectEvent, depth: number, users: UserNames, cgroups: CgroupPaths, atMs: number,
+  parents: AncestorCache, facts: CgroupFacts, last: LastProcess | undefined): Promise<ProcessInfo> {
   const pid = e.tgid;
   const { exe, exeTruncated } = exeOf(e);
   const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
