@@ -106,7 +106,11 @@ describe('LastProcess: one description for the events of a caller that connects 
   it('the same JSON: keys in the same order, values equal (arrays and objects compared through)', () => {
     expect(sameJson({ a: 1, b: [1, { c: 'x' }] }, { a: 1, b: [1, { c: 'x' }] })).toBe(true);
     expect(sameJson({ a: 1, b: 2 }, { b: 2, a: 1 })).toBe(false); // order is printed
+    expect(sameJson({ p: [{ a: 1, b: { x: 1, y: 2 } }] }, { p: [{ a: 1, b: { y: 2, x: 1 } }] })).toBe(false); // nested too
+    expect(sameJson({ p: [{ a: 1, b: { x: 1, y: [2] } }], q: 'z' }, { p: [{ a: 1, b: { x: 1, y: [2] } }], q: 'z' })).toBe(true);
+    expect(sameJson({ a: 1, b: 2 }, { a: 1 })).toBe(false);
     expect(sameJson({ a: 1 }, { a: 1, b: undefined })).toBe(false);
+    expect(sameJson({ a: 1, b: undefined }, { a: 1 })).toBe(false);
     expect(sameJson({ a: [1, 2] }, { a: [1, 2, 3] })).toBe(false);
     expect(sameJson({ a: [] }, { a: {} })).toBe(false);
     expect(sameJson({ a: null }, { a: {} })).toBe(false);

@@ -104,22 +104,32 @@ export class LastProcess {
   }
 }
 
+/** Scratch lists of an object's keys, one per depth of sameJson (reused: no array made per comparison). */
+const keysAt: string[][] = [];
+
 /** The same JSON: the same keys in the same order (records print them in that order), the same values. */
-export function sameJson(a: unknown, b: unknown): boolean {
+export function sameJson(a: unknown, b: unknown, depth = 0): boolean {
   if (a === b) return true;
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
   if (Array.isArray(a)) {
     if (!Array.isArray(b) || a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i], depth + 1)) return false;
     return true;
   }
   if (Array.isArray(b)) return false;
-  const ka = Object.keys(a);
-  const kb = Object.keys(b);
-  if (ka.length !== kb.length) return false;
-  for (let i = 0; i < ka.length; i++) {
-    const k = ka[i];
-    if (k !== kb[i] || !sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  const keys = (keysAt[depth] ??= []);
+  let n = 0;
+  for (const k in a) if (Object.prototype.hasOwnProperty.call(a, k)) keys[n++] = k;
+  let i = 0;
+  for (const k in b) {
+    if (!Object.prototype.hasOwnProperty.call(b, k)) continue;
+    if (i >= n || keys[i] !== k) return false;
+    i++;
+  }
+  if (i !== n) return false;
+  for (let j = 0; j < n; j++) {
+    const k = keys[j];
+    if (!sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], depth + 1)) return false;
   }
   return true;
 }
