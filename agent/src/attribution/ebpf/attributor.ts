@@ -19,7 +19,7 @@ import type { ConnectEvent, SourceDrops } from './events.js';
 import { NetnsReach, ownNetnsInode } from './netns-reach.js';
 import type { ProcessInfo } from '../../record.js';
 import { CgroupPaths } from './cgroup-paths.js';
-import { AncestorCache, CgroupFacts, processFromEvent } from './process.js';
+import { AncestorCache, CgroupFacts, LastProcess, processFromEvent } from './process.js';
 import { JoinTable, noEventReason, sameAddr, sameTuple, type UnseenKind, type WireView } from './join.js';
 import type { Attributor, Tuple } from '../attributor.js';
 import { UserNames } from '../proc/process.js';
@@ -88,6 +88,8 @@ export class EbpfAttributor implements Attributor {
   private readonly cgroups = new CgroupPaths();
   private readonly parents = new AncestorCache();
   private readonly facts = new CgroupFacts();
+  /** The last event's process description, shared with the next events of the same caller. */
+  private readonly lastProcess = new LastProcess();
   private sweepTimer: NodeJS.Timeout;
   /** A restart under way (stop() waits for it, then stops what it started). */
   private restarting: Promise<void> = Promise.resolve();
@@ -212,7 +214,7 @@ export class EbpfAttributor implements Attributor {
     if (this.reach && !this.reach.verdicts.has(e.netnsIno)) void this.reach.judge(e.netnsIno, e.tgid);
     const at = src.monoToEpochMs(e.tsSynNs);
     // Read /proc now, while the caller may still be alive.
-    this.table.add(e, at, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts));
+    this.table.add(e, at, processFromEvent(e, this.o.ancestors, this.users, this.cgroups, at, this.parents, this.facts, this.lastProcess));
     if (this.waiters.size === 0) return; // no connection waits for an event
     const byPort = this.waiters.get(e.sport);
     if (byPort) for (const w of [...byPort]) if (sameTuple(e, w.t)) w.done();
@@ -283,7 +285,7 @@ export class EbpfAttributor implements Attributor {
   }
 
   private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind, enriched: Promise<ProcessInfo> | undefined): void {
-    const proc = enriched ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts);
+    const proc = enriched ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts, this.lastProcess);
     this.o.onUnseen?.(e, atMs, kind, proc);
   }
 
@@ -347,7 +349,7 @@ export class EbpfAttributor implements Attributor {
     this.counters.joined++;
     const e = j.event;
     const process = await (j.data
-      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts));
+      ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts, this.lastProcess));
     const sent = j.by === 'isn' ? { client: e.saddr, cport: e.sport } : null;
     return { process, sent };
   }

@@ -86,8 +86,72 @@ export function exeOf(e: ConnectEvent, readLink: (path: string) => string | null
   return { exe: e.exe, exeTruncated: e.exe !== null };
 }
 
-export async function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
-  cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache(), facts = new CgroupFacts()): Promise<ProcessInfo> {
+/**
+ * The process description of the last event, handed out again for the next event whose description
+ * is the same (a caller that connects again and again: the same pid, argv, parents, cgroup and user),
+ * so the join table holds one description for all of them instead of one per event. Descriptions are
+ * never changed after they are made (every record takes a copy: redactProcess, the names resolver).
+ */
+export class LastProcess {
+  private info: ProcessInfo | null = null;
+  private promise: Promise<ProcessInfo> | null = null;
+
+  share(info: ProcessInfo): Promise<ProcessInfo> {
+    if (this.promise !== null && this.info !== null && sameJson(this.info, info)) return this.promise;
+    this.info = info;
+    this.promise = Promise.resolve(info);
+    return this.promise;
+  }
+}
+
+/** Scratch lists of an object's keys, one per depth of sameJson (reused: no array made per comparison). */
+const keysAt: string[][] = [];
+
+/** The same JSON: the same keys in the same order (records print them in that order), the same values. */
+export function sameJson(a: unknown, b: unknown, depth = 0): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i], depth + 1)) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const keys = (keysAt[depth] ??= []);
+  let n = 0;
+  for (const k in a) if (Object.prototype.hasOwnProperty.call(a, k)) keys[n++] = k;
+  let i = 0;
+  for (const k in b) {
+    if (!Object.prototype.hasOwnProperty.call(b, k)) continue;
+    if (i >= n || keys[i] !== k) return false;
+    i++;
+  }
+  if (i !== n) return false;
+  for (let j = 0; j < n; j++) {
+    const k = keys[j];
+    if (!sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], depth + 1)) return false;
+  }
+  return true;
+}
+
+/**
+ * The event's process description. What /proc can tell is read at once, while the caller may still be
+ * there; when nothing else must be waited for (the usual case: parents from the event, the cgroup's
+ * path and the user's name known) the description is made without an async step, and with `last`,
+ * shared with the previous event's when it is the same.
+ */
+export function processFromEvent(e: ConnectEvent, depth: number, users: UserNames,
+  cgroups: CgroupPaths, atMs = Date.now(), parents = new AncestorCache(), facts = new CgroupFacts(),
+  last?: LastProcess): Promise<ProcessInfo> {
+  try {
+    return describeEvent(e, depth, users, cgroups, atMs, parents, facts, last);
+  } catch (err) {
+    return Promise.reject(err); // as from an async function: a failure is the promise's, never the caller's throw
+  }
+}
+
+function describeEvent(e: ConnectEvent, depth: number, users: UserNames, cgroups: CgroupPaths, atMs: number,
+  parents: AncestorCache, facts: CgroupFacts, last: LastProcess | undefined): Promise<ProcessInfo> {
   const pid = e.tgid;
   const { exe, exeTruncated } = exeOf(e);
   const liveArgv = e.argvError || e.argvTruncated || e.argv.length === 0 ? cmdline(pid) : null;
@@ -98,29 +162,42 @@ export async function processFromEvent(e: ConnectEvent, depth: number, users: Us
     if (argv?.truncated) out.argv_truncated = true;
     return out;
   });
-  const last = e.ancestors.at(-1);
-  if (ancestors.length < depth && ancestors.length === e.ancestors.length && last && last.pid > 1) {
-    const status = tryText(`/proc/${last.pid}/status`) ?? '';
-    const ppid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
-    ancestors.push(...await readAncestors(ppid, depth - ancestors.length));
+  const oldest = e.ancestors.at(-1);
+  // The kernel's list ended before `depth` and before init: the rest from /proc (asynchronously).
+  let morePpid: number | null = null;
+  if (ancestors.length < depth && ancestors.length === e.ancestors.length && oldest && oldest.pid > 1) {
+    const status = tryText(`/proc/${oldest.pid}/status`) ?? '';
+    morePpid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
   }
   // The cgroup path: known by id once seen; else from /proc while the caller lives, else by id.
   let cgroup = cgroups.cached(e.cgroupId);
+  let cgroupById = false;
   if (cgroup === null) {
     const cg = tryText(`/proc/${pid}/cgroup`);
     cgroup = cg ? parseCgroup(cg).path : null;
-    if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroup = (await cgroups.path(e.cgroupId, atMs)) ?? cgroup;
+    if (!cgroup || (cgroup === '/' && e.cgroupId !== '1')) cgroupById = true;
     else cgroups.remember(e.cgroupId, cgroup);
   }
-  const fact = cgroup ? facts.of(cgroup) : null;
-  const user = users.known(e.uid) ?? await users.name(e.uid);
-  const info: ProcessInfo = {
-    attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv?.argv ?? e.argv, uid: e.uid,
-    user, ppid: e.ppid, ancestors, cgroup,
-    container: fact?.container ? { ...fact.container } : null,
-    systemd_unit: fact ? fact.unit : null, ...fact?.group,
+  const user = users.known(e.uid);
+  const describe = (cgroupPath: string | null, userName: string | null): ProcessInfo => {
+    const fact = cgroupPath ? facts.of(cgroupPath) : null;
+    const info: ProcessInfo = {
+      attribution: 'ebpf', pid, comm: e.comm, exe, argv: liveArgv?.argv ?? e.argv, uid: e.uid,
+      user: userName, ppid: e.ppid, ancestors, cgroup: cgroupPath,
+      container: fact?.container ? { ...fact.container } : null,
+      systemd_unit: fact ? fact.unit : null, ...fact?.group,
+    };
+    if (liveArgv ? liveArgv.truncated : e.argvTruncated) info.argv_truncated = true;
+    if (exeTruncated) info.exe_truncated = true;
+    return info;
   };
-  if (liveArgv ? liveArgv.truncated : e.argvTruncated) info.argv_truncated = true;
-  if (exeTruncated) info.exe_truncated = true;
-  return info;
+  if (morePpid === null && !cgroupById && user !== undefined) {
+    const info = describe(cgroup, user);
+    return last ? last.share(info) : Promise.resolve(info);
+  }
+  return (async () => {
+    if (morePpid !== null) ancestors.push(...await readAncestors(morePpid, depth - ancestors.length));
+    const path = cgroupById ? (await cgroups.path(e.cgroupId, atMs)) ?? cgroup : cgroup;
+    return describe(path, user ?? await users.name(e.uid));
+  })();
 }
