@@ -91,6 +91,8 @@ const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 export const TOKEN_LINE_RE = /^[ \t]*x-aws-ec2-metadata-token[ \t]*:(.*)$/is;
 /** The token header's name anywhere (as TOKEN_LINE_RE matches it: any case): a head without it has no token line. */
 const TOKEN_NAME_RE = /x-aws-ec2-metadata-token/i;
+/** TOKEN_NAME_RE searching on from its lastIndex. */
+const TOKEN_NAME_SEARCH_RE = /x-aws-ec2-metadata-token/gi;
 const MAX_FIELD = 512;
 
 export function looksLikeRequestStart(b: Buffer): boolean {
@@ -130,11 +132,14 @@ function trimOws(s: string): string {
  */
 function requestLine(line: string): { parts: string[]; ambiguous: boolean } | null {
   const strict = line.split(' ');
-  const ok = (p: string[]): boolean => p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2])
-    && p[1].length > 0;
-  if (ok(strict)) return { parts: strict, ambiguous: false };
+  if (isRequestLine(strict)) return { parts: strict, ambiguous: false };
   const loose = line.split(/[ \t\v\f]+/).filter((p) => p.length > 0);
-  return ok(loose) ? { parts: loose, ambiguous: true } : null;
+  return isRequestLine(loose) ? { parts: loose, ambiguous: true } : null;
+}
+
+/** Method, target, version: a request line's parts. */
+function isRequestLine(p: string[]): boolean {
+  return p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2]) && p[1].length > 0;
 }
 
 /**
@@ -144,13 +149,8 @@ function requestLine(line: string): { parts: string[]; ambiguous: boolean } | nu
  */
 export function parseRequestHead(text: string, truncated: boolean,
   onSecret: (value: string) => void, ctx: HeadContext = {}): RequestHead | null {
-  // Token values first, from every line however it is spelled (even in a head that does not parse);
-  // a head without the header's name anywhere has none.
-  if (TOKEN_NAME_RE.test(text)) for (const l of text.split(/[\r\n]/)) {
-    const secret = TOKEN_LINE_RE.exec(l);
-    const v = secret ? trimOws(secret[1]) : '';
-    if (v) onSecret(v);
-  }
+  // Token values first, from every line however it is spelled (even in a head that does not parse).
+  tokenValues(text, onSecret);
   // Lines are read in place, by their bounds in text (no array of lines, no copy of each).
   const firstLf = text.indexOf('\n');
   const raw0 = firstLf < 0 ? text : text.slice(0, firstLf);
@@ -225,6 +225,25 @@ export function parseRequestHead(text: string, truncated: boolean,
   head.ambiguity = ambiguity;
   head.body = framing.forRequest();
   return head;
+}
+
+/**
+ * Every token header's value in text, in order, to onSecret: from each line (split at CR and at LF)
+ * holding the header's name, however the line is spelled. A head without the name anywhere has none.
+ */
+function tokenValues(text: string, onSecret: (value: string) => void): void {
+  if (!TOKEN_NAME_RE.test(text)) return;
+  TOKEN_NAME_SEARCH_RE.lastIndex = 0;
+  for (let m = TOKEN_NAME_SEARCH_RE.exec(text); m !== null; m = TOKEN_NAME_SEARCH_RE.exec(text)) {
+    let start = m.index;
+    while (start > 0 && text.charCodeAt(start - 1) !== 0x0d && text.charCodeAt(start - 1) !== 0x0a) start--;
+    let end = m.index + m[0].length;
+    while (end < text.length && text.charCodeAt(end) !== 0x0d && text.charCodeAt(end) !== 0x0a) end++;
+    const secret = TOKEN_LINE_RE.exec(text.slice(start, end));
+    const v = secret ? trimOws(secret[1]) : '';
+    if (v) onSecret(v);
+    TOKEN_NAME_SEARCH_RE.lastIndex = end; // the next line holding the name
+  }
 }
 
 /** Where `what` next occurs in s from `from` on; Infinity when it does not. */

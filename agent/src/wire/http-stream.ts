@@ -66,6 +66,8 @@ export function findHeadEnd(b: Buffer, from = 0): { textEnd: number; next: numbe
   return null;
 }
 
+function ignore(): void {}
+
 export class HttpStream {
   private state: State = HEAD;
   private buf: Buffer = EMPTY;
@@ -150,7 +152,7 @@ export class HttpStream {
 
   /** Drop n bytes from the front of buf. */
   private consume(n: number): void {
-    this.buf = this.buf.subarray(n);
+    this.buf = n === this.buf.length ? EMPTY : this.buf.subarray(n);
     this.offset += n;
     this.headScan = Math.max(0, this.headScan - n);
   }
@@ -205,7 +207,7 @@ export class HttpStream {
       this.startSkip(lf <= 0);
       return true;
     }
-    const text = this.buf.subarray(0, end.textEnd).toString('latin1');
+    const text = this.buf.toString('latin1', 0, end.textEnd);
     this.consume(end.next);
     this.headScan = 0;
     const framing = this.emit(text, false, !end.crlf);
@@ -269,7 +271,7 @@ export class HttpStream {
   }
 
   private emit(text: string, truncated: boolean, bareLfTerminator: boolean): BodyFraming | null {
-    const secret = this.opts.onSecret ?? (() => undefined);
+    const secret = this.opts.onSecret ?? ignore;
     const start = this.headStart ?? this.offset;
     const head = this.opts.kind === 'request'
       ? parseRequestHead(text, truncated, secret,
