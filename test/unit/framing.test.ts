@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  encodeRecord, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetPayload, parseStats, RecordReader, splitPacket,
+  encodeRecord, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetPayload, packetTime, parseStats, RecordReader, splitPacket,
 } from '../../agent/src/capture/framing.js';
 
 describe('capture framing', () => {
@@ -42,6 +42,14 @@ describe('capture framing', () => {
         });
         expect(parseStats(got.at(-1)!.payload).received).toBe(7);
       }));
+  });
+
+  it('reads a capture time as the u64 it is, rounded as Number(BigInt) rounds it past 2^53', () => {
+    fc.assert(fc.property(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (t) => {
+      const p = packetPayload(t, Buffer.alloc(0));
+      expect(packetTime(p)).toBe(Number(t));
+    }), { numRuns: 2000 });
+    expect(packetTime(packetPayload(1_764_000_000_123_456n, Buffer.alloc(0)))).toBe(1_764_000_000_123_456);
   });
 
   it('a corrupt stream is an error, not a silent skip', () => {

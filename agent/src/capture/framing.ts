@@ -22,8 +22,10 @@ export function encodeRecord(type: number, payload: Buffer): Buffer {
   return out;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 export class RecordReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = EMPTY;
 
   /** Complete records in chunk (and what was held back); throws on a corrupt stream. */
   push(chunk: Buffer): Array<{ type: number; payload: Buffer }> {
@@ -41,7 +43,7 @@ export class RecordReader {
       out.push({ type, payload: this.buf.subarray(off + HEADER, off + HEADER + len) });
       off += HEADER + len;
     }
-    this.buf = this.buf.subarray(off);
+    this.buf = off === this.buf.length ? EMPTY : this.buf.subarray(off);
     return out;
   }
 }
@@ -55,7 +57,17 @@ export function packetPayload(tsUs: bigint, frame: Buffer): Buffer {
 }
 
 export function splitPacket(payload: Buffer): { tsUs: number; frame: Buffer } {
-  return { tsUs: Number(payload.readBigUInt64BE(0)), frame: payload.subarray(8) };
+  return { tsUs: packetTime(payload), frame: packetFrame(payload) };
+}
+
+/** A PACKET payload's capture time, µs since the epoch (as Number(readBigUInt64BE(0)), without making a BigInt). */
+export function packetTime(payload: Buffer): number {
+  return payload.readUInt32BE(0) * 0x1_0000_0000 + payload.readUInt32BE(4);
+}
+
+/** A PACKET payload's frame (a view of it). */
+export function packetFrame(payload: Buffer): Buffer {
+  return payload.subarray(8);
 }
 
 export interface CaptureStats {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ROOT } from '../paths.js';
 import {
-  FRAME_OPEN, FRAME_PACKET, FRAME_STATS, parseStats, RecordReader, splitPacket, type CaptureStats,
+  FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetFrame, packetTime, parseStats, RecordReader, type CaptureStats,
 } from './framing.js';
 import type { PcapSource } from './pcap.js';
 
@@ -91,9 +91,9 @@ export class SupervisedCapture implements PcapSource {
           }
           for (const r of records) {
             if (r.type === FRAME_PACKET) {
-              const { tsUs, frame } = splitPacket(r.payload);
+              const tsUs = packetTime(r.payload);
               lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
-              this.o.onFrame(frame, this.linkType, tsUs);
+              this.o.onFrame(packetFrame(r.payload), this.linkType, tsUs);
             } else if (r.type === FRAME_STATS) {
               const st = parseStats(r.payload);
               const now = Date.now();

@@ -10,7 +10,7 @@
  */
 import { wireKey } from '../net.js';
 import type { TcpSegment } from './packet.js';
-import { TcpStream } from './tcp-stream.js';
+import { type StreamLimits, type StreamSink, TcpStream } from './tcp-stream.js';
 import { HttpStream } from './http-stream.js';
 import type { Ambiguity, RequestHead, ResponseHead } from './http-head.js';
 
@@ -31,8 +31,8 @@ export interface Conn {
   natViewOf: number | null;
   /** On a connection seen before NAT: how its post-NAT view left the host (source, port, interface). */
   nat?: { client: string; cport: number; iface: string | null };
-  /** Sequence number of the last request whose response was reported (over all views). */
-  respondedSeq?: number;
+  /** Sequence number of the last request whose response was reported (over all views); 0 before the first. */
+  respondedSeq: number;
   /** Set by attribution when the caller's kernel saw another 4-tuple (NAT before the capture point). */
   sentAs?: { client: string; cport: number };
   /** Methods of requests still waiting for their response, oldest first (pipelining). */
@@ -111,7 +111,20 @@ export class FlowTable {
   readonly stats: FlowStats = { flows: 0, flowsEvicted: 0, natDuplicates: 0, duplicateBytes: 0, gaps: 0, malformed: 0, bufferedBytes: 0,
     overlapConflicts: 0, urgent: 0 };
 
-  constructor(private readonly h: FlowHandlers, private readonly limits: FlowLimits) {}
+  /** What every connection's streams share (made once, not per connection). */
+  private readonly upLimits: StreamLimits;
+  private readonly downLimits: StreamLimits;
+  private readonly onSecret: (value: string) => void;
+
+  constructor(private readonly h: FlowHandlers, private readonly limits: FlowLimits) {
+    this.upLimits = {
+      maxOutOfOrderSegments: limits.maxOutOfOrderSegments,
+      maxBufferedBytes: limits.maxBufferedBytesPerDirection,
+      maxWindowBytes: limits.maxUnackedWindowBytes,
+    };
+    this.downLimits = { ...this.upLimits, maxWindowBytes: 0 };
+    this.onSecret = (v) => h.onSecret(v);
+  }
 
   handle(seg: TcpSegment, ts: number, iface: string | null): void {
     const toServer = this.h.isServer(seg.dst, seg.dport);
@@ -178,17 +191,12 @@ export class FlowTable {
       id: this.nextId++, key, family: seg.family, client, cport, server, sport, iface,
       openedAt: ts, lastSeen: ts, synSeen: seg.flags.syn && toServer,
       clientIsn: seg.flags.syn && toServer ? seg.seq : null, natViewOf: null,
-      awaiting: [], requests: 0, closed: false,
+      respondedSeq: 0, awaiting: [], requests: 0, closed: false,
     };
     const natOrigin = conn.clientIsn !== null ? this.noteIsn(conn, ts) : null;
-    const limits = {
-      maxOutOfOrderSegments: this.limits.maxOutOfOrderSegments,
-      maxBufferedBytes: this.limits.maxBufferedBytesPerDirection,
-      maxWindowBytes: this.limits.maxUnackedWindowBytes,
-    };
     let upSeq = 0;
     const upHttp = new HttpStream({
-      kind: 'request', maxHeaderBytes: this.limits.maxHeaderBytes, onSecret: (v) => this.h.onSecret(v),
+      kind: 'request', maxHeaderBytes: this.limits.maxHeaderBytes, onSecret: this.onSecret,
       onMessage: (head) => {
         if (head.kind !== 'request') return;
         const seqNo = ++upSeq;
@@ -212,7 +220,7 @@ export class FlowTable {
         const origin = st.natOrigin ?? conn;
         if (st.natOrigin && (interim || origin.closed)) return;
         if (!interim && req) {
-          if (req.seq <= (origin.respondedSeq ?? 0)) return;
+          if (req.seq <= origin.respondedSeq) return;
           origin.respondedSeq = req.seq;
         }
         this.h.onResponse(origin, head, req?.seq ?? null, conn.lastSeen, st.downTtl);
@@ -220,16 +228,9 @@ export class FlowTable {
     });
     const st: FlowState = {
       conn, upHttp, downHttp, finUp: false, finDown: false, bytes: 0, downTtl: null, natOrigin,
-      up: new TcpStream({
-        onData: (b) => upHttp.push(b), onGap: () => upHttp.gap(),
-        onConflict: (at) => { this.stats.overlapConflicts++; upHttp.ambiguous(at, 'tcp_overlap_conflict'); },
-        onUrgent: (at) => { this.stats.urgent++; upHttp.ambiguous(at, 'tcp_urgent'); },
-      }, limits),
+      up: new TcpStream(new ToHttp(upHttp, this.stats, true), this.upLimits),
       // Responses decide nothing about the IMDS version: their delivered bytes are not kept for comparing.
-      down: new TcpStream({
-        onData: (b) => downHttp.push(b), onGap: () => downHttp.gap(),
-        onConflict: () => { this.stats.overlapConflicts++; }, onUrgent: () => { this.stats.urgent++; },
-      }, { ...limits, maxWindowBytes: 0 }),
+      down: new TcpStream(new ToHttp(downHttp, this.stats, false), this.downLimits),
     };
     this.flows.set(key, st);
     this.stats.flows++;
@@ -315,5 +316,24 @@ export class FlowTable {
 
   closeAll(): void {
     for (const st of [...this.flows.values()]) this.close(st);
+  }
+}
+
+/**
+ * One direction's reassembled bytes into its HTTP parser; conflicting copies and urgent data are
+ * counted, and (on the request side) make the message holding them ambiguous.
+ */
+class ToHttp implements StreamSink {
+  constructor(private readonly http: HttpStream, private readonly stats: FlowStats, private readonly marksAmbiguity: boolean) {}
+
+  onData(bytes: Buffer): void { this.http.push(bytes); }
+  onGap(): void { this.http.gap(); }
+  onConflict(offset: number): void {
+    this.stats.overlapConflicts++;
+    if (this.marksAmbiguity) this.http.ambiguous(offset, 'tcp_overlap_conflict');
+  }
+  onUrgent(offset: number): void {
+    this.stats.urgent++;
+    if (this.marksAmbiguity) this.http.ambiguous(offset, 'tcp_urgent');
   }
 }

@@ -91,6 +91,8 @@ const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 export const TOKEN_LINE_RE = /^[ \t]*x-aws-ec2-metadata-token[ \t]*:(.*)$/is;
 /** The token header's name anywhere (as TOKEN_LINE_RE matches it: any case): a head without it has no token line. */
 const TOKEN_NAME_RE = /x-aws-ec2-metadata-token/i;
+/** TOKEN_NAME_RE searching on from its lastIndex. */
+const TOKEN_NAME_SEARCH_RE = /x-aws-ec2-metadata-token/gi;
 const MAX_FIELD = 512;
 
 export function looksLikeRequestStart(b: Buffer): boolean {
@@ -108,10 +110,6 @@ export function looksLikeResponseStart(b: Buffer): boolean {
   const p = 'HTTP/';
   for (let i = 0; i < Math.min(b.length, p.length); i++) if (b[i] !== p.charCodeAt(i)) return false;
   return true;
-}
-
-function splitLines(text: string): string[] {
-  return text.split(/\r?\n/);
 }
 
 function cap(s: string): string {
@@ -134,11 +132,14 @@ function trimOws(s: string): string {
  */
 function requestLine(line: string): { parts: string[]; ambiguous: boolean } | null {
   const strict = line.split(' ');
-  const ok = (p: string[]): boolean => p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2])
-    && p[1].length > 0;
-  if (ok(strict)) return { parts: strict, ambiguous: false };
+  if (isRequestLine(strict)) return { parts: strict, ambiguous: false };
   const loose = line.split(/[ \t\v\f]+/).filter((p) => p.length > 0);
-  return ok(loose) ? { parts: loose, ambiguous: true } : null;
+  return isRequestLine(loose) ? { parts: loose, ambiguous: true } : null;
+}
+
+/** Method, target, version: a request line's parts. */
+function isRequestLine(p: string[]): boolean {
+  return p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2]) && p[1].length > 0;
 }
 
 /**
@@ -148,15 +149,12 @@ function requestLine(line: string): { parts: string[]; ambiguous: boolean } | nu
  */
 export function parseRequestHead(text: string, truncated: boolean,
   onSecret: (value: string) => void, ctx: HeadContext = {}): RequestHead | null {
-  const raw = text.split('\n');
-  // Token values first, from every line however it is spelled (even in a head that does not parse);
-  // a head without the header's name anywhere has none.
-  if (TOKEN_NAME_RE.test(text)) for (const l of text.split(/[\r\n]/)) {
-    const secret = TOKEN_LINE_RE.exec(l);
-    const v = secret ? trimOws(secret[1]) : '';
-    if (v) onSecret(v);
-  }
-  const first = raw[0].endsWith('\r') ? raw[0].slice(0, -1) : raw[0];
+  // Token values first, from every line however it is spelled (even in a head that does not parse).
+  tokenValues(text, onSecret);
+  // Lines are read in place, by their bounds in text (no array of lines, no copy of each).
+  const firstLf = text.indexOf('\n');
+  const raw0 = firstLf < 0 ? text : text.slice(0, firstLf);
+  const first = raw0.endsWith('\r') ? raw0.slice(0, -1) : raw0;
   const rl = requestLine(first.includes('\r') ? '' : first);
   if (!rl) return null;
   const parts = rl.parts;
@@ -169,25 +167,38 @@ export function parseRequestHead(text: string, truncated: boolean,
     ambiguity: null, connectionClose: false, body: { type: 'none' },
   };
   let connection = '';
-  if (raw.length > 1 && !raw[0].endsWith('\r')) note('bare_lf');
+  if (firstLf >= 0 && !raw0.endsWith('\r')) note('bare_lf');
   if (rl.ambiguous) note('request_line_whitespace');
   if (!STANDARD_METHODS.has(parts[0])) note('nonstandard_method');
   const framing = new Framing();
   let tokens = 0;
-  for (let i = 1; i < raw.length; i++) {
-    let line = raw[i];
-    if (line.endsWith('\r')) line = line.slice(0, -1);
-    else if (i < raw.length - 1) note('bare_lf');
-    if (line.includes('\r')) note('bare_cr');
-    if (line === '') { note('bare_cr'); continue; } // an empty line within a head: it held CR CR LF
-    if (line[0] === ' ' || line[0] === '\t') { note('obs_fold'); continue; }
-    const colon = line.indexOf(':');
-    if (colon <= 0) { note('invalid_header_line'); continue; }
-    const rawName = line.slice(0, colon);
-    const name = trimOws(rawName).toLowerCase();
-    if (name !== rawName.toLowerCase()) note('space_before_colon');
+  // The next CR and colon at or after a line's start (found once, not searched again for every line).
+  let nextCr = -1;
+  let nextColon = -1;
+  for (let start = firstLf + 1; firstLf >= 0 && start <= text.length;) {
+    // This line is text[start, end) without its line ending; the next one starts at `after`.
+    const lf = text.indexOf('\n', start);
+    const last = lf < 0;
+    let end = last ? text.length : lf;
+    const after = end + 1;
+    if (end > start && text.charCodeAt(end - 1) === 0x0d) end--;
+    else if (!last) note('bare_lf');
+    if (nextCr < start) nextCr = indexOrInfinity(text, '\r', start);
+    if (nextCr < end) note('bare_cr');
+    if (end === start) { note('bare_cr'); start = after; continue; } // an empty line within a head: it held CR CR LF
+    const c0 = text.charCodeAt(start);
+    if (c0 === 0x20 || c0 === 0x09) { note('obs_fold'); start = after; continue; }
+    if (nextColon < start) nextColon = indexOrInfinity(text, ':', start);
+    const colon = nextColon;
+    if (colon >= end || colon === start) { note('invalid_header_line'); start = after; continue; }
+    const rawName = text.slice(start, colon);
+    const trimmedName = trimOws(rawName);
+    // (Lowercasing keeps a latin1 string's length: the name differs from its trimmed self only by whitespace.)
+    if (trimmedName.length !== rawName.length) note('space_before_colon');
     else if (!TCHARS_RE.test(rawName)) note('invalid_header_name');
-    const value = trimOws(line.slice(colon + 1));
+    const name = trimmedName.toLowerCase();
+    const value = owsTrimmedSlice(text, colon + 1, end);
+    start = after;
     if (BAD_VALUE_RE.test(value)) note('invalid_header_value');
     head.headerCount++;
     switch (name) {
@@ -216,21 +227,63 @@ export function parseRequestHead(text: string, truncated: boolean,
   return head;
 }
 
+/**
+ * Every token header's value in text, in order, to onSecret: from each line (split at CR and at LF)
+ * holding the header's name, however the line is spelled. A head without the name anywhere has none.
+ */
+function tokenValues(text: string, onSecret: (value: string) => void): void {
+  if (!TOKEN_NAME_RE.test(text)) return;
+  TOKEN_NAME_SEARCH_RE.lastIndex = 0;
+  for (let m = TOKEN_NAME_SEARCH_RE.exec(text); m !== null; m = TOKEN_NAME_SEARCH_RE.exec(text)) {
+    let start = m.index;
+    while (start > 0 && text.charCodeAt(start - 1) !== 0x0d && text.charCodeAt(start - 1) !== 0x0a) start--;
+    let end = m.index + m[0].length;
+    while (end < text.length && text.charCodeAt(end) !== 0x0d && text.charCodeAt(end) !== 0x0a) end++;
+    const secret = TOKEN_LINE_RE.exec(text.slice(start, end));
+    const v = secret ? trimOws(secret[1]) : '';
+    if (v) onSecret(v);
+    TOKEN_NAME_SEARCH_RE.lastIndex = end; // the next line holding the name
+  }
+}
+
+/** Where `what` next occurs in s from `from` on; Infinity when it does not. */
+function indexOrInfinity(s: string, what: string, from: number): number {
+  const i = s.indexOf(what, from);
+  return i < 0 ? Infinity : i;
+}
+
+/** s[start, end) without leading and trailing SP and HTAB (as trimOws(s.slice(start, end))). */
+function owsTrimmedSlice(s: string, start: number, end: number): string {
+  while (start < end && (s.charCodeAt(start) === 0x20 || s.charCodeAt(start) === 0x09)) start++;
+  while (end > start && (s.charCodeAt(end - 1) === 0x20 || s.charCodeAt(end - 1) === 0x09)) end--;
+  return s.slice(start, end);
+}
+
 export function parseResponseHead(text: string, truncated: boolean, requestMethod: string | null)
   : ResponseHead | null {
-  const lines = splitLines(text);
-  const m = /^HTTP\/(\d\.\d) (\d{3})(?: .*)?$/.exec(lines[0] ?? '');
+  // Lines as split(/\r?\n/) gives them, read in place: text[start, end), the next from `after`.
+  const firstLf = text.indexOf('\n');
+  const firstLine = firstLf < 0 ? text : text.slice(0, firstLf > 0 && text.charCodeAt(firstLf - 1) === 0x0d ? firstLf - 1 : firstLf);
+  const m = /^HTTP\/(\d\.\d) (\d{3})(?: .*)?$/.exec(firstLine);
   if (!m) return null;
   const status = Number(m[2]);
   const framing = new Framing();
   let headerCount = 0;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    if (line === '') continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    headerCount++;
-    framing.see(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+  let nextColon = -1; // the next colon at or after a line's start (found once, not for every line)
+  for (let start = firstLf + 1; firstLf >= 0 && start <= text.length;) {
+    const lf = text.indexOf('\n', start);
+    let end = lf < 0 ? text.length : lf;
+    const after = end + 1;
+    if (lf >= 0 && end > start && text.charCodeAt(end - 1) === 0x0d) end--;
+    if (nextColon < start) nextColon = indexOrInfinity(text, ':', start);
+    const colon = nextColon;
+    if (colon > start && colon < end) {
+      headerCount++;
+      // Only the body's framing is read from a response: other headers' values are not needed.
+      const name = text.slice(start, colon).trim().toLowerCase();
+      if (name === 'content-length' || name === 'transfer-encoding') framing.see(name, text.slice(colon + 1, end).trim());
+    }
+    start = after;
   }
   const bodyless = requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304;
   return {

@@ -33,6 +33,13 @@ type State =
   | { s: 'trailer' }
   | { s: 'until-close' };
 
+/** The states without data, one object each (states are never changed, only replaced). */
+const HEAD: State = { s: 'head' };
+const SKIP_HEAD: State = { s: 'skip-head' };
+const CHUNK_SIZE: State = { s: 'chunk-size' };
+const TRAILER: State = { s: 'trailer' };
+const UNTIL_CLOSE: State = { s: 'until-close' };
+
 const MAX_CHUNK_LINE = 1024;
 /** Nothing held (never written to: one for every stream). */
 const EMPTY = Buffer.alloc(0);
@@ -59,8 +66,10 @@ export function findHeadEnd(b: Buffer, from = 0): { textEnd: number; next: numbe
   return null;
 }
 
+function ignore(): void {}
+
 export class HttpStream {
-  private state: State = { s: 'head' };
+  private state: State = HEAD;
   private buf: Buffer = EMPTY;
   private resyncing = false;
   /** Stream offset of buf[0]. */
@@ -100,7 +109,7 @@ export class HttpStream {
   gap(): void {
     this.offset += this.buf.length;
     this.buf = EMPTY;
-    this.state = { s: 'head' };
+    this.state = HEAD;
     this.resyncing = true;
     this.headStart = null;
     this.pendingAmbiguity = null;
@@ -143,7 +152,7 @@ export class HttpStream {
 
   /** Drop n bytes from the front of buf. */
   private consume(n: number): void {
-    this.buf = this.buf.subarray(n);
+    this.buf = n === this.buf.length ? EMPTY : this.buf.subarray(n);
     this.offset += n;
     this.headScan = Math.max(0, this.headScan - n);
   }
@@ -158,9 +167,8 @@ export class HttpStream {
     switch (st.s) {
       case 'head': return this.stepHead();
       case 'skip-head': return this.stepSkipHead();
-      case 'body': return this.consumeBody(st.left, (left) => ({ s: 'body', left }), { s: 'head' });
-      case 'chunk-data':
-        return this.consumeBody(st.left, (left) => ({ s: 'chunk-data', left }), { s: 'chunk-size' });
+      case 'body': return this.consumeBody(st.left, false);
+      case 'chunk-data': return this.consumeBody(st.left, true);
       case 'chunk-size': return this.stepChunkSize();
       case 'trailer': return this.stepTrailer();
       case 'until-close': this.consume(this.buf.length); return false;
@@ -199,16 +207,16 @@ export class HttpStream {
       this.startSkip(lf <= 0);
       return true;
     }
-    const text = this.buf.subarray(0, end.textEnd).toString('latin1');
+    const text = this.buf.toString('latin1', 0, end.textEnd);
     this.consume(end.next);
     this.headScan = 0;
     const framing = this.emit(text, false, !end.crlf);
-    this.state = framing ? this.afterHead(framing) : { s: 'head' };
+    this.state = framing ? this.afterHead(framing) : HEAD;
     return true;
   }
 
   private startSkip(midLine: boolean): void {
-    this.state = { s: 'skip-head' };
+    this.state = SKIP_HEAD;
     this.headScan = 0;
     this.skipLine = '';
     this.skipLineLong = false;
@@ -244,7 +252,7 @@ export class HttpStream {
       this.skipLineLong = false;
       this.skipMidLine = false;
       if (blank) {
-        this.state = { s: 'head' };
+        this.state = HEAD;
         this.headStart = null;
         this.pendingAmbiguity = null;
         return true;
@@ -263,7 +271,7 @@ export class HttpStream {
   }
 
   private emit(text: string, truncated: boolean, bareLfTerminator: boolean): BodyFraming | null {
-    const secret = this.opts.onSecret ?? (() => undefined);
+    const secret = this.opts.onSecret ?? ignore;
     const start = this.headStart ?? this.offset;
     const head = this.opts.kind === 'request'
       ? parseRequestHead(text, truncated, secret,
@@ -286,18 +294,21 @@ export class HttpStream {
 
   private afterHead(f: BodyFraming): State {
     switch (f.type) {
-      case 'none': return { s: 'head' };
+      case 'none': return HEAD;
       case 'length': return { s: 'body', left: f.length };
-      case 'chunked': return { s: 'chunk-size' };
-      case 'until-close': return { s: 'until-close' };
+      case 'chunked': return CHUNK_SIZE;
+      case 'until-close': return UNTIL_CLOSE;
     }
   }
 
-  private consumeBody(left: number, more: (left: number) => State, done: State): boolean {
+  /** Drop body bytes (of a chunk when `chunk`): `left` of them are still due. */
+  private consumeBody(left: number, chunk: boolean): boolean {
     const n = Math.min(left, this.buf.length);
     this.consume(n);
-    this.state = left - n > 0 ? more(left - n) : done;
-    return left - n === 0;
+    const rest = left - n;
+    if (rest > 0) this.state = chunk ? { s: 'chunk-data', left: rest } : { s: 'body', left: rest };
+    else this.state = chunk ? CHUNK_SIZE : HEAD;
+    return rest === 0;
   }
 
   private stepChunkSize(): boolean {
@@ -316,7 +327,7 @@ export class HttpStream {
       return true;
     }
     const size = parseInt(m[1], 16);
-    this.state = size === 0 ? { s: 'trailer' } : { s: 'chunk-data', left: size + 2 };
+    this.state = size === 0 ? TRAILER : { s: 'chunk-data', left: size + 2 };
     return true;
   }
 
@@ -327,7 +338,7 @@ export class HttpStream {
       return false;
     }
     this.consume(nl + 2);
-    if (nl === 0) this.state = { s: 'head' };
+    if (nl === 0) this.state = HEAD;
     return true;
   }
 }

@@ -37,7 +37,8 @@ const EMPTY = Buffer.alloc(0);
 
 export class TcpStream {
   private next: number | null = null;
-  private pending = new Map<number, Buffer>();
+  /** Segments held out of order by sequence number (made on the first one: most streams never need it). */
+  private pending: Map<number, Buffer> | null = null;
   private pendingBytes = 0;
   /** Bytes delivered so far (the stream offset of `next`). */
   private delivered = 0;
@@ -59,7 +60,7 @@ export class TcpStream {
 
   /** Segments are held out of order (bytes before them are missing). */
   get holding(): boolean {
-    return this.pending.size > 0;
+    return this.pending !== null && this.pending.size > 0;
   }
 
   /** The SYN (or SYN-ACK) fixes the initial sequence number: data starts at isn + 1. */
@@ -153,6 +154,7 @@ export class TcpStream {
   }
 
   private hold(seq: number, payload: Buffer): void {
+    this.pending ??= new Map();
     const existing = this.pending.get(seq);
     if (existing) {
       const n = Math.min(existing.length, payload.length);
@@ -177,6 +179,7 @@ export class TcpStream {
 
   /** Give up on the missing bytes: jump to the lowest held segment and tell the sink. */
   private skipGap(): void {
+    if (this.pending === null) return;
     let lowest: number | null = null;
     for (const s of this.pending.keys()) {
       if (lowest === null || seqDiff(s, lowest) < 0) lowest = s;
@@ -191,6 +194,7 @@ export class TcpStream {
   }
 
   private drain(): void {
+    if (this.pending === null) return;
     for (let progressed = true; progressed && this.pending.size > 0;) {
       progressed = false;
       for (const [s, buf] of this.pending) {
