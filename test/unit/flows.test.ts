@@ -245,6 +245,16 @@ describe('FlowTable: the same connection seen twice', () => {
     expect(t.stats.natDuplicates).toBe(1);
   });
 
+  it('NAT: the first sequence numbers kept to find NAT views are bounded, whatever the rate; the newest still find their views', () => {
+    const { t, ev } = table(); // maxFlows 100: at most 400 kept
+    const byIsn = (): number => (t as unknown as { byIsn: Map<string, unknown> }).byIsn.size;
+    for (let i = 0; i < 5000; i++) t.handle(new Conversation('10.0.0.5', 10_000 + i, IMDS4, 80, 7_000_000 + i, 1).syn(), 1_000 + i / 10, null);
+    expect(byIsn()).toBeLessThanOrEqual(400); // 5,000 connections in 0.5 s: all still inside the 5 s window
+    t.handle(new Conversation('172.17.0.9', 50_000, IMDS4, 80, 7_000_000 + 4999, 1).syn(), 1_600, null);
+    expect(t.stats.natDuplicates).toBe(1);
+    expect(ev.opens).toHaveLength(5000);
+  });
+
   it('NAT: the post-NAT conn records which connection it is a view of', () => {
     const { t, ev } = table();
     const pre = new Conversation('172.17.0.2', 40201, IMDS4, 80, 42, 1);
