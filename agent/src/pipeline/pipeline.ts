@@ -207,6 +207,7 @@ export class Pipeline {
     this.joins?.wireSeen(tupleOf(conn), conn.openedAt, conn);
     if (this.isOwn(conn)) return; // the agent's own: no lookup (known again at its request, see isOwn)
     if (!this.attributor || this.earlyLookups >= DEFAULTS.maxEarlyLookups) return; // bounded: a SYN flood cannot pile up lookups
+    if (this.attributor.answerNow) return; // its answer needs no look-up, now or later (a capture file's)
     this.earlyLookups++;
     const p = this.lookup(conn);
     void p.finally(() => { this.earlyLookups--; });
