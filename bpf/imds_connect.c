@@ -14,7 +14,12 @@
  * once, so a burst waits here (not in the kernel ring, where it would be lost)
  * while the agent catches up. Under a stream of events the queue is written at
  * most every 5 ms (or per 64 KiB), so the agent wakes once per batch, not once
- * per connection; a lone event is written at once. When the queue is full the
+ * per connection; a lone event is written at once. While a batch waits, the
+ * ring buffer is not polled either: the events that come meanwhile stay in the
+ * kernel ring (which then wakes nobody: it wakes its reader only when a record
+ * lands in an empty ring) and are drained just before the batch is written, so
+ * the loader wakes about twice per batch, not once per event, and they reach
+ * the agent when they did before. When the queue is full the
  * ring buffer is left alone until the agent has read some: events are then
  * lost only when the ring buffer fills too, and counted there (lost). The
  * queue's memory is given back once it is empty.
@@ -73,6 +78,12 @@
  */
 #define FLUSH_LINGER_NS (5 * 1000000ull)
 #define FLUSH_BATCH_BYTES (64u << 10)
+/*
+ * A waiting batch leaves the ring buffer unread only while the last drain took fewer events than
+ * 1/HOLD_RING_FRACTION of the ring holds: a stream fast enough to fill the ring during one linger
+ * is drained at every wakeup instead (a tiny --ringbuf-bytes always is).
+ */
+#define HOLD_RING_FRACTION 4
 /* A larger pipe toward the agent: fewer, larger reads (best effort). */
 #define PIPE_BYTES (1 << 20)
 #ifndef F_SETPIPE_SZ
@@ -373,6 +384,7 @@ static bool write_all(const void *buf, size_t len)
 static unsigned char *outq;
 static size_t outq_len, outq_cap;
 static __u64 last_write_ns;	/* CLOCK_MONOTONIC ns of the last write to stdout */
+static unsigned long drained;	/* events taken from the ring buffer by the last drain */
 
 /* Room for len more bytes in the output queue (stats records may pass the bound). */
 static bool queue_has_room(size_t len)
@@ -418,6 +430,32 @@ static int queue_wait_ms(__u64 now, int max_ms)
 		return max_ms;
 	left = FLUSH_LINGER_NS - (now - last_write_ns);
 	return (int)((left + 999999) / 1000000);
+}
+
+/*
+ * A batch is waiting for its time (not due yet) and the ring buffer may be left alone until then:
+ * the last drain took few enough events that the ring holds what comes meanwhile.
+ */
+static bool queue_holds_ring(__u64 now)
+{
+	/* a record in the ring: the event and an 8-byte header, 8-byte aligned */
+	unsigned long rec = ((sizeof(struct imds_connect_event) + 7) & ~7ul) + 8;
+
+	return outq_len && !queue_due(now) && drained * rec * HOLD_RING_FRACTION < ringbuf_bytes;
+}
+
+/* Take what the ring buffer holds into the queue; false on a failure (rc set). */
+static bool drain_ring(struct ring_buffer *rb, int *rc)
+{
+	int err;
+
+	drained = 0;
+	err = ring_buffer__consume(rb);
+	if (err < 0 && err != -EINTR && err != -EPIPE && err != -ENOBUFS) {
+		*rc = fail("ring buffer consume", -err, NULL);
+		return false;
+	}
+	return true;
 }
 
 /* Write what the pipe takes now; false once stdout is gone. */
@@ -513,6 +551,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 	}
 	if (stdout_closed)
 		return -EPIPE;
+	drained++;
 	if (!queue_put(e, sizeof(*e)))
 		__atomic_fetch_add(&queue_lost, 1, __ATOMIC_RELAXED);
 	/* queue full: stop here (this event is taken), the rest stays in the ring buffer */
@@ -818,8 +857,10 @@ int main(int argc, char **argv)
 		bool room = queue_has_room(sizeof(struct imds_connect_event));
 		int n;
 		__u64 now = now_ns(CLOCK_MONOTONIC);
+		/* a waiting batch: the ring is drained when it is due, not at each event's wakeup */
+		bool hold = room && queue_holds_ring(now);
 
-		pfd[0].events = room ? POLLIN : 0;
+		pfd[0].events = room && !hold ? POLLIN : 0;
 		pfd[1].events = queue_due(now) ? POLLOUT : 0;
 		n = poll(pfd, watch_stdin ? 3 : 2, queue_wait_ms(now, 1000));
 		if (n < 0 && errno != EINTR) {
@@ -828,13 +869,9 @@ int main(int argc, char **argv)
 		}
 		if (n > 0 && pfd[1].revents && !queue_flush())
 			break;	/* the agent is gone */
-		if (n > 0 && (pfd[0].revents & POLLIN)) {
-			err = ring_buffer__consume(rb);
-			if (err < 0 && err != -EINTR && err != -EPIPE && err != -ENOBUFS) {
-				rc = fail("ring buffer consume", -err, NULL);
-				goto cleanup;
-			}
-		}
+		now = now_ns(CLOCK_MONOTONIC);
+		if (((n > 0 && (pfd[0].revents & POLLIN)) || (hold && queue_due(now))) && !drain_ring(rb, &rc))
+			goto cleanup;
 		if (n > 0 && watch_stdin && pfd[2].revents) {
 			if (!read_commands(obj))
 				break;	/* parent gone */
