@@ -79,9 +79,10 @@
 #define FLUSH_LINGER_NS (5 * 1000000ull)
 #define FLUSH_BATCH_BYTES (64u << 10)
 /*
- * A waiting batch leaves the ring buffer unread only while the last drain took fewer events than
- * 1/HOLD_RING_FRACTION of the ring holds: a stream fast enough to fill the ring during one linger
- * is drained at every wakeup instead (a tiny --ringbuf-bytes always is).
+ * A waiting batch leaves the ring buffer unread only while the last batch written (the events of
+ * about one linger, whichever way they were read), and one event more, fill less than
+ * 1/HOLD_RING_FRACTION of the ring: a stream fast enough to fill the ring during one linger is
+ * drained at every wakeup instead (a ring of a few events, --ringbuf-bytes 4096 or 8192, always is).
  */
 #define HOLD_RING_FRACTION 4
 /* A larger pipe toward the agent: fewer, larger reads (best effort). */
@@ -384,7 +385,7 @@ static bool write_all(const void *buf, size_t len)
 static unsigned char *outq;
 static size_t outq_len, outq_cap;
 static __u64 last_write_ns;	/* CLOCK_MONOTONIC ns of the last write to stdout */
-static unsigned long drained;	/* events taken from the ring buffer by the last drain */
+static size_t last_batch;	/* bytes in the queue when it was last written */
 
 /* Room for len more bytes in the output queue (stats records may pass the bound). */
 static bool queue_has_room(size_t len)
@@ -434,14 +435,15 @@ static int queue_wait_ms(__u64 now, int max_ms)
 
 /*
  * A batch is waiting for its time (not due yet) and the ring buffer may be left alone until then:
- * the last drain took few enough events that the ring holds what comes meanwhile.
+ * the last batch was small enough that the ring holds what comes meanwhile.
  */
 static bool queue_holds_ring(__u64 now)
 {
 	/* a record in the ring: the event and an 8-byte header, 8-byte aligned */
 	unsigned long rec = ((sizeof(struct imds_connect_event) + 7) & ~7ul) + 8;
+	unsigned long events = last_batch / sizeof(struct imds_connect_event) + 1;
 
-	return outq_len && !queue_due(now) && drained * rec * HOLD_RING_FRACTION < ringbuf_bytes;
+	return outq_len && !queue_due(now) && events * rec * HOLD_RING_FRACTION <= ringbuf_bytes;
 }
 
 /* Take what the ring buffer holds into the queue; false on a failure (rc set). */
@@ -449,7 +451,6 @@ static bool drain_ring(struct ring_buffer *rb, int *rc)
 {
 	int err;
 
-	drained = 0;
 	err = ring_buffer__consume(rb);
 	if (err < 0 && err != -EINTR && err != -EPIPE && err != -ENOBUFS) {
 		*rc = fail("ring buffer consume", -err, NULL);
@@ -463,6 +464,8 @@ static bool queue_flush(void)
 {
 	size_t off = 0;
 
+	if (outq_len)
+		last_batch = outq_len;
 	while (off < outq_len && !stdout_closed) {
 		ssize_t n = write(STDOUT_FILENO, outq + off, outq_len - off);
 
@@ -551,7 +554,6 @@ static int handle_event(void *ctx, void *data, size_t size)
 	}
 	if (stdout_closed)
 		return -EPIPE;
-	drained++;
 	if (!queue_put(e, sizeof(*e)))
 		__atomic_fetch_add(&queue_lost, 1, __ATOMIC_RELAXED);
 	/* queue full: stop here (this event is taken), the rest stays in the ring buffer */
