@@ -39,6 +39,8 @@ export interface Conn {
   awaiting: Array<{ method: string; seq: number }>;
   requests: number;
   closed: boolean;
+  /** Its requests still waiting for their record, oldest first: kept by the pipeline (calls), not here. */
+  waiting?: Array<{ seq: number }>;
 }
 
 export interface FlowHandlers {
