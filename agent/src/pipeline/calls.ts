@@ -188,7 +188,9 @@ export class PendingCalls {
   closed(conn: Conn): void {
     const waiting = conn.waiting as Pending[] | undefined;
     if (!waiting) return;
-    for (const p of [...waiting]) this.finalise(p);
+    while (waiting.length > 0) this.finalise(waiting[0]); // each leaves the list
+    // The connection may be kept a while yet (its first sequence number, for NAT): not its list.
+    conn.waiting = undefined;
   }
 
   private finalise(p: Pending): void {
@@ -218,9 +220,10 @@ export class PendingCalls {
     if (p.newer) p.newer.older = p.older; else this.newest = p.older;
     p.older = p.newer = null;
     this.waitingCount--;
-    const waiting = p.conn.waiting!;
-    const i = waiting[0] === p ? 0 : waiting.indexOf(p as { seq: number });
-    if (i === 0) waiting.shift(); else waiting.splice(i, 1);
+    const waiting = p.conn.waiting;
+    if (!waiting) return;
+    const i = waiting[0] === p ? 0 : waiting.indexOf(p);
+    if (i === 0) waiting.shift(); else if (i > 0) waiting.splice(i, 1);
   }
 
   private emitRecord(p: Pending, proc: ProcessInfo): void {

@@ -341,6 +341,9 @@ export class FlowTable {
   private close(st: FlowState): void {
     if (st.conn.closed) return;
     st.conn.closed = true;
+    // Nothing more is read on it; the connection may be kept a while yet (its first sequence number,
+    // for NAT), not what its requests waited with.
+    st.conn.awaiting.length = 0;
     this.flows.delete(st.conn.key);
     this.stats.bufferedBytes -= st.bytes;
     st.bytes = 0;
