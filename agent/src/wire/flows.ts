@@ -308,7 +308,7 @@ export class FlowTable {
 
   /** The entry of a first sequence number (as a signed 32-bit integer) to server:sport, if kept. */
   private isnFind(isn: number, server: string, sport: number): IsnEntry | undefined {
-    for (let e = this.byIsn.get(isn); e; e = e.next ?? undefined) {
+    for (let e = this.byIsn.get(isn) ?? null; e !== null; e = e.next) {
       if (e.sport === sport && e.server === server) return e;
     }
     return undefined;
@@ -322,7 +322,7 @@ export class FlowTable {
       this.isnCount--;
       return;
     }
-    for (let e = first; e; e = e.next ?? undefined) {
+    for (let e = first ?? null; e !== null; e = e.next) {
       if (e.next === entry) {
         e.next = entry.next;
         this.isnCount--;
@@ -331,10 +331,10 @@ export class FlowTable {
     }
   }
 
-  /** Every entry past the window is forgotten. */
+  /** Every entry past the window is forgotten (a map may lose, or change, entries while it is walked). */
   private isnExpire(ts: number): void {
-    for (const first of [...this.byIsn.values()]) {
-      for (let e: IsnEntry | null = first; e; e = e.next) if (ts - e.at >= NAT_WINDOW_MS) this.isnForget(e);
+    for (const first of this.byIsn.values()) {
+      for (let e: IsnEntry | null = first; e !== null; e = e.next) if (ts - e.at >= NAT_WINDOW_MS) this.isnForget(e);
     }
   }
 
