@@ -293,6 +293,15 @@ describe('FlowTable: the same connection seen twice', () => {
     expect((t as unknown as { isnCount: number }).isnCount).toBe(2);
   });
 
+  it('a connection closed with a request unanswered keeps no method waiting for an answer (it may be kept 5 s for NAT)', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40206, IMDS4, 80, 77, 1);
+    feed(t, [c.syn(), c.synAck(), c.send(GETMD)]);
+    expect(ev.opens[0].awaiting).toHaveLength(1);
+    feed(t, [c.clientRst()]);
+    expect(ev.closes[0].awaiting).toHaveLength(0);
+  });
+
   it('NAT: the same ISN to a different server port is a different connection', () => {
     const { t, ev } = table();
     const a = new Conversation('172.17.0.2', 40203, IMDS4, 80, 42, 1);
