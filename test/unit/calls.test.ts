@@ -206,3 +206,35 @@ describe('PendingCalls: a caller known already (a kept-alive connection)', () =>
     expect(out.map((r) => [r.process.pid, r.v1_reason])).toEqual([[99, 'token_put_refused']]);
   });
 });
+
+describe('PendingCalls: calls waiting on one connection and over all', () => {
+  const head = (path: string) => parseRequestHead(`GET ${path} HTTP/1.1`, false, () => undefined)!;
+
+  it('pipelined calls answered out of order, the rest ended by the close; past maxPending the oldest goes first', async () => {
+    const out: CallRecord[] = [];
+    const p = calls(out);
+    const c = { id: 8, client: '10.0.0.5', cport: 40000, server: '169.254.169.254', sport: 80 } as Conn;
+    const other = { id: 9, client: '10.0.0.5', cport: 40001, server: '169.254.169.254', sport: 80 } as Conn;
+    for (const [i, path] of ['/a', '/b', '/c'].entries()) p.add(c, head(path), i + 1, classify(head(path)), new Date(i), true);
+    p.add(other, head('/x'), 1, classify(head('/x')), new Date(3), true);
+    p.response(c, 2, 404);
+    p.response(c, 2, 200); // answered already: nothing
+    expect(p.size).toBe(3);
+    expect(p.amend(c, 3, 'tcp_urgent', () => true)).not.toBeNull();
+    p.closed(c);
+    expect(p.size).toBe(1);
+    expect(c.waiting).toBeUndefined(); // a closed connection may be kept a while (NAT): not its list
+    p.response(other, 1, 200);
+    await p.flush();
+    expect(out.map((r) => [r.request.path, r.response.status])).toEqual([['/b', 404], ['/a', null], ['/c', null], ['/x', 200]]);
+    for (let i = 1; i <= 11; i++) p.add(other, head(`/${i}`), i + 1, classify(head(`/${i}`)), new Date(10 + i), true);
+    expect(p.forced).toBe(1);
+    expect(p.size).toBe(10);
+    p.response(other, 12, 200);
+    p.response(other, 3, 200);
+    await p.flush();
+    expect(out.map((r) => [r.request.path, r.response.status]).slice(4)).toEqual([
+      ['/1', null], ['/11', 200], ['/2', 200], ...[3, 4, 5, 6, 7, 8, 9, 10].map((i) => [`/${i}`, null])]);
+    expect(p.size).toBe(0);
+  });
+});

@@ -247,7 +247,7 @@ describe('FlowTable: the same connection seen twice', () => {
 
   it('NAT: the first sequence numbers kept to find NAT views are bounded, whatever the rate; the newest still find their views', () => {
     const { t, ev } = table(); // maxFlows 100: at most 400 kept
-    const byIsn = (): number => (t as unknown as { byIsn: Map<string, unknown> }).byIsn.size;
+    const byIsn = (): number => (t as unknown as { isnCount: number }).isnCount;
     for (let i = 0; i < 5000; i++) t.handle(new Conversation('10.0.0.5', 10_000 + i, IMDS4, 80, 7_000_000 + i, 1).syn(), 1_000 + i / 10, null);
     expect(byIsn()).toBeLessThanOrEqual(400); // 5,000 connections in 0.5 s: all still inside the 5 s window
     t.handle(new Conversation('172.17.0.9', 50_000, IMDS4, 80, 7_000_000 + 4999, 1).syn(), 1_600, null);
@@ -276,6 +276,30 @@ describe('FlowTable: the same connection seen twice', () => {
     feed(t, whole(later), 5_000);
     expect(ev.opens.map((c) => c.client)).toEqual(['172.17.0.2', '10.0.0.5']);
     expect(ev.requests).toHaveLength(2);
+  });
+
+  it('NAT: first connections with the same ISN to two servers are both kept; each finds its own view, and one expiring leaves the other', () => {
+    const { t, ev } = table();
+    t.handle(new Conversation('172.17.0.2', 40204, IMDS4, 80, 0xfffffff0, 1).syn(), 0, null);
+    t.handle(new Conversation('172.17.0.3', 40205, IMDS6, 80, 0xfffffff0, 1).syn(), 3_000, null);
+    expect(ev.opens).toHaveLength(2);
+    t.handle(new Conversation('10.0.0.5', 61004, IMDS4, 80, 0xfffffff0, 1).syn(), 4_000, null); // view of the first
+    expect(t.stats.natDuplicates).toBe(1);
+    t.handle(new Conversation('10.0.0.5', 61005, IMDS6, 80, 0xfffffff0, 1).syn(), 6_000, null); // the first expired: view of the second
+    expect(t.stats.natDuplicates).toBe(2);
+    t.handle(new Conversation('10.0.0.6', 61006, IMDS4, 80, 0xfffffff0, 1).syn(), 6_001, null); // the first is gone: a new one
+    expect(t.stats.natDuplicates).toBe(2);
+    expect(ev.opens.map((c) => c.client)).toEqual(['172.17.0.2', '172.17.0.3', '10.0.0.6']);
+    expect((t as unknown as { isnCount: number }).isnCount).toBe(2);
+  });
+
+  it('a connection closed with a request unanswered keeps no method waiting for an answer (it may be kept 5 s for NAT)', () => {
+    const { t, ev } = table();
+    const c = new Conversation('10.0.0.5', 40206, IMDS4, 80, 77, 1);
+    feed(t, [c.syn(), c.synAck(), c.send(GETMD)]);
+    expect(ev.opens[0].awaiting).toHaveLength(1);
+    feed(t, [c.clientRst()]);
+    expect(ev.closes[0].awaiting).toHaveLength(0);
   });
 
   it('NAT: the same ISN to a different server port is a different connection', () => {

@@ -64,16 +64,20 @@ interface Pending {
   /** Its wait for the answer: a handle of responseTimers, else a Wait of the shared queue. */
   timer: unknown;
   done: boolean;
+  /** Its neighbours in the list of calls waiting (PendingCalls.oldest/newest). */
+  older: Pending | null;
+  newer: Pending | null;
 }
 
 export class PendingCalls {
-  /** Every call waiting for its answer, oldest first (the first to go when too many wait). */
-  private readonly pending = new Set<Pending>();
   /**
-   * The same calls by connection id, then by sequence number. A connection's map is kept while it
-   * is open (a kept-alive connection's next request needs one again) and dropped when it closes.
+   * Every call waiting for its answer, as a list from the oldest (the first to go when too many wait)
+   * to the newest; each connection's are also on the connection (Conn.waiting, oldest first). No map
+   * or set: a call comes and goes without a hash table growing, shrinking or being made for it.
    */
-  private readonly byConn = new Map<number, Map<number, Pending>>();
+  private oldest: Pending | null = null;
+  private newest: Pending | null = null;
+  private waitingCount = 0;
   private readonly inFlight = new Set<Promise<void>>();
   /** Token requests whose caller is still being looked up (for v1_reason): records wait behind them. */
   private tokenPutsAttributing = 0;
@@ -93,17 +97,17 @@ export class PendingCalls {
   }
 
   add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
-    if (this.pending.size >= this.o.maxPending) {
-      const oldest = this.pending.values().next().value as Pending;
+    if (this.waitingCount >= this.o.maxPending) {
+      const oldest = this.oldest!;
       if (oldest.write) this.forced++;
       this.finalise(oldest);
     }
-    const p: Pending = { write, seq, conn, head, cls, at, status: null, ttl: null, timer: null, done: false };
+    const p: Pending = { write, seq, conn, head, cls, at, status: null, ttl: null, timer: null, done: false, older: this.newest, newer: null };
     if (cls.tokenRequest) this.attributeTokenPut(p);
-    this.pending.add(p);
-    let calls = this.byConn.get(conn.id);
-    if (!calls) this.byConn.set(conn.id, calls = new Map());
-    calls.set(seq, p);
+    if (this.newest) this.newest.newer = p; else this.oldest = p;
+    this.newest = p;
+    this.waitingCount++;
+    (conn.waiting ??= []).push(p);
     p.timer = this.o.responseTimers
       ? this.o.responseTimers.set(() => this.finalise(p), this.o.responseWaitMs)
       : this.responseWaits.add(() => this.finalise(p));
@@ -121,8 +125,12 @@ export class PendingCalls {
       .finally(() => { this.tokenPutsAttributing--; });
   }
 
+  /** The call of conn with that sequence number still waiting (answers come in order: mostly the first). */
   private find(conn: Conn, seq: number): Pending | undefined {
-    return this.byConn.get(conn.id)?.get(seq);
+    const waiting = conn.waiting as Pending[] | undefined;
+    if (!waiting) return undefined;
+    for (let i = 0; i < waiting.length; i++) if (waiting[i].seq === seq) return waiting[i];
+    return undefined;
   }
 
   response(conn: Conn, seq: number | null, status: number, ttl: number | null = null): void {
@@ -178,10 +186,11 @@ export class PendingCalls {
 
   /** The connection ended: its requests will get no response. */
   closed(conn: Conn): void {
-    const calls = this.byConn.get(conn.id);
-    if (!calls) return;
-    for (const p of [...calls.values()]) this.finalise(p);
-    this.byConn.delete(conn.id);
+    const waiting = conn.waiting as Pending[] | undefined;
+    if (!waiting) return;
+    while (waiting.length > 0) this.finalise(waiting[0]); // each leaves the list
+    // The connection may be kept a while yet (its first sequence number, for NAT): not its list.
+    conn.waiting = undefined;
   }
 
   private finalise(p: Pending): void {
@@ -191,10 +200,7 @@ export class PendingCalls {
       if (this.o.responseTimers) this.o.responseTimers.clear(p.timer);
       else this.responseWaits.answered(p.timer as Wait);
     }
-    this.pending.delete(p);
-    const calls = this.byConn.get(p.conn.id);
-    if (calls?.get(p.seq) === p) calls.delete(p.seq);
-    if (calls?.size === 0 && p.conn.closed) this.byConn.delete(p.conn.id);
+    this.unlink(p);
     if (!p.write) return;
     // The caller known already, and no record ahead of this one still waiting (records keep the order
     // their calls were decided in; a token request still being attributed may yet explain this call).
@@ -206,6 +212,18 @@ export class PendingCalls {
     const job = this.attribute(p).then((proc) => this.emitRecord(p, proc));
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));
+  }
+
+  /** p no longer waits: off the list and off its connection's. */
+  private unlink(p: Pending): void {
+    if (p.older) p.older.newer = p.newer; else this.oldest = p.newer;
+    if (p.newer) p.newer.older = p.older; else this.newest = p.older;
+    p.older = p.newer = null;
+    this.waitingCount--;
+    const waiting = p.conn.waiting;
+    if (!waiting) return;
+    const i = waiting[0] === p ? 0 : waiting.indexOf(p);
+    if (i === 0) waiting.shift(); else if (i > 0) waiting.splice(i, 1);
   }
 
   private emitRecord(p: Pending, proc: ProcessInfo): void {
@@ -248,12 +266,12 @@ export class PendingCalls {
 
   /** Finalise everything now and wait until every record is emitted. */
   async flush(): Promise<void> {
-    for (const p of [...this.pending.values()]) this.finalise(p);
+    while (this.oldest) this.finalise(this.oldest);
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
   get size(): number {
-    return this.pending.size;
+    return this.waitingCount;
   }
 }
 

@@ -219,6 +219,7 @@ export class Pipeline {
     const st: ConnState = { caller };
     this.conns.set(conn.id, st);
     void caller.then((p) => { st.known = p; }, () => undefined);
+    if (conn.closed) this.forgetLater(conn.id); // looked up (again) after it closed: forgotten as well
   }
 
   // --- stage 4: a request: classify, count, keep what is wanted ---------------------------------
@@ -266,7 +267,12 @@ export class Pipeline {
 
   private closed(conn: Conn): void {
     this.calls.closed(conn);
-    const id = conn.id;
+    // Nothing kept for it (no look-up: a capture file's, or the agent's own): nothing to forget.
+    if (this.conns.has(conn.id)) this.forgetLater(conn.id);
+  }
+
+  /** The connection's caller is forgotten attributionWaitMs from now. */
+  private forgetLater(id: number): void {
     this.forget.add(() => this.conns.delete(id));
   }
 

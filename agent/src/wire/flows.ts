@@ -39,6 +39,8 @@ export interface Conn {
   awaiting: Array<{ method: string; seq: number }>;
   requests: number;
   closed: boolean;
+  /** Its requests still waiting for their record, oldest first: kept by the pipeline (calls), not here. */
+  waiting?: Array<{ seq: number }>;
 }
 
 export interface FlowHandlers {
@@ -97,13 +99,21 @@ interface FlowState {
 
 const NAT_WINDOW_MS = 5000;
 
-interface IsnEntry { id: number; at: number; conn: Conn }
+/**
+ * A connection's first client sequence number, remembered NAT_WINDOW_MS to know its post-NAT view.
+ * Kept by the number alone (no key string per connection); the few entries of other servers or ports
+ * with the same number chain on `next`.
+ */
+interface IsnEntry { isn: number; server: string; sport: number; at: number; conn: Conn; next: IsnEntry | null }
 
 export class FlowTable {
   private readonly flows = new Map<string, FlowState>();
-  private readonly byIsn = new Map<string, IsnEntry>();
+  /** By first sequence number (as a signed 32-bit integer: a small integer key, never a boxed number). */
+  private readonly byIsn = new Map<number, IsnEntry>();
+  /** Entries in byIsn (with those chained). */
+  private isnCount = 0;
   /** byIsn's entries in the order they were made, to forget those past the window from the oldest. */
-  private isnOrder: Array<{ k: string; e: IsnEntry }> = [];
+  private isnOrder: IsnEntry[] = [];
   private isnHead = 0;
   /** Capture time of the last walk over byIsn for expired entries (see noteIsn). */
   private isnWalkAt = -Infinity;
@@ -253,23 +263,24 @@ export class FlowTable {
    * the connection it is a view of (which learns the post-NAT address), else null.
    */
   private noteIsn(conn: Conn, ts: number): Conn | null {
-    const k = `${conn.server}|${conn.sport}|${conn.clientIsn}`;
-    const prior = this.byIsn.get(k);
+    const isn = conn.clientIsn! | 0;
+    const prior = this.isnFind(isn, conn.server, conn.sport);
     if (prior && ts - prior.at < NAT_WINDOW_MS) {
-      conn.natViewOf = prior.id;
+      conn.natViewOf = prior.conn.id;
       prior.conn.nat ??= { client: conn.client, cport: conn.cport, iface: conn.iface };
       this.stats.natDuplicates++;
       return prior.conn;
     }
-    const entry: IsnEntry = { id: conn.id, at: ts, conn };
-    this.byIsn.set(k, entry);
-    this.isnOrder.push({ k, e: entry });
+    if (prior) this.isnForget(prior);
+    const entry: IsnEntry = { isn, server: conn.server, sport: conn.sport, at: ts, conn, next: this.byIsn.get(isn) ?? null };
+    this.byIsn.set(isn, entry);
+    this.isnCount++;
+    this.isnOrder.push(entry);
     // Those past the window (as sweep forgets them), from the oldest on: no connection is kept for
     // them. (A queue, not a walk over the map from its start: a map keeps the holes its deletions
     // leave until it is rebuilt, and every walk would pass over them again.)
-    while (this.isnHead < this.isnOrder.length && ts - this.isnOrder[this.isnHead].e.at >= NAT_WINDOW_MS) {
-      const { k: ik, e } = this.isnOrder[this.isnHead++];
-      if (this.byIsn.get(ik) === e) this.byIsn.delete(ik);
+    while (this.isnHead < this.isnOrder.length && ts - this.isnOrder[this.isnHead].at >= NAT_WINDOW_MS) {
+      this.isnForget(this.isnOrder[this.isnHead++]);
     }
     if (this.isnHead > 1024 && this.isnHead * 2 > this.isnOrder.length) {
       this.isnOrder = this.isnOrder.slice(this.isnHead);
@@ -279,26 +290,60 @@ export class FlowTable {
     // checked for what expired. Not on every connection: above ~4,000 new connections/s every entry is
     // still in the window and each walk found nothing (47 % of the agent's CPU at 5,000/s). At most once
     // a second of capture time, or at once when the clock went back.
-    if ((this.byIsn.size > this.limits.maxFlows * 2 || this.isnOrder.length - this.isnHead > this.limits.maxFlows * 4)
+    if ((this.isnCount > this.limits.maxFlows * 2 || this.isnOrder.length - this.isnHead > this.limits.maxFlows * 4)
       && (ts - this.isnWalkAt >= 1000 || ts < this.isnWalkAt)) {
       this.isnWalkAt = ts;
-      for (const [ik, v] of this.byIsn) if (ts - v.at >= NAT_WINDOW_MS) this.byIsn.delete(ik);
-      this.isnOrder = this.isnOrder.slice(this.isnHead).filter(({ k: ik, e }) => this.byIsn.get(ik) === e);
+      this.isnExpire(ts);
+      this.isnOrder = this.isnOrder.slice(this.isnHead).filter((e) => this.isnFind(e.isn, e.server, e.sport) === e);
       this.isnHead = 0;
     }
     // A hard bound whatever the rate (a SYN flood): the oldest first connections are forgotten early.
     // A NAT view of one of them is then not known as such (its request could be written twice); no
     // request is lost.
-    while (this.byIsn.size > this.limits.maxFlows * 4 && this.isnHead < this.isnOrder.length) {
-      const { k: ik, e } = this.isnOrder[this.isnHead++];
-      if (this.byIsn.get(ik) === e) this.byIsn.delete(ik);
+    while (this.isnCount > this.limits.maxFlows * 4 && this.isnHead < this.isnOrder.length) {
+      this.isnForget(this.isnOrder[this.isnHead++]);
     }
     return null;
+  }
+
+  /** The entry of a first sequence number (as a signed 32-bit integer) to server:sport, if kept. */
+  private isnFind(isn: number, server: string, sport: number): IsnEntry | undefined {
+    for (let e = this.byIsn.get(isn) ?? null; e !== null; e = e.next) {
+      if (e.sport === sport && e.server === server) return e;
+    }
+    return undefined;
+  }
+
+  /** The entry is forgotten (if it is still kept). */
+  private isnForget(entry: IsnEntry): void {
+    const first = this.byIsn.get(entry.isn);
+    if (first === entry) {
+      if (entry.next) this.byIsn.set(entry.isn, entry.next); else this.byIsn.delete(entry.isn);
+      this.isnCount--;
+      return;
+    }
+    for (let e = first ?? null; e !== null; e = e.next) {
+      if (e.next === entry) {
+        e.next = entry.next;
+        this.isnCount--;
+        return;
+      }
+    }
+  }
+
+  /** Every entry past the window is forgotten (a map may lose, or change, entries while it is walked). */
+  private isnExpire(ts: number): void {
+    for (const first of this.byIsn.values()) {
+      for (let e: IsnEntry | null = first; e !== null; e = e.next) if (ts - e.at >= NAT_WINDOW_MS) this.isnForget(e);
+    }
   }
 
   private close(st: FlowState): void {
     if (st.conn.closed) return;
     st.conn.closed = true;
+    // Nothing more is read on it; the connection may be kept a while yet (its first sequence number,
+    // for NAT), not what its requests waited with.
+    st.conn.awaiting.length = 0;
     this.flows.delete(st.conn.key);
     this.stats.bufferedBytes -= st.bytes;
     st.bytes = 0;
@@ -320,7 +365,7 @@ export class FlowTable {
     for (const st of this.flows.values()) {
       if (now - st.conn.lastSeen > this.limits.flowIdleMs) this.close(st);
     }
-    for (const [k, v] of this.byIsn) if (now - v.at >= NAT_WINDOW_MS) this.byIsn.delete(k);
+    this.isnExpire(now);
   }
 
   get size(): number {
