@@ -67,6 +67,15 @@ function run(cmd: string, args: string[], timeoutMs = 20_000): Promise<RunResult
   });
 }
 
+/**
+ * A Python loop of n connects to 169.254.169.254:81 (refused: nothing listens), pausing sleepS seconds
+ * after each; it prints how many were refused (each one a kernel event).
+ */
+function refusedConnects(n: number, sleepS = 0): string {
+  const pause = sleepS > 0 ? `    time.sleep(${sleepS})\n` : '';
+  return `import errno, socket, time\nrefused = 0\nfor i in range(${n}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\n${pause}print(refused)\n`;
+}
+
 async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_000): Promise<T> {
   const start = Date.now();
   for (;;) {
@@ -507,7 +516,7 @@ while True:
       child.stdout!.pause(); // the agent is behind: nothing is read while the burst happens
       // Each connect refused by the far side is one SYN_SENT -> CLOSE: one event. (A connect that fails
       // before its SYN, e.g. no free port while other tests load the machine, makes none: counted apart.)
-      const loop = `import errno, socket\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\nprint(refused)\n`;
+      const loop = refusedConnects(N);
       const r = await inNear('python3', '-c', loop);
       expect(r.code, r.stderr).toBe(0);
       const refused = Number(r.stdout.trim());
@@ -554,7 +563,7 @@ while True:
       await readyP;
       expect(ready).toBe(true);
       const before = switches();
-      const loop = `import errno, socket, time\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\n    time.sleep(0.0002)\nprint(refused)\n`;
+      const loop = refusedConnects(N, 0.0002);
       const r = await inNear('python3', '-c', loop);
       expect(r.code, r.stderr).toBe(0);
       const refused = Number(r.stdout.trim());
@@ -583,7 +592,7 @@ while True:
     g.on('event', (e) => { if (e.netnsIno === nearIno && e.argv.some((a) => a.includes(marker))) mine.push(e); });
     g.on('stats', (s) => st.push(s));
     try {
-      const loop = `import errno, socket, sys, time\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\n    time.sleep(0.0004)\nprint(refused)\n`;
+      const loop = refusedConnects(N, 0.0004);
       const r = await inNear('python3', '-c', loop, marker);
       expect(r.code, r.stderr).toBe(0);
       const refused = Number(r.stdout.trim());
@@ -614,7 +623,7 @@ while True:
       process.kill(g.pid, 'SIGSTOP');
       let refused = -1;
       try {
-        const loop = `import errno, socket, sys\nrefused = 0\nfor i in range(${N}):\n    s = socket.socket()\n    try: s.connect(("169.254.169.254", 81))\n    except OSError as e: refused += e.errno == errno.ECONNREFUSED\n    s.close()\nprint(refused)\n`;
+        const loop = refusedConnects(N);
         const r = await inNear('python3', '-c', loop, marker);
         expect(r.code, r.stderr).toBe(0);
         refused = Number(r.stdout.trim());

@@ -27,10 +27,8 @@ const NO_INTERFACES = {};
 export const READ_REASON = 'read from a capture file: no process to look up';
 
 /** No process can be found for a connection seen in a file. */
-const fileAttributor: Attributor = {
-  lookup: async (): Promise<ProcessInfo> => ({ attribution: 'none', reason: READ_REASON }),
-  answerNow: (): ProcessInfo => ({ attribution: 'none', reason: READ_REASON }),
-};
+const noProcess = (): ProcessInfo => ({ attribution: 'none', reason: READ_REASON });
+const fileAttributor: Attributor = { lookup: async () => noProcess(), answerNow: noProcess };
 
 /** The interface a packet of a file was seen on: its name in the file, else what the link says. */
 export function packetInterface(p: CapturedPacket): string {
