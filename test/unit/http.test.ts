@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
 import {
   looksLikeRequestStart, looksLikeResponseStart, parseRequestHead, parseResponseHead,
   type RequestHead, type ResponseHead,
@@ -162,9 +163,59 @@ describe('parseResponseHead', () => {
   });
 
   it('rejects malformed status lines', () => {
-    for (const l of ['HTTP/1.1 20 OK', 'HTTP/1.1 2000 OK', 'HTTP/1.1200 OK', 'HTTP/x 200 OK', 'ICY 200 OK', '']) {
-      expect(parseResponseHead(`${l}\r\nContent-Length: 0`, false, null), l).toBeNull();
+    for (const l of ['HTTP/1.1 20 OK', 'HTTP/1.1 2000 OK', 'HTTP/1.1200 OK', 'HTTP/x 200 OK', 'ICY 200 OK', '',
+      'HTTP/1.1 200\rOK', 'HTTP/1.1 200  \r', 'HTTP/1.1 200\t', 'HTTP/1.1 20a', 'http/1.1 200']) {
+      expect(parseResponseHead(`${l}\r\nContent-Length: 0`, false, null), JSON.stringify(l)).toBeNull();
     }
+  });
+
+  it('reads a head as a regex over its status line and trim().toLowerCase() of each name do (latin1 text)', () => {
+    // The reading the parser is written to equal, without its strings: the reference stays here.
+    const reference = (text: string, method: string | null): unknown => {
+      const lines = text.split(/\r?\n/);
+      const m = /^HTTP\/(\d\.\d) (\d{3})(?: .*)?$/.exec(lines[0]);
+      if (!m) return null;
+      const framing: Record<string, string[]> = {};
+      let headerCount = 0;
+      for (const l of lines.slice(1)) {
+        const colon = l.indexOf(':');
+        if (colon <= 0) continue;
+        headerCount++;
+        const name = l.slice(0, colon).trim().toLowerCase();
+        if (name === 'content-length' || name === 'transfer-encoding') (framing[name] ??= []).push(l.slice(colon + 1).trim());
+      }
+      const status = Number(m[2]);
+      return { status, version: m[1], headerCount, bodyless: method === 'HEAD' || status < 200 || status === 204 || status === 304, framing };
+    };
+    const pieces = ['HTTP/1.1 200 OK', 'HTTP/1.0 404', 'HTTP/1.1 200', 'HTTP/1.1 200 \r', 'HTTP/2.0 204 x', 'HTTP/1.1 2000',
+      'Content-Length: 5', 'content-length:0', ' Content-Length : 7 ', '\xa0CONTENT-LENGTH\t: 3', 'Content-Lengt: 1',
+      'Transfer-Encoding: chunked', 'TRANSFER-ENCODING:gzip, chunked', '\vtransfer-encoding\f: x', 'Content_Length: 2',
+      'Server: EC2ws', ':x', 'no colon', '', '\r', 'Cont\xe9nt-Length: 9', 'X: y\rz'];
+    const latin1 = fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 24 });
+    const line = fc.oneof(fc.constantFrom(...pieces), latin1);
+    fc.assert(fc.property(fc.array(line, { minLength: 1, maxLength: 8 }), fc.constantFrom('\r\n', '\n'),
+      fc.constantFrom('GET', 'HEAD', 'PUT', null), (ls, eol, method) => {
+        const text = ls.join(eol);
+        const ref = reference(text, method) as { status: number; version: string; headerCount: number; bodyless: boolean; framing: Record<string, string[]> } | null;
+        const h = parseResponseHead(text, false, method);
+        if (ref === null) { expect(h).toBeNull(); return; }
+        expect(h).not.toBeNull();
+        expect({ status: h!.status, version: h!.version, headerCount: h!.headerCount }).toEqual({ status: ref.status, version: ref.version, headerCount: ref.headerCount });
+        // The framing the reference's names give, through the same rules.
+        const cl = ref.framing['content-length'] ?? [];
+        const te = ref.framing['transfer-encoding'] ?? [];
+        const body = h!.body;
+        if (ref.bodyless) expect(body).toEqual({ type: 'none' });
+        else if (te.some((v) => /chunked/i.test(v))) expect(body).toEqual({ type: 'chunked' });
+        else {
+          const ok = cl.filter((v) => /^\d{1,15}$/.test(v));
+          if (ok.length === 0) expect(body).toEqual({ type: 'until-close' });
+          else {
+            const n = Number(ok[ok.length - 1]);
+            expect(body).toEqual(n ? { type: 'length', length: n } : { type: 'none' });
+          }
+        }
+      }), { numRuns: 3000 });
   });
 });
 

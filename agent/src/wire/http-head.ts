@@ -263,10 +263,9 @@ export function parseResponseHead(text: string, truncated: boolean, requestMetho
   : ResponseHead | null {
   // Lines as split(/\r?\n/) gives them, read in place: text[start, end), the next from `after`.
   const firstLf = text.indexOf('\n');
-  const firstLine = firstLf < 0 ? text : text.slice(0, firstLf > 0 && text.charCodeAt(firstLf - 1) === 0x0d ? firstLf - 1 : firstLf);
-  const m = /^HTTP\/(\d\.\d) (\d{3})(?: .*)?$/.exec(firstLine);
-  if (!m) return null;
-  const status = Number(m[2]);
+  const firstEnd = firstLf < 0 ? text.length : firstLf > 0 && text.charCodeAt(firstLf - 1) === 0x0d ? firstLf - 1 : firstLf;
+  const status = statusOf(text, firstEnd);
+  if (status < 0) return null;
   const framing = new Framing();
   let headerCount = 0;
   let nextColon = -1; // the next colon at or after a line's start (found once, not for every line)
@@ -279,17 +278,61 @@ export function parseResponseHead(text: string, truncated: boolean, requestMetho
     const colon = nextColon;
     if (colon > start && colon < end) {
       headerCount++;
-      // Only the body's framing is read from a response: other headers' values are not needed.
-      const name = text.slice(start, colon).trim().toLowerCase();
-      if (name === 'content-length' || name === 'transfer-encoding') framing.see(name, text.slice(colon + 1, end).trim());
+      // Only the body's framing is read from a response: other headers' values are not needed, and a
+      // name is not made into a string of its own unless it is one of the two.
+      const name = framingHeaderAt(text, start, colon);
+      if (name !== null) framing.see(name, text.slice(colon + 1, end).trim());
     }
     start = after;
   }
   const bodyless = requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304;
   return {
-    kind: 'response', status, version: m[1], headerCount, headersTruncated: truncated,
+    kind: 'response', status, version: text.slice(5, 8), headerCount, headersTruncated: truncated,
     body: bodyless ? { type: 'none' } : framing.forResponse(),
   };
+}
+
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+
+/**
+ * The status of a status line text[0, end) as /^HTTP\/(\d\.\d) (\d{3})(?: .*)?$/ reads it (the reason,
+ * if any, after one SP and without a line terminator: CR, LF), or -1 when it is not one.
+ */
+function statusOf(text: string, end: number): number {
+  if (end < 12 || !text.startsWith('HTTP/') || !isDigit(text.charCodeAt(5)) || text.charCodeAt(6) !== 0x2e
+    || !isDigit(text.charCodeAt(7)) || text.charCodeAt(8) !== 0x20) return -1;
+  const a = text.charCodeAt(9), b = text.charCodeAt(10), c = text.charCodeAt(11);
+  if (!isDigit(a) || !isDigit(b) || !isDigit(c)) return -1;
+  if (end > 12) {
+    if (text.charCodeAt(12) !== 0x20) return -1;
+    for (let i = 13; i < end; i++) {
+      const x = text.charCodeAt(i);
+      if (x === 0x0d || x === 0x0a) return -1;
+    }
+  }
+  return (a - 0x30) * 100 + (b - 0x30) * 10 + (c - 0x30);
+}
+
+/** Whitespace as String.prototype.trim() removes it, within latin1 (what a head's text holds). */
+const isTrimmed = (c: number): boolean => (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0xa0;
+
+/**
+ * The header name text[start, colon), trimmed and lowercased, when it is content-length or
+ * transfer-encoding (as `text.slice(start, colon).trim().toLowerCase()` compares); else null.
+ * In latin1 only A-Z lowercase to ASCII letters, so a byte compare with 0x20 set on letters suffices.
+ */
+function framingHeaderAt(text: string, start: number, colon: number): 'content-length' | 'transfer-encoding' | null {
+  while (start < colon && isTrimmed(text.charCodeAt(start))) start++;
+  while (colon > start && isTrimmed(text.charCodeAt(colon - 1))) colon--;
+  const n = colon - start;
+  const want = n === 14 ? 'content-length' : n === 17 ? 'transfer-encoding' : null;
+  if (want === null) return null;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(start + i);
+    const lower = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    if (lower !== want.charCodeAt(i)) return null;
+  }
+  return want;
 }
 
 class Framing {

@@ -150,12 +150,22 @@ function decodeTcp(b: Buffer, off: number, end: number, family: 4 | 6, src: stri
     dport: b.readUInt16BE(off + 2),
     seq: b.readUInt32BE(off + 4),
     ack: b.readUInt32BE(off + 8),
-    flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
+    flags: FLAG_SETS[f & 0x1f],
     payload: copyOf(b, off + dataOff, end), // copy: capture buffers are reused
   };
   if (f & 0x20) seg.urgent = b.readUInt16BE(off + 18);
   return seg;
 }
+
+type TcpFlags = TcpSegment['flags'];
+
+/**
+ * The flags of every FIN/SYN/RST/PSH/ACK combination, made once and frozen: a segment's `flags` is one
+ * of these (read-only, shared), not an object of its own per packet.
+ */
+const FLAG_SETS: readonly Readonly<TcpFlags>[] = Array.from({ length: 32 }, (_, f) => Object.freeze({
+  fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16),
+}));
 
 const EMPTY = Buffer.alloc(0);
 
