@@ -9,7 +9,7 @@ import type { Conn } from '../wire/flows.js';
 import { redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
-import { identifySdkMemo } from '../advice/sdk.js';
+import { identifySdkFor } from '../advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from '../record.js';
 import { answerDropped } from '../hop-limit.js';
 
@@ -27,9 +27,16 @@ export interface PendingCallsOptions {
   redact(s: string): string;
   /** argv scrubbing (default: the default scrub words, then redact). */
   redactArgv?(args: string[]): string[];
+  /**
+   * The caller's description as a record holds it, every argv scrubbed (default: redactProcess with
+   * redactArgv, a copy per record). May hand out one frozen description for many records.
+   */
+  redactProcess?(p: ProcessInfo): ProcessInfo;
   /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
   maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
+  /** connection(conn).src alone (default: from connection). */
+  source?(conn: Conn): string;
   /** Whether src (as the caller sent it) is one of the host's own addresses: its answers are not forwarded. */
   isLocalAddress(src: string): boolean;
   attribution(conn: Conn): Promise<ProcessInfo>;
@@ -91,7 +98,12 @@ export class PendingCalls {
   /** Every call's wait for its answer on one timer, when no other clock is given (responseTimers). */
   private readonly responseWaits: Waits;
 
+  /** The caller's description for a record (see PendingCallsOptions.redactProcess). */
+  private readonly processOf: (p: ProcessInfo) => ProcessInfo;
+
   constructor(private readonly o: PendingCallsOptions) {
+    const argv = o.redactArgv ? (a: string[]): string[] => o.redactArgv!(a) : undefined;
+    this.processOf = o.redactProcess ? (p) => o.redactProcess!(p) : (p) => redactProcess(p, o.redact, argv);
     this.attributionWaits = new Waits(o.attributionWaitMs);
     this.responseWaits = new Waits(o.responseWaitMs);
   }
@@ -159,9 +171,9 @@ export class PendingCalls {
   }
 
   /** The answer was seen but cannot reach the caller (hop limit): why, else null. */
-  private dropped(p: Pending, connection = this.o.connection(p.conn)): 'hop_limit' | null {
+  private dropped(p: Pending, src?: string): 'hop_limit' | null {
     if (p.status === null) return null;
-    return answerDropped(p.ttl, this.o.isLocalAddress(connection.src));
+    return answerDropped(p.ttl, this.o.isLocalAddress(src ?? (this.o.source ? this.o.source(p.conn) : this.o.connection(p.conn).src)));
   }
 
   private noteTokenPut(proc: ProcessInfo, p: Pending): void {
@@ -229,19 +241,19 @@ export class PendingCalls {
   private emitRecord(p: Pending, proc: ProcessInfo): void {
     const h = p.head;
     const connection = this.o.connection(p.conn);
-    const dropped = this.dropped(p, connection);
+    const dropped = this.dropped(p, connection.src);
     const rec = buildCallRecord({
       at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
       tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
       headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
-      process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
+      process: this.processOf(proc),
     }, this.o.redact);
     if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
     if (dropped) rec.response.dropped = dropped;
     const why = this.v1Reason(p, proc);
     if (why) rec.v1_reason = why;
     if (rec.provider === 'aws') {
-      rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+      rec.sdk = identifySdkFor(rec.process, rec.imds_version, rec.request?.user_agent ?? null, why);
     }
     this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
   }
