@@ -98,6 +98,17 @@ describe('identifySdkFor: remembered per frozen caller, User-Agent, version and 
     expect(identifySdkFor(caller('/usr/bin/python3', ['python3', '/usr/bin/cloud-init']), 'v1', null).name).toBe('cloud-init');
   });
 
+  it('callers with no executable, comm or argv (none found) share their answers, whatever else they hold', () => {
+    for (const ua of agents) for (const v of versions) for (const why of reasons) {
+      const got = identifySdkFor({ exe: null }, v, ua, why);
+      expect(got).toEqual(identifySdk({ imdsVersion: v, userAgent: ua, v1Reason: why }));
+      expect(Object.isFrozen(got)).toBe(true);
+      expect(identifySdkFor({}, v, ua, why)).toBe(got);
+    }
+    expect(identifySdkFor({ exe: null }, 'v1', null).name).toBe('unknown');
+    expect(identifySdkFor({ comm: 'curl' }, 'v1', null).name).toBe('curl'); // one of them: its own answer
+  });
+
   it('a caller that is not frozen (it may change) is answered from its facts each time', () => {
     const c = { exe: '/usr/bin/aws', comm: 'aws', argv: ['aws'] };
     expect(identifySdkFor(c, 'v1', null).name).toBe('aws-cli');

@@ -218,26 +218,30 @@ const SDK_AGENTS_PER_CALLER = 64;
  */
 const sdkByCaller = new WeakMap<SdkCaller, Map<string | null, Array<SdkInfo | undefined>>>();
 
+/** The key of every caller with no executable, comm or argv (no caller found): their answers are the same. */
+const NOBODY: SdkCaller = Object.freeze({});
+
 const versionSlot = (v: SdkFacts['imdsVersion']): number => (v === 'v1' ? 0 : v === 'v2' ? 1 : 2);
 const reasonSlot = (r: string | null | undefined): number =>
   (r === undefined || r === null ? 0 : r === 'token_put_unanswered' ? 1 : r === 'token_put_refused' ? 2 : -1);
 
 /**
  * identifySdk for a call of `caller`, remembered for that description itself when it is frozen (a
- * frozen description's exe, comm and argv cannot change: Redactor.process hands out such): no key
- * text is made per call. Else (or for a v1 reason of another kind) identifySdkMemo. Either answer is
- * frozen and shared by the records it is given to.
+ * frozen description's exe, comm and argv cannot change: Redactor.process hands out such), or for
+ * every caller with none of them (NOBODY): no key text is made per call. Else (or for a v1 reason of
+ * another kind) identifySdkMemo. Either answer is frozen and shared by the records it is given to.
  */
 export function identifySdkFor(caller: SdkCaller, imdsVersion: SdkFacts['imdsVersion'], userAgent: string | null,
   v1Reason?: string | null): SdkInfo {
   const reason = reasonSlot(v1Reason);
-  if (reason < 0 || !Object.isFrozen(caller)) {
+  const key = caller.exe == null && caller.comm == null && caller.argv == null ? NOBODY : caller;
+  if (reason < 0 || (key === caller && !Object.isFrozen(caller))) {
     return identifySdkMemo({ imdsVersion, userAgent, exe: caller.exe, comm: caller.comm, argv: caller.argv, v1Reason });
   }
-  let byAgent = sdkByCaller.get(caller);
+  let byAgent = sdkByCaller.get(key);
   if (byAgent === undefined) {
     byAgent = new Map();
-    sdkByCaller.set(caller, byAgent);
+    sdkByCaller.set(key, byAgent);
   }
   let slots = byAgent.get(userAgent);
   if (slots === undefined) {
