@@ -277,7 +277,9 @@ describe('PendingCalls: records of one caller with the redactor\'s remembered de
     const remembered = run(r, caller);
     expect(remembered.map((x) => JSON.stringify(x))).toEqual(run(null, caller).map((x) => JSON.stringify(x)));
     expect(JSON.stringify(remembered)).not.toContain('hunter2hunter2');
-    expect(remembered[0].process).toBe(remembered[1].process); // shared, as it is frozen
+    expect(remembered[0].process).not.toBe(remembered[1].process); // each its own copy of the remembered description
+    expect(Object.isFrozen(remembered[0].process.argv)).toBe(false); // a frozen array takes JSON.stringify's slow path
+    expect(remembered[0].process.container).toBe(remembered[1].process.container); // shared, as it is frozen
     const seen = new Map<object, number>();
     remembered.forEach((rec, i) => {
       for (const o of objectsOf(rec)) {

@@ -6,7 +6,7 @@
 import { classify, type Classification } from '../classify.js';
 import type { Ambiguity, RequestHead } from '../wire/http-head.js';
 import type { Conn } from '../wire/flows.js';
-import { redactProcess } from '../redact.js';
+import { recordCopy, redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
 import { identifySdkFor } from '../advice/sdk.js';
@@ -29,8 +29,9 @@ export interface PendingCallsOptions {
   /** argv scrubbing (default: the default scrub words, then redact). */
   redactArgv?(args: string[]): string[];
   /**
-   * The caller's description as a record holds it, every argv scrubbed (default: redactProcess with
-   * redactArgv, a copy per record). May hand out one frozen description for many records.
+   * The caller's description with every argv scrubbed (default: redactProcess with redactArgv, a copy
+   * per record). A frozen answer is one remembered for many records (Redactor.process): each record
+   * gets its own copy of it (recordCopy), and the SDK answer is remembered by it.
    */
   redactProcess?(p: ProcessInfo): ProcessInfo;
   /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
@@ -243,18 +244,19 @@ export class PendingCalls {
     const h = p.head;
     const connection = this.o.connection(p.conn);
     const dropped = this.dropped(p, connection.src);
+    const redacted = this.processOf(proc);
     const rec = buildCallRecord({
       at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
       tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
       headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
-      process: this.processOf(proc),
+      process: Object.isFrozen(redacted) ? recordCopy(redacted) : redacted,
     }, this.o.redact);
     if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
     if (dropped) rec.response.dropped = dropped;
     const why = this.v1Reason(p, proc);
     if (why) rec.v1_reason = why;
     if (rec.provider === 'aws') {
-      rec.sdk = identifySdkFor(rec.process, rec.imds_version, rec.request?.user_agent ?? null, why);
+      rec.sdk = identifySdkFor(redacted, rec.imds_version, rec.request?.user_agent ?? null, why);
     }
     this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
   }
