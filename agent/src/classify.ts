@@ -105,7 +105,8 @@ function readingsOf(target: string): readonly string[] {
 export function classify(req: ClassInput): Classification {
   const readings = readingsOf(req.target);
   const path = readings[0];
-  const aws = readings.some((p) => AWS_PATH.test(p));
+  let aws = false;
+  for (let i = 0; i < readings.length && !aws; i++) aws = AWS_PATH.test(readings[i]);
   if (!aws) {
     if (req.metadataFlavor && /google/i.test(req.metadataFlavor)) return other('gce');
     for (const [re, provider] of OTHER_CLOUDS) if (re.test(path)) return other(provider);
@@ -114,13 +115,28 @@ export function classify(req: ClassInput): Classification {
     }
   }
   const tokenRequest = req.method === 'PUT' && TOKEN_PATH.test(path);
-  if ((req.tokenPresent || tokenRequest) && !req.ambiguity) {
-    return { provider: 'aws', imdsVersion: 'v2', tokenRequest };
-  }
-  if (aws || req.tokenPresent || tokenRequest) return { provider: 'aws', imdsVersion: 'v1', tokenRequest };
+  if ((req.tokenPresent || tokenRequest) && !req.ambiguity) return tokenRequest ? AWS_V2_TOKEN : AWS_V2;
+  if (aws || req.tokenPresent || tokenRequest) return tokenRequest ? AWS_V1_TOKEN : AWS_V1;
   return other('unknown');
 }
 
+/*
+ * The answers, made once and frozen: a classification is only read (a request classified again gets
+ * a new answer, never a changed one), so every call shares one instead of having a copy made.
+ */
+const answer = (provider: Provider, imdsVersion: Classification['imdsVersion'], tokenRequest: boolean): Classification =>
+  Object.freeze({ provider, imdsVersion, tokenRequest });
+const AWS_V2 = answer('aws', 'v2', false);
+const AWS_V2_TOKEN = answer('aws', 'v2', true);
+const AWS_V1 = answer('aws', 'v1', false);
+const AWS_V1_TOKEN = answer('aws', 'v1', true);
+const OTHERS = new Map<Provider, Classification>();
+
 function other(provider: Provider): Classification {
-  return { provider, imdsVersion: null, tokenRequest: false };
+  let c = OTHERS.get(provider);
+  if (c === undefined) {
+    c = answer(provider, null, false);
+    OTHERS.set(provider, c);
+  }
+  return c;
 }

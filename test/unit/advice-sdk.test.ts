@@ -1,6 +1,6 @@
 /** The SDK table: real User-Agent strings (from the SDKs' sources and the lab's real clients). */
 import { describe, expect, it } from 'vitest';
-import { compareVersions, identifySdk, type SdkFacts } from '../../agent/src/advice/sdk.js';
+import { compareVersions, identifySdk, identifySdkFor, type SdkFacts } from '../../agent/src/advice/sdk.js';
 
 const v1 = (userAgent: string | null, more: Partial<SdkFacts> = {}): SdkFacts => ({ imdsVersion: 'v1', userAgent, ...more });
 
@@ -72,5 +72,47 @@ describe('compareVersions', () => {
     expect(compareVersions('2.722.0', '2.1693.0')).toBe(-1);
     expect(compareVersions('3.3.634.1', '3.3.634')).toBe(1);
     expect(compareVersions('1.13.25', '1.13.25')).toBe(0);
+  });
+});
+
+describe('identifySdkFor: remembered per frozen caller, User-Agent, version and v1 reason', () => {
+  const caller = (exe: string, argv: string[] = [exe]) => Object.freeze({ exe, comm: exe.slice(exe.lastIndexOf('/') + 1), argv: Object.freeze(argv) });
+  const agents = [null, 'Botocore/1.29.27 Python/3.11.2 Linux/6.1.0', 'aws-sdk-go/1.20.0 (go1.20.3; linux; amd64)', 'curl/8.0.1', 'Cloud-Init/22.4.2'];
+  const versions = ['v1', 'v2', null] as const;
+  const reasons = [undefined, 'token_put_unanswered', 'token_put_refused'] as const;
+
+  it('the answer identifySdk gives, for every version, v1 reason and User-Agent; frozen; the same object when asked again', () => {
+    for (const c of [caller('/usr/bin/python3', ['python3', 'app.py']), caller('/usr/bin/aws'), caller('/usr/bin/python3', ['python3', '/usr/bin/cloud-init'])]) {
+      for (const ua of agents) for (const v of versions) for (const why of reasons) {
+        const got = identifySdkFor(c, v, ua, why);
+        expect(got).toEqual(identifySdk({ imdsVersion: v, userAgent: ua, exe: c.exe, comm: c.comm, argv: c.argv, v1Reason: why }));
+        expect(Object.isFrozen(got)).toBe(true);
+        expect(identifySdkFor(c, v, ua, why)).toBe(got);
+      }
+    }
+  });
+
+  it('another caller (another executable or argv) gets its own answer', () => {
+    expect(identifySdkFor(caller('/usr/bin/aws'), 'v1', null).name).toBe('aws-cli');
+    expect(identifySdkFor(caller('/usr/bin/python3', ['python3', 'app.py']), 'v1', null).name).toBe('unknown');
+    expect(identifySdkFor(caller('/usr/bin/python3', ['python3', '/usr/bin/cloud-init']), 'v1', null).name).toBe('cloud-init');
+  });
+
+  it('callers with no executable, comm or argv (none found) share their answers, whatever else they hold', () => {
+    for (const ua of agents) for (const v of versions) for (const why of reasons) {
+      const got = identifySdkFor({ exe: null }, v, ua, why);
+      expect(got).toEqual(identifySdk({ imdsVersion: v, userAgent: ua, v1Reason: why }));
+      expect(Object.isFrozen(got)).toBe(true);
+      expect(identifySdkFor({}, v, ua, why)).toBe(got);
+    }
+    expect(identifySdkFor({ exe: null }, 'v1', null).name).toBe('unknown');
+    expect(identifySdkFor({ comm: 'curl' }, 'v1', null).name).toBe('curl'); // one of them: its own answer
+  });
+
+  it('a caller that is not frozen (it may change) is answered from its facts each time', () => {
+    const c = { exe: '/usr/bin/aws', comm: 'aws', argv: ['aws'] };
+    expect(identifySdkFor(c, 'v1', null).name).toBe('aws-cli');
+    c.exe = '/usr/bin/curl'; c.comm = 'curl'; c.argv = ['curl'];
+    expect(identifySdkFor(c, 'v1', null).name).toBe('curl');
   });
 });

@@ -4,6 +4,7 @@ import { classify } from '../../agent/src/classify.js';
 import { parseRequestHead } from '../../agent/src/wire/http-head.js';
 import type { Conn } from '../../agent/src/wire/flows.js';
 import type { CallRecord, ProcessInfo } from '../../agent/src/record.js';
+import { Redactor } from '../../agent/src/redact.js';
 
 const conn = { id: 7, client: '10.0.0.5', cport: 40000, server: '169.254.169.254', sport: 80 } as Conn;
 
@@ -236,5 +237,63 @@ describe('PendingCalls: calls waiting on one connection and over all', () => {
     expect(out.map((r) => [r.request.path, r.response.status]).slice(4)).toEqual([
       ['/1', null], ['/11', 200], ['/2', 200], ...[3, 4, 5, 6, 7, 8, 9, 10].map((i) => [`/${i}`, null])]);
     expect(p.size).toBe(0);
+  });
+});
+
+describe('PendingCalls: records of one caller with the redactor\'s remembered description', () => {
+  const head = parseRequestHead('GET /latest/meta-data/ HTTP/1.1\r\nUser-Agent: aws-cli/2.15.0 Python/3.11.6', false, () => undefined)!;
+  const caller: ProcessInfo = {
+    attribution: 'ebpf', pid: 42, comm: 'aws', exe: '/usr/bin/aws', argv: ['aws', 's3', 'ls', '--password', 'hunter2hunter2'],
+    ancestors: [{ pid: 1, comm: 'sh', argv: ['sh', '-c', 'aws s3 ls'] }], container: { runtime: 'docker', id: 'abc' },
+  };
+
+  function run(redactor: Redactor | null, proc: ProcessInfo, maxRecordBytes?: number): CallRecord[] {
+    const out: CallRecord[] = [];
+    const p = new PendingCalls({
+      responseWaitMs: 60_000, attributionWaitMs: 60_000, maxPending: 100, redact: (s) => s, maxRecordBytes,
+      redactArgv: redactor ? (a) => redactor.argv(a) : undefined,
+      redactProcess: redactor ? (x) => redactor.process(x) : undefined,
+      connection: (c) => ({ src: c.client, sport: c.cport, dst: c.server, dport: c.sport, interface: 'eth0', family: 'ipv4' }),
+      attribution: () => new Promise(() => undefined), attributionNow: () => proc, emit: (r) => out.push(r), isLocalAddress: () => true,
+    });
+    for (const seq of [1, 2, 3]) {
+      p.add(conn, head, seq, classify(head), new Date(seq), true);
+      p.response(conn, seq, 200);
+    }
+    return out;
+  }
+
+  /** Every object reachable from rec, by identity. */
+  const objectsOf = (v: unknown, into = new Set<object>()): Set<object> => {
+    if (typeof v === 'object' && v !== null && !into.has(v)) {
+      into.add(v);
+      for (const x of Object.values(v)) objectsOf(x, into);
+    }
+    return into;
+  };
+
+  it('the same lines as a copy per record; no two records share an object that can be changed', () => {
+    const r = new Redactor();
+    const remembered = run(r, caller);
+    expect(remembered.map((x) => JSON.stringify(x))).toEqual(run(null, caller).map((x) => JSON.stringify(x)));
+    expect(JSON.stringify(remembered)).not.toContain('hunter2hunter2');
+    expect(remembered[0].process).not.toBe(remembered[1].process); // each its own copy of the remembered description
+    expect(Object.isFrozen(remembered[0].process.argv)).toBe(false); // a frozen array takes JSON.stringify's slow path
+    expect(remembered[0].process.container).toBe(remembered[1].process.container); // shared, as it is frozen
+    const seen = new Map<object, number>();
+    remembered.forEach((rec, i) => {
+      for (const o of objectsOf(rec)) {
+        if (seen.has(o) && seen.get(o) !== i) expect(Object.isFrozen(o)).toBe(true);
+        seen.set(o, i);
+      }
+    });
+  });
+
+  it('a record too large is shortened in a copy: the remembered description stays whole', () => {
+    const r = new Redactor();
+    const big: ProcessInfo = { ...caller, argv: ['aws', 'x'.repeat(300_000)] };
+    const [first] = run(r, big, 100_000);
+    expect(first.truncated).toContain('process.argv');
+    expect(r.process(big).argv![1]).toHaveLength(300_000);
   });
 });

@@ -1,7 +1,7 @@
 /** Container names from files laid out as Docker and the kubelet lay them out, and a loopback fake of the ECS agent. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -90,5 +90,35 @@ describe('container names', () => {
     const out = await resolver().enrich(p({ runtime: 'docker', id: DOCKER_ID }));
     expect(out.container).toEqual({ runtime: 'docker', id: DOCKER_ID });
     writeFileSync(join(root, 'var/lib/docker/containers', DOCKER_ID, 'config.v2.json'), dockerConfig(DOCKER_ID, 'nightly-sync'));
+  });
+});
+
+describe('container names: the same object for the same caller', () => {
+  it('enrich and enrichNow give one object per description while its names are the same; another description its own', async () => {
+    const r = resolver();
+    const a = p({ runtime: 'docker', id: DOCKER_ID });
+    const first = await r.enrich(a);
+    expect(first).not.toBe(a);
+    expect(r.enrichNow(a)).toBe(first);
+    expect(await r.enrich(a)).toBe(first);
+    const b = p({ runtime: 'docker', id: DOCKER_ID });
+    const other = r.enrichNow(b)!;
+    expect(other).not.toBe(first);
+    expect(other).toEqual(first);
+  });
+
+  it('names found later (a miss looked up again): the same description gets them, not the copy made before', async () => {
+    let now = 0;
+    const o = { ...namesOptions({ IMDS_TRACER_NAMES_ROOT: root, IMDS_TRACER_ECS_AGENT_URL: 'off' }), now: () => now };
+    const r = new ContainerNames(o);
+    const id = 'e'.repeat(64);
+    const a = p({ runtime: 'docker', id });
+    expect(await r.enrich(a)).toBe(a); // nothing found: the description as it is
+    const dir = join(o.dockerRoot, 'containers', id);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'config.v2.json'), dockerConfig(id, 'late-name'));
+    now += o.missTtlMs;
+    expect((await r.enrich(a)).container?.name).toBe('late-name');
+    expect(r.enrichNow(a)?.container?.name).toBe('late-name');
   });
 });

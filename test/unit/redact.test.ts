@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { Redactor, REDACTED, redactProcess } from '../../agent/src/redact.js';
+import { recordCopy, Redactor, REDACTED, redactProcess } from '../../agent/src/redact.js';
 import type { ProcessInfo } from '../../agent/src/record.js';
 
 const TOKEN = 'AQAEAGJfRUe3oYQ0IXnDAJT6aKUKt-hsNwyYOoi8eXCZJ4T_Og==';
@@ -264,5 +264,85 @@ describe('Redactor: texts and argvs already redacted are remembered, and forgott
     expect(r.argv(['curl', '--password', 'hunter2'])).toEqual(['curl', '--password', '[REDACTED]']);
     expect(r.argv(['ab', 'c'])).toEqual(['ab', 'c']);
     expect(r.argv(['a', 'bc'])).toEqual(['a', 'bc']);
+  });
+});
+
+describe('Redactor.process: one frozen redacted description per description', () => {
+  const S = 'hunter2hunter2';
+  const description = (): ProcessInfo => ({
+    attribution: 'ebpf', pid: 7, comm: 'python3', exe: '/usr/bin/python3', argv: ['python3', 'app.py', '--password', S],
+    uid: 0, user: 'root', ppid: 6,
+    ancestors: [{ pid: 6, comm: 'sh', argv: ['sh', '-c', `python3 app.py --password ${S}`] }, { pid: 1, comm: 'init', argv: null }],
+    cgroup: '/system.slice/app.service', container: { runtime: 'docker', id: 'abc', k8s: { namespace: 'n', pod: 'p', container: null } },
+    systemd_unit: 'app.service',
+  });
+  const deepFrozen = (v: unknown): boolean =>
+    typeof v !== 'object' || v === null || (Object.isFrozen(v) && Object.values(v).every(deepFrozen));
+
+  it('the same JSON as redactProcess with the redactor\'s argv, secrets scrubbed', () => {
+    const r = new Redactor();
+    const p = description();
+    const want = JSON.stringify(redactProcess(p, (s) => r.text(s), (a) => r.argv(a)));
+    expect(JSON.stringify(r.process(p))).toBe(want);
+    expect(JSON.stringify(r.process(p))).toBe(want);
+    expect(want).not.toContain(S);
+  });
+
+  it('the same description again: the same answer, frozen all the way down; the description itself is not frozen or changed', () => {
+    const r = new Redactor();
+    const p = description();
+    const before = JSON.stringify(p);
+    const a = r.process(p);
+    expect(r.process(p)).toBe(a);
+    expect(deepFrozen(a)).toBe(true);
+    expect(Object.isFrozen(p) || Object.isFrozen(p.argv) || Object.isFrozen(p.container)).toBe(false);
+    expect(a.container).not.toBe(p.container); // a copy: the attributor's objects stay its own
+    expect(JSON.stringify(p)).toBe(before);
+  });
+
+  it('another description, or one with another argv, gets its own answer', () => {
+    const r = new Redactor();
+    const p = description();
+    const q = { ...description(), argv: ['python3', 'other.py'] };
+    expect(r.process(q)).not.toBe(r.process(p));
+    expect(r.process(q).argv).toEqual(['python3', 'other.py']);
+    expect(r.process(p).argv).toEqual(['python3', 'app.py', '--password', REDACTED]);
+  });
+
+  it('a secret seen on the wire afterwards is scrubbed from a description redacted before it', () => {
+    const r = new Redactor();
+    const token = 'Zm9vYmFyYmF6cXV4cXV1eA';
+    const p: ProcessInfo = { attribution: 'ebpf', pid: 8, argv: ['app', token], ancestors: [{ pid: 1, comm: 'sh', argv: ['sh', token] }] };
+    expect(r.process(p).argv).toEqual(['app', token]);
+    r.addSecret(token);
+    expect(JSON.stringify(r.process(p))).not.toContain(token);
+  });
+
+  it('a description without argv (no caller found) gets a plain copy each time', () => {
+    const r = new Redactor();
+    const p: ProcessInfo = { attribution: 'none', reason: 'x' };
+    const a = r.process(p);
+    expect(a).toEqual(p);
+    expect(a).not.toBe(p);
+    expect(r.process(p)).not.toBe(a);
+    expect(Object.isFrozen(a)).toBe(false);
+  });
+});
+
+describe('recordCopy: a record\'s own copy of a remembered description', () => {
+  it('the same JSON; arrays and the objects holding them new and not frozen; container names shared, frozen', () => {
+    const r = new Redactor();
+    const p: ProcessInfo = { attribution: 'ebpf', pid: 7, argv: ['a', 'b'], ancestors: [{ pid: 6, comm: 'sh', argv: ['sh'], argv_truncated: true }, { pid: 1, comm: 'init', argv: null }],
+      container: { runtime: 'docker', id: 'x', k8s: { namespace: 'n', pod: 'p', container: null } } };
+    const remembered = r.process(p);
+    const a = recordCopy(remembered);
+    const b = recordCopy(remembered);
+    expect(JSON.stringify(a)).toBe(JSON.stringify(remembered));
+    for (const x of [a, a.argv, a.ancestors, a.ancestors![0], a.ancestors![0].argv, a.ancestors![1]]) expect(Object.isFrozen(x)).toBe(false);
+    expect(a.argv).not.toBe(b.argv);
+    expect(a.ancestors![0]).not.toBe(b.ancestors![0]);
+    expect(a.ancestors![0].argv).not.toBe(b.ancestors![0].argv);
+    expect(a.container).toBe(remembered.container);
+    expect(Object.isFrozen(a.container!.k8s)).toBe(true);
   });
 });

@@ -190,18 +190,72 @@ const memoPart = (x: string | null | undefined): string => (x === null || x === 
 
 /**
  * identifySdk, remembered for the facts it reads (a host has few distinct callers: the same answer
- * is asked for again and again). A copy each time: records do not share objects.
+ * is asked for again and again). The answer is frozen: records share it, none can change it.
  */
 export function identifySdkMemo(f: SdkFacts): SdkInfo {
   const argv = f.argv ?? [];
   const key = `${f.imdsVersion}${memoPart(f.userAgent)}${memoPart(f.exe)}${memoPart(f.comm)}${memoPart(argv[0])}${memoPart(argv[1])}${memoPart(f.v1Reason)}`;
   let info = sdkMemo.get(key);
   if (info === undefined) {
-    info = identifySdk(f);
+    info = Object.freeze(identifySdk(f));
     if (sdkMemo.size >= SDK_MEMO_SIZE) sdkMemo.clear();
     sdkMemo.set(key, info);
   }
-  return { ...info };
+  return info;
+}
+
+/** What identifySdk reads of the caller's description. */
+export interface SdkCaller {
+  readonly exe?: string | null;
+  readonly comm?: string | null;
+  readonly argv?: readonly string[] | null;
+}
+
+const SDK_AGENTS_PER_CALLER = 64;
+/**
+ * Answers by caller (a frozen description, by identity), then by User-Agent, then in one of nine
+ * slots: IMDS version (v1, v2, none) × v1 reason (none, token_put_unanswered, token_put_refused).
+ */
+const sdkByCaller = new WeakMap<SdkCaller, Map<string | null, Array<SdkInfo | undefined>>>();
+
+/** The key of every caller with no executable, comm or argv (no caller found): their answers are the same. */
+const NOBODY: SdkCaller = Object.freeze({});
+
+const versionSlot = (v: SdkFacts['imdsVersion']): number => (v === 'v1' ? 0 : v === 'v2' ? 1 : 2);
+const reasonSlot = (r: string | null | undefined): number =>
+  (r === undefined || r === null ? 0 : r === 'token_put_unanswered' ? 1 : r === 'token_put_refused' ? 2 : -1);
+
+/**
+ * identifySdk for a call of `caller`, remembered for that description itself when it is frozen (a
+ * frozen description's exe, comm and argv cannot change: Redactor.process hands out such), or for
+ * every caller with none of them (NOBODY): no key text is made per call. Else (or for a v1 reason of
+ * another kind) identifySdkMemo. Either answer is frozen and shared by the records it is given to.
+ */
+export function identifySdkFor(caller: SdkCaller, imdsVersion: SdkFacts['imdsVersion'], userAgent: string | null,
+  v1Reason?: string | null): SdkInfo {
+  const reason = reasonSlot(v1Reason);
+  const key = caller.exe == null && caller.comm == null && caller.argv == null ? NOBODY : caller;
+  if (reason < 0 || (key === caller && !Object.isFrozen(caller))) {
+    return identifySdkMemo({ imdsVersion, userAgent, exe: caller.exe, comm: caller.comm, argv: caller.argv, v1Reason });
+  }
+  let byAgent = sdkByCaller.get(key);
+  if (byAgent === undefined) {
+    byAgent = new Map();
+    sdkByCaller.set(key, byAgent);
+  }
+  let slots = byAgent.get(userAgent);
+  if (slots === undefined) {
+    if (byAgent.size >= SDK_AGENTS_PER_CALLER) byAgent.clear();
+    slots = [undefined, undefined, undefined, undefined, undefined, undefined, undefined, undefined, undefined];
+    byAgent.set(userAgent, slots);
+  }
+  const i = versionSlot(imdsVersion) * 3 + reason;
+  let info = slots[i];
+  if (info === undefined) {
+    info = Object.freeze(identifySdk({ imdsVersion, userAgent, exe: caller.exe, comm: caller.comm, argv: caller.argv, v1Reason }));
+    slots[i] = info;
+  }
+  return info;
 }
 
 /** The SDK and the advice for one call. Pure. */

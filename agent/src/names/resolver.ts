@@ -48,6 +48,12 @@ function withNames(p: ProcessInfo, c: ContainerInfo, names: Names): ProcessInfo 
 export class ContainerNames {
   private readonly cache = new Map<string, { at: number; names: Names; complete: boolean }>();
   private readonly inflight = new Map<string, Promise<Names>>();
+  /**
+   * Each description with its names, by description and names: a caller's calls get the same object
+   * again (as they get the same description from attribution), which the record path remembers its
+   * redacted copy and its SDK answer by.
+   */
+  private readonly named = new WeakMap<ProcessInfo, { names: Names; out: ProcessInfo }>();
   lookups = 0;
 
   constructor(private readonly o: NamesOptions) {}
@@ -56,7 +62,7 @@ export class ContainerNames {
   async enrich(p: ProcessInfo): Promise<ProcessInfo> {
     const c = p.container;
     if (!c) return p;
-    return withNames(p, c, await this.lookup(namesKey(c), c));
+    return this.withNamesOnce(p, c, await this.lookup(namesKey(c), c));
   }
 
   /** What enrich(p) would give when it needs no look-up (no container, or its names cached); else undefined. */
@@ -64,7 +70,16 @@ export class ContainerNames {
     const c = p.container;
     if (!c) return p;
     const hit = this.fresh(namesKey(c));
-    return hit ? withNames(p, c, hit) : undefined;
+    return hit ? this.withNamesOnce(p, c, hit) : undefined;
+  }
+
+  /** withNames(p, c, names), the same object as last time for the same p and names. */
+  private withNamesOnce(p: ProcessInfo, c: ContainerInfo, names: Names): ProcessInfo {
+    const last = this.named.get(p);
+    if (last !== undefined && last.names === names) return last.out;
+    const out = withNames(p, c, names);
+    this.named.set(p, { names, out });
+    return out;
   }
 
   /** Cached names still good: complete ones, or a miss younger than missTtlMs. */

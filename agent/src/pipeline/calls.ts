@@ -6,12 +6,13 @@
 import { classify, type Classification } from '../classify.js';
 import type { Ambiguity, RequestHead } from '../wire/http-head.js';
 import type { Conn } from '../wire/flows.js';
-import { redactProcess } from '../redact.js';
+import { recordCopy, redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
-import { identifySdkMemo } from '../advice/sdk.js';
+import { identifySdkFor } from '../advice/sdk.js';
 import { buildCallRecord, type CallRecord, type ConnectionInfo, type ProcessInfo, type V1Reason } from '../record.js';
 import { answerDropped } from '../hop-limit.js';
+import { shiftKeep } from '../shift-keep.js';
 
 const V1_REASON_WINDOW_MS = 60_000;
 
@@ -27,9 +28,17 @@ export interface PendingCallsOptions {
   redact(s: string): string;
   /** argv scrubbing (default: the default scrub words, then redact). */
   redactArgv?(args: string[]): string[];
+  /**
+   * The caller's description with every argv scrubbed (default: redactProcess with redactArgv, a copy
+   * per record). A frozen answer is one remembered for many records (Redactor.process): each record
+   * gets its own copy of it (recordCopy), and the SDK answer is remembered by it.
+   */
+  redactProcess?(p: ProcessInfo): ProcessInfo;
   /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
   maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
+  /** connection(conn).src alone (default: from connection). */
+  source?(conn: Conn): string;
   /** Whether src (as the caller sent it) is one of the host's own addresses: its answers are not forwarded. */
   isLocalAddress(src: string): boolean;
   attribution(conn: Conn): Promise<ProcessInfo>;
@@ -89,11 +98,16 @@ export class PendingCalls {
   /** Every record's wait for its caller, on one timer (not one timer per record). */
   private readonly attributionWaits: Waits;
   /** Every call's wait for its answer on one timer, when no other clock is given (responseTimers). */
-  private readonly responseWaits: Waits;
+  private readonly responseWaits: Waits<Pending>;
+
+  /** The caller's description for a record (see PendingCallsOptions.redactProcess). */
+  private readonly processOf: (p: ProcessInfo) => ProcessInfo;
 
   constructor(private readonly o: PendingCallsOptions) {
+    const argv = o.redactArgv ? (a: string[]): string[] => o.redactArgv!(a) : undefined;
+    this.processOf = o.redactProcess ? (p) => o.redactProcess!(p) : (p) => redactProcess(p, o.redact, argv);
     this.attributionWaits = new Waits(o.attributionWaitMs);
-    this.responseWaits = new Waits(o.responseWaitMs);
+    this.responseWaits = new Waits<Pending>(o.responseWaitMs, undefined, true, (p) => this.finalise(p));
   }
 
   add(conn: Conn, head: RequestHead, seq: number, cls: Classification, at: Date, write = true): void {
@@ -110,7 +124,7 @@ export class PendingCalls {
     (conn.waiting ??= []).push(p);
     p.timer = this.o.responseTimers
       ? this.o.responseTimers.set(() => this.finalise(p), this.o.responseWaitMs)
-      : this.responseWaits.add(() => this.finalise(p));
+      : this.responseWaits.add(p);
   }
 
   /** A token request's caller, remembered to explain its later IMDSv1 calls (v1Reason). */
@@ -159,9 +173,9 @@ export class PendingCalls {
   }
 
   /** The answer was seen but cannot reach the caller (hop limit): why, else null. */
-  private dropped(p: Pending, connection = this.o.connection(p.conn)): 'hop_limit' | null {
+  private dropped(p: Pending, src?: string): 'hop_limit' | null {
     if (p.status === null) return null;
-    return answerDropped(p.ttl, this.o.isLocalAddress(connection.src));
+    return answerDropped(p.ttl, this.o.isLocalAddress(src ?? (this.o.source ? this.o.source(p.conn) : this.o.connection(p.conn).src)));
   }
 
   private noteTokenPut(proc: ProcessInfo, p: Pending): void {
@@ -198,7 +212,7 @@ export class PendingCalls {
     p.done = true;
     if (p.timer) {
       if (this.o.responseTimers) this.o.responseTimers.clear(p.timer);
-      else this.responseWaits.answered(p.timer as Wait);
+      else this.responseWaits.answered(p.timer as Wait<Pending>);
     }
     this.unlink(p);
     if (!p.write) return;
@@ -223,25 +237,26 @@ export class PendingCalls {
     const waiting = p.conn.waiting;
     if (!waiting) return;
     const i = waiting[0] === p ? 0 : waiting.indexOf(p);
-    if (i === 0) waiting.shift(); else if (i > 0) waiting.splice(i, 1);
+    if (i === 0) shiftKeep(waiting); else if (i > 0) waiting.splice(i, 1);
   }
 
   private emitRecord(p: Pending, proc: ProcessInfo): void {
     const h = p.head;
     const connection = this.o.connection(p.conn);
-    const dropped = this.dropped(p, connection);
+    const dropped = this.dropped(p, connection.src);
+    const redacted = this.processOf(proc);
     const rec = buildCallRecord({
       at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
       tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
       headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
-      process: redactProcess(proc, this.o.redact, this.o.redactArgv?.bind(this.o)),
+      process: Object.isFrozen(redacted) ? recordCopy(redacted) : redacted,
     }, this.o.redact);
     if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
     if (dropped) rec.response.dropped = dropped;
     const why = this.v1Reason(p, proc);
     if (why) rec.v1_reason = why;
     if (rec.provider === 'aws') {
-      rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
+      rec.sdk = identifySdkFor(redacted, rec.imds_version, rec.request?.user_agent ?? null, why);
     }
     this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
   }
@@ -275,50 +290,63 @@ export class PendingCalls {
   }
 }
 
-const noop = (): void => undefined;
+/** The default of Waits' fire: the item is the function to call. */
+const call = (f: unknown): void => (f as () => void)();
 
-interface Wait {
+interface Wait<T> {
   at: number;
-  fire: () => void;
+  /** What fire() is given; undefined once answered (what it would have resolved is not kept until its time). */
+  item: T | undefined;
   /** Answered or fired: it will not fire (again). */
   done: boolean;
 }
+
+/** A queue longer than this is let go of when it empties (after a burst), not kept for reuse. */
+const KEPT_QUEUE_SLOTS = 1024;
 
 /**
  * Waits that all last the same time, on one timer: they end in the order they began, so they queue,
  * and the timer is set for the oldest one only. What a setTimeout per wait (cleared when answered) did,
  * without a timer per record: the timer holds the process up only while a wait is still unanswered.
+ * Each wait holds an item, given to the one fire function when its time comes (a default of calling
+ * it): a caller with one action for every wait makes no function per wait. The queue's slots are
+ * reused once it empties (no array made when, as mostly, every wait is answered before the next begins).
  */
-export class Waits {
-  private queue: Wait[] = [];
+export class Waits<T = () => void> {
+  /** queue[head..tail) are queued; slots from tail on are free (undefined). */
+  private queue: Array<Wait<T> | undefined> = [];
   private head = 0;
+  private tail = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Waits neither answered nor fired. */
   private open = 0;
   /** The deadline the timer is set for. */
   private armedFor = 0;
 
-  /** hold: whether an unanswered wait keeps the process up (as a setTimeout does; not as an unref'd one). */
-  constructor(private readonly ms: number, private readonly now: () => number = () => Date.now(), private readonly hold = true) {}
+  /**
+   * hold: whether an unanswered wait keeps the process up (as a setTimeout does; not as an unref'd one).
+   * fire: what is done with a wait's item when its time comes.
+   */
+  constructor(private readonly ms: number, private readonly now: () => number = () => Date.now(), private readonly hold = true,
+    private readonly fire: (item: T) => void = call) {}
 
-  /** fire() is called ms from now unless answered() before. */
-  add(fire: () => void): Wait {
-    const w: Wait = { at: this.now() + this.ms, fire, done: false };
-    this.queue.push(w);
+  /** fire(item) is called ms from now unless answered() before. */
+  add(item: T): Wait<T> {
+    const w: Wait<T> = { at: this.now() + this.ms, item, done: false };
+    this.queue[this.tail++] = w;
     if (++this.open === 1 && this.timer && this.hold) this.timer.ref();
     if (!this.timer) this.arm();
     return w;
   }
 
   /** The wait is over before its time: it will not fire. */
-  answered(w: Wait): void {
+  answered(w: Wait<T>): void {
     if (w.done) return;
     w.done = true;
-    w.fire = noop; // what it would have resolved is not kept until its time
+    w.item = undefined;
     if (--this.open > 0) return;
-    // Nothing left to fire: the queue is forgotten; the timer, if set, fires for nothing and stops.
-    this.queue = [];
-    this.head = 0;
+    // Nothing left to fire: the queue is emptied; the timer, if set, fires for nothing and stops.
+    this.empty();
     this.timer?.unref();
   }
 
@@ -327,8 +355,16 @@ export class Waits {
     return this.open;
   }
 
+  /** Every slot freed (the queue kept for reuse unless a burst made it long). */
+  private empty(): void {
+    if (this.queue.length > KEPT_QUEUE_SLOTS) this.queue = [];
+    else for (let i = this.head; i < this.tail; i++) this.queue[i] = undefined;
+    this.head = 0;
+    this.tail = 0;
+  }
+
   private arm(): void {
-    const first = this.queue[this.head];
+    const first = this.queue[this.head]!;
     this.armedFor = first.at;
     this.timer = setTimeout(() => this.expire(), Math.max(1, first.at - this.now()));
     if (this.open === 0 || !this.hold) this.timer.unref();
@@ -336,17 +372,25 @@ export class Waits {
 
   private expire(): void {
     this.timer = null;
-    if (this.head === this.queue.length) return;
+    if (this.head === this.tail) return;
     // The deadline the timer was set for has come, whatever the clock read says (a timer may run a
     // millisecond before Date.now() shows it).
     const now = Math.max(this.now(), this.armedFor);
-    while (this.head < this.queue.length && this.queue[this.head].at <= now) {
-      const w = this.queue[this.head++];
-      if (!w.done) { w.done = true; this.open--; w.fire(); }
+    while (this.head < this.tail && this.queue[this.head]!.at <= now) {
+      const w = this.queue[this.head]!;
+      this.queue[this.head++] = undefined;
+      if (!w.done) {
+        const item = w.item as T;
+        w.done = true;
+        w.item = undefined;
+        this.open--;
+        this.fire(item);
+      }
     }
-    if (this.head === this.queue.length) { this.queue = []; this.head = 0; return; }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
+    if (this.head === this.tail) { this.empty(); return; }
+    if (this.head > KEPT_QUEUE_SLOTS && this.head * 2 > this.tail) {
+      this.queue = this.queue.slice(this.head, this.tail);
+      this.tail -= this.head;
       this.head = 0;
     }
     this.arm();

@@ -149,7 +149,9 @@ export class Pipeline {
       maxPending: DEFAULTS.maxPendingCalls,
       redact: (s) => this.redactor.text(s),
       redactArgv: (a) => this.redactor.argv(a),
+      redactProcess: (p) => this.redactor.process(p),
       connection: (conn) => this.connectionInfo(conn),
+      source: (conn) => sourceOf(conn),
       isLocalAddress: (src) => this.hostAddress(src),
       attribution: (conn) => this.isOwn(conn) ? Promise.resolve(this.selfInfo) : this.caller(conn).then((p) => this.o.enrich?.(p) ?? p),
       attributionNow: (conn) => this.isOwn(conn) ? this.selfInfo : this.knownCaller(conn),
@@ -289,7 +291,7 @@ export class Pipeline {
    * it writes a byte); at SYN time it may not be known yet, and then its caller is looked up as any.
    */
   private isOwn(conn: Conn): boolean {
-    return this.o.ownConnection?.(tupleOf(conn), conn.openedAt) ?? false;
+    return this.o.ownConnection?.(conn, conn.openedAt) ?? false; // conn holds its 4-tuple: no copy made
   }
 
   /** The caller of conn; with eBPF, a connection joined by its ISN (NAT) learns the 4-tuple it was sent with. */
@@ -335,7 +337,7 @@ export class Pipeline {
    * its subnet: the bridge of a container), else the one the request was seen on.
    */
   private connectionInfo(conn: Conn): ConnectionInfo {
-    const src = unmapV4(conn.sentAs?.client ?? conn.client);
+    const src = sourceOf(conn);
     const info: ConnectionInfo = {
       src, sport: conn.sentAs?.cport ?? conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
       interface: this.interfaceOf(src, conn.iface),
@@ -407,6 +409,11 @@ export class Pipeline {
   flushUnseen(): Promise<void> {
     return this.unseen.flush();
   }
+}
+
+/** The connection's client address as the caller sent it (connectionInfo's src). */
+function sourceOf(conn: Conn): string {
+  return unmapV4(conn.sentAs?.client ?? conn.client);
 }
 
 function tupleOf(conn: Conn): Tuple {

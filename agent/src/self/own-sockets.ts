@@ -16,6 +16,8 @@ const CHANNEL = 'net.client.socket';
 export class OwnSockets {
   /** Tuple key -> sockets open with it, and when the last of them closed (null while one is open). */
   private readonly live = new Map<string, { open: number; closedAt: number | null }>();
+  /** Local port -> how many tuples of live have it: most connections asked about are not the agent's, told without a key. */
+  private readonly ports = new Map<number, number>();
   private readonly onSocket = (msg: unknown): void => this.socket((msg as { socket: Socket }).socket);
 
   /**
@@ -33,6 +35,7 @@ export class OwnSockets {
   stop(): void {
     diagnostics.unsubscribe(CHANNEL, this.onSocket);
     this.live.clear();
+    this.ports.clear();
   }
 
   /**
@@ -41,6 +44,7 @@ export class OwnSockets {
    * process may reuse the same 4-tuple right after, and its calls must never be hidden as the agent's.
    */
   has(t: Tuple, openedAtMs = Number.NEGATIVE_INFINITY): boolean {
+    if (!this.ports.has(t.cport)) return false;
     const e = this.live.get(tupleKey(t.client, t.cport, t.server, t.sport));
     return e !== undefined && (e.closedAt === null || openedAtMs <= e.closedAt);
   }
@@ -49,22 +53,34 @@ export class OwnSockets {
     return this.live.size;
   }
 
+  private track(key: string, localPort: number): { open: number; closedAt: number | null } {
+    const e = { open: 0, closedAt: null };
+    this.live.set(key, e);
+    this.ports.set(localPort, (this.ports.get(localPort) ?? 0) + 1);
+    return e;
+  }
+
+  private forget(key: string, localPort: number): void {
+    this.live.delete(key);
+    const n = (this.ports.get(localPort) ?? 1) - 1;
+    if (n > 0) this.ports.set(localPort, n); else this.ports.delete(localPort);
+  }
+
   private socket(s: Socket | undefined): void {
     if (!s || typeof s.once !== 'function') return;
     s.once('connect', () => {
       const { localAddress, localPort, remoteAddress, remotePort } = s;
       if (!localAddress || !localPort || !remoteAddress || !remotePort || !this.isServer(remoteAddress, remotePort)) return;
       const key = tupleKey(localAddress, localPort, remoteAddress, remotePort);
-      const e = this.live.get(key) ?? { open: 0, closedAt: null };
+      const e = this.live.get(key) ?? this.track(key, localPort);
       e.open++;
       e.closedAt = null;
-      this.live.set(key, e);
       s.once('close', () => {
         e.open--;
         if (e.open > 0) return;
         const closedAt = Date.now();
         e.closedAt = closedAt;
-        setTimeout(() => { if (this.live.get(key) === e && e.closedAt === closedAt) this.live.delete(key); }, this.keepMs).unref();
+        setTimeout(() => { if (this.live.get(key) === e && e.closedAt === closedAt) this.forget(key, localPort); }, this.keepMs).unref();
       });
     });
   }

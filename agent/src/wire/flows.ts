@@ -9,6 +9,7 @@
  * its request, once.
  */
 import { wireKey } from '../net.js';
+import { shiftKeep } from '../shift-keep.js';
 import type { TcpSegment } from './packet.js';
 import { type StreamLimits, type StreamSink, TcpStream } from './tcp-stream.js';
 import { HttpStream } from './http-stream.js';
@@ -214,7 +215,7 @@ export class FlowTable {
         const seqNo = ++upSeq;
         conn.requests++;
         conn.awaiting.push({ method: head.method, seq: seqNo });
-        if (conn.awaiting.length > 64) conn.awaiting.shift();
+        if (conn.awaiting.length > 64) shiftKeep(conn.awaiting);
         if (conn.natViewOf === null) this.h.onRequest(conn, head, seqNo, conn.lastSeen);
       },
       onAmbiguity: (seqNo, why) => {
@@ -227,7 +228,7 @@ export class FlowTable {
       onMessage: (head) => {
         if (head.kind !== 'response') return;
         const interim = head.status >= 100 && head.status < 200;
-        const req = interim ? conn.awaiting[0] : conn.awaiting.shift();
+        const req = interim ? conn.awaiting[0] : shiftKeep(conn.awaiting);
         // One response per request over all views of a connection: the first view that completes it.
         const origin = st.natOrigin ?? conn;
         if (st.natOrigin && (interim || origin.closed)) return;
