@@ -243,7 +243,7 @@ export class PendingCalls {
     if (rec.provider === 'aws') {
       rec.sdk = identifySdkMemo({ imdsVersion: rec.imds_version, userAgent: rec.request?.user_agent ?? null, exe: rec.process.exe, comm: rec.process.comm, argv: rec.process.argv, v1Reason: why });
     }
-    this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
+    this.o.emit(this.o.maxRecordBytes === undefined ? rec : fitCallRecord(rec, this.o.maxRecordBytes)); // the CloudWatch bound: where the line is made (fit.ts callLine)
   }
 
   /**
