@@ -3,6 +3,9 @@
  * event may be (a larger one would be written to the log file but never reach the fleet view). An
  * oversized record is shrunk, biggest field first, until it fits — never dropped. Every shortened
  * field is named in `truncated`; a shortened argv also sets its `argv_truncated`. Pure.
+ *
+ * Where it runs: callLine, when a call record is made into its JSON line (RecordWriter for `run`,
+ * read's line output), so the guard decides from the line itself and most records are not walked.
  */
 import type { Ancestor, CallRecord } from './record.js';
 
@@ -140,4 +143,16 @@ export function fitCallRecord(rec: CallRecord, maxBytes: number): CallRecord {
   }
   out.truncated = [...names];
   return out;
+}
+
+/**
+ * The JSON line of a call record (no newline), at most maxBytes of UTF-8: the guard every call record
+ * passes on its way out. The line decides: a string of n UTF-16 units takes at most 3n bytes of UTF-8
+ * (JSON.stringify escapes lone surrogates), so a short line fits without measuring; a longer one is
+ * measured exactly, and only one over the bound is shrunk (fitCallRecord) and made again.
+ */
+export function callLine(rec: CallRecord, maxBytes: number): string {
+  const line = JSON.stringify(rec);
+  if (3 * line.length <= maxBytes || Buffer.byteLength(line) <= maxBytes) return line;
+  return JSON.stringify(fitCallRecord(rec, maxBytes));
 }

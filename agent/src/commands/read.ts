@@ -7,6 +7,8 @@
  */
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { DEFAULTS } from '../defaults.js';
+import { callLine } from '../fit.js';
+import { ByteRuns, LineEncoder } from '../output/line-bytes.js';
 import { Pipeline, type RecordSink } from '../pipeline/pipeline.js';
 import { buildStats } from '../pipeline/stats.js';
 import { FileClock } from '../offline/file-clock.js';
@@ -38,43 +40,28 @@ export function packetInterface(p: CapturedPacket): string {
   return p.ifName ?? `link:${p.link}`;
 }
 
-/** Bytes of lines gathered outside the JS heap before a new buffer is taken. */
-const LINE_CHUNK_BYTES = 256 * 1024;
-
 /**
  * JSON lines to stdout (waiting for it to drain, never dropping) and to a file when named. A line
- * is copied at once into a buffer outside the JS heap (UTF-8, as stdout would write the string): the
- * lines of a batch do not stay on the heap until it is written.
+ * is encoded at once into a chunk outside the JS heap (line-bytes.ts, as `run`'s writer does), and
+ * both take those bytes: the lines of a batch do not stay on the heap until it is written. Call
+ * records pass the same size guard as in `run` (fit.ts callLine).
  */
 class LineOut {
   written = 0;
   writeErrors = 0;
-  private chunks: Buffer[] = [];
-  private chunk: Buffer | null = null;
-  private used = 0;
+  private readonly lines = new LineEncoder();
+  private readonly batch = new ByteRuns();
   constructor(private readonly fd: number | null) {}
   write(rec: OutputRecord): void {
-    const line = JSON.stringify(rec); // its newline written after it (no second string of line + "\n")
-    const most = line.length * 3 + 1; // UTF-8 bytes of a UTF-16 unit: at most 3
-    if (this.chunk === null || this.used + most > this.chunk.length) {
-      this.take();
-      this.chunk = Buffer.allocUnsafe(Math.max(LINE_CHUNK_BYTES, most));
-    }
-    this.used += this.chunk.write(line, this.used, 'utf8');
-    this.chunk[this.used++] = 0x0a;
+    const json = rec.event === 'imds_call' ? callLine(rec, DEFAULTS.cloudwatch.maxEventBytes) : JSON.stringify(rec);
+    const l = this.lines;
+    l.encode(json); // its newline written after it (no second string of line + "\n")
+    this.batch.add(l.chunk, l.start, l.end);
     this.written++;
   }
-  /** The bytes gathered so far, as one buffer list. */
-  private take(): void {
-    if (this.chunk !== null && this.used > 0) this.chunks.push(this.chunk.subarray(0, this.used));
-    this.chunk = null;
-    this.used = 0;
-  }
   async flush(): Promise<void> {
-    this.take();
-    if (this.chunks.length === 0) return;
-    const data = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
-    this.chunks = [];
+    if (this.batch.bytes === 0) return;
+    const data = this.batch.take();
     if (this.fd !== null) {
       try { writeSync(this.fd, data); } catch { this.writeErrors++; }
     }

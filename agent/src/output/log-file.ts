@@ -10,6 +10,10 @@
  * With maxBytes, the file is rotated (rotation.ts) between lines, before a line would take it past
  * that size; reopen() (SIGHUP) closes and reopens the path (SonicBoom's reopen), for an external
  * logrotate.
+ *
+ * Lines wait as bytes: writeBytes takes a line already encoded (a view of a line-bytes.ts chunk, the
+ * same bytes stdout writes), with its size, which is what rotation plans with and what the bound
+ * counts; write(line) encodes a string itself.
  */
 import { closeSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -17,6 +21,7 @@ import SonicBoomModule, { type SonicBoom } from 'sonic-boom';
 
 const SonicBoomCtor = SonicBoomModule as unknown as typeof SonicBoom; // a CommonJS module: its export is the class
 import { planChunks, rotateFiles } from './rotation.js';
+import { ByteRuns } from './line-bytes.js';
 
 /** SonicBoom's public fields its type declarations leave out. */
 type Boom = SonicBoom & { fd: number; destroyed: boolean };
@@ -42,8 +47,10 @@ export interface LogFileOptions {
 
 export class LogFile {
   private boom: Boom | null = null;
-  private pending: string[] = [];
-  private pendingBytes = 0;
+  /** The bytes of the lines waiting to be written, oldest first. */
+  private readonly pending = new ByteRuns();
+  /** The size in bytes of each waiting line, oldest first. */
+  private sizes: number[] = [];
   private timer: NodeJS.Timeout | null = null;
   private failing = false;
   dropped = 0;
@@ -83,24 +90,32 @@ export class LogFile {
     try { closeSync(boom.fd); } catch { /* closing anyway */ }
   }
 
+  /** A line (its newline included). */
   write(line: string): void {
-    this.pending.push(line);
-    this.pendingBytes += line.length;
+    const b = Buffer.from(line, 'utf8');
+    this.writeBytes(b, 0, b.length);
+  }
+
+  /** A line already encoded: bytes [start, end) of chunk, its newline included; not copied. */
+  writeBytes(chunk: Buffer, start: number, end: number): void {
+    this.pending.add(chunk, start, end);
+    this.sizes.push(end - start);
     // A burst between two ticks is written at once rather than held: only a failing file holds lines.
-    if (!this.failing && !this.flushing && this.pendingBytes >= (this.o.batchBytes ?? 256 * 1024)) {
+    if (!this.failing && !this.flushing && this.pending.bytes >= (this.o.batchBytes ?? 256 * 1024)) {
       this.flush();
       return;
     }
     const max = this.o.maxPendingBytes ?? 4 * 1024 * 1024;
-    let dropping = false;
-    while (this.pendingBytes > max && this.pending.length > 1) {
-      this.pendingBytes -= (this.pending.shift() as string).length;
-      this.dropped++;
-      dropping = true;
-    }
-    if (dropping && !this.dropReported) {
-      this.dropReported = true; // once per failure: the error record itself waits with the other lines
-      this.o.onError(`log file ${this.o.path} cannot be written for too long: the oldest waiting lines are dropped beyond ${max} bytes (counted in stats.records_dropped.log_file)`);
+    if (this.pending.bytes > max && this.sizes.length > 1) {
+      let lines = 0;
+      let bytes = 0;
+      while (this.pending.bytes - bytes > max && this.sizes.length - lines > 1) bytes += this.sizes[lines++];
+      this.forget(lines);
+      this.dropped += lines;
+      if (!this.dropReported) {
+        this.dropReported = true; // once per failure: the error record itself waits with the other lines
+        this.o.onError(`log file ${this.o.path} cannot be written for too long: the oldest waiting lines are dropped beyond ${max} bytes (counted in stats.records_dropped.log_file)`);
+      }
     }
     if (!this.timer && !this.failing) this.timer = setTimeout(() => this.flush(), 0);
   }
@@ -113,7 +128,7 @@ export class LogFile {
       return this.flushNow();
     } finally {
       this.flushing = false;
-      if (this.pending.length > 0 && !this.timer && !this.failing) this.timer = setTimeout(() => this.flush(), 0);
+      if (this.sizes.length > 0 && !this.timer && !this.failing) this.timer = setTimeout(() => this.flush(), 0);
     }
   }
 
@@ -122,21 +137,26 @@ export class LogFile {
 
   private flushNow(): boolean {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
-    if (this.pending.length === 0) return true;
+    if (this.sizes.length === 0) return true;
     let done = 0; // lines wholly written
     try {
       this.followPath();
       if (this.fd === null) this.open();
+      const data = this.pending.peek();
       if (!this.o.maxBytes) {
-        this.writeAll(Buffer.from(this.pending.join('')));
-        done = this.pending.length;
+        this.writeAll(data);
+        done = this.sizes.length;
       } else {
-        // Sizes only, to plan the rotations; each file's run is made into one buffer (no copy per line).
-        const pending = this.pending;
-        const runs = planChunks(pending.map((l) => Buffer.byteLength(l)), fstatSync(this.fd as number).size, this.o.maxBytes);
+        // Each file's run of lines is a slice of the same bytes (no copy per file or line).
+        const sizes = this.sizes;
+        const runs = planChunks(sizes, fstatSync(this.fd as number).size, this.o.maxBytes);
+        let at = 0;
         runs.forEach((run, k) => {
           if (k > 0) this.rotate();
-          if (run.length > 0) this.writeAll(Buffer.from(pending.slice(run[0], run[run.length - 1] + 1).join('')));
+          let bytes = 0;
+          for (const i of run) bytes += sizes[i];
+          if (bytes > 0) this.writeAll(data.subarray(at, at + bytes));
+          at += bytes;
           done += run.length;
         });
       }
@@ -190,10 +210,17 @@ export class LogFile {
     this.o.onNotice?.(`log file ${this.o.path} was removed or replaced; writing to a new one`);
   }
 
+  /** The oldest `lines` waiting lines are gone (written, or dropped). */
   private forget(lines: number): void {
-    for (const l of this.pending.slice(0, lines)) this.pendingBytes -= l.length;
-    this.pending = this.pending.slice(lines);
-    if (this.pending.length === 0) this.pendingBytes = 0;
+    if (lines >= this.sizes.length) {
+      this.pending.clear();
+      this.sizes = [];
+      return;
+    }
+    let bytes = 0;
+    for (let i = 0; i < lines; i++) bytes += this.sizes[i];
+    this.pending.dropFront(bytes);
+    this.sizes = this.sizes.slice(lines);
   }
 
   /** Close the full file, shift the rotated ones, open a fresh one (0600). A failed rename is reported

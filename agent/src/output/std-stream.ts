@@ -7,7 +7,10 @@
  * With `batch` (stdout), lines written in one turn of the event loop go to the stream together, in one write at the end of
  * the turn (setImmediate): a write to a pipe is a system call, and one per record was a sixth of the
  * agent's CPU under load. They wait for nothing else: flush() (the exit path) writes them first, and
- * an exit that does not wait (a crash) writes them synchronously from the 'exit' event.
+ * an exit that does not wait (a crash) writes them synchronously from the 'exit' event. A batched
+ * stream takes lines as bytes already encoded (writeBytes: views of line-bytes.ts chunks, shared with
+ * the log file); the turn's views are written as one buffer. While the reader is behind, that buffer
+ * is a copy, so bytes waiting for it do not hold whole chunks of other lines.
  *
  * Why not a SonicBoom on fd 1: SonicBoom writes with fs.write, in libuv's thread pool, on the
  * blocking pipe; a reader that never reads pins that thread, and process exit waits for it forever
@@ -16,6 +19,7 @@
  * and 24: a reader that never reads holds the process after flush()'s bounded wait).
  */
 import type { Writable } from 'node:stream';
+import { ByteRuns } from './line-bytes.js';
 
 export interface BoundedStreamOptions {
   stream: Writable;
@@ -32,19 +36,19 @@ export class BoundedStream {
   dropped = 0;
   private episodeDrops = 0;
   private broken = false;
-  /** Lines of this turn, not yet handed to the stream. */
-  private turnLines = '';
-  /** Its size in UTF-8 bytes, as the stream will count it. */
-  private turnBytes = 0;
+  /** Bytes of this turn's lines, not yet handed to the stream (batch). */
+  private readonly turn = new ByteRuns();
   private scheduled: NodeJS.Immediate | null = null;
   private readonly writeTurn = (): void => {
     this.scheduled = null;
     pendingAtExit.delete(this);
-    const text = this.turnLines;
-    this.turnLines = '';
-    this.turnBytes = 0;
-    if (text === '' || this.broken || this.o.stream.destroyed) return;
-    this.o.stream.write(text);
+    if (this.turn.bytes === 0) return;
+    const s = this.o.stream;
+    let data = this.turn.take();
+    if (this.broken || s.destroyed) return;
+    // Behind: the write waits in the stream, so it holds only its own bytes, not the chunks they are in.
+    if (s.writableLength > 0 && data.length < data.buffer.byteLength) data = Buffer.from(data);
+    s.write(data);
   };
 
   constructor(private readonly o: BoundedStreamOptions) {
@@ -60,26 +64,38 @@ export class BoundedStream {
 
   /** Bytes waiting for the reader (this turn's lines included). */
   get waitingBytes(): number {
-    return this.o.stream.writableLength + this.turnBytes;
+    return this.o.stream.writableLength + this.turn.bytes;
   }
 
+  /** A line (its newline included): at once, or with the turn's lines when batched. */
   write(line: string): boolean {
-    const s = this.o.stream;
-    const bytes = Buffer.byteLength(line);
-    if (this.broken || s.destroyed || s.writableLength + this.turnBytes + bytes > this.o.maxBytes) {
-      this.dropped++;
-      if (this.episodeDrops++ === 0 && !this.broken) this.o.onDropStart?.();
-      return false;
-    }
     if (!this.o.batch) {
-      s.write(line);
+      if (!this.admit(Buffer.byteLength(line))) return false;
+      this.o.stream.write(line);
       return true;
     }
-    this.turnLines += line;
-    this.turnBytes += bytes;
+    const b = Buffer.from(line, 'utf8');
+    return this.writeBytes(b, 0, b.length);
+  }
+
+  /** A line already encoded: bytes [start, end) of chunk, its newline included, written at the turn's end. */
+  writeBytes(chunk: Buffer, start: number, end: number): boolean {
+    if (!this.admit(end - start)) return false;
+    this.turn.add(chunk, start, end);
     if (!this.scheduled) {
       this.scheduled = setImmediate(this.writeTurn);
       pendingAtExit.add(this);
+    }
+    return true;
+  }
+
+  /** Whether a line of this many bytes may wait for the reader; if not, it is counted as dropped. */
+  private admit(bytes: number): boolean {
+    const s = this.o.stream;
+    if (this.broken || s.destroyed || s.writableLength + this.turn.bytes + bytes > this.o.maxBytes) {
+      this.dropped++;
+      if (this.episodeDrops++ === 0 && !this.broken) this.o.onDropStart?.();
+      return false;
     }
     return true;
   }

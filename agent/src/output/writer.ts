@@ -5,19 +5,26 @@
  * The record kinds are pino's levels (`imds_call`, `ready`, `stats`, `notice`, `error`): the level
  * formatter writes `"event":<kind>` where pino writes `"level"`, and the record's own `event` key is
  * serialized away, so a line is byte for byte `JSON.stringify(record)` — no level, pid, hostname, time
- * or msg of pino's (base: null, timestamp: false). Call records, the hot path, take pino's raw write
- * to the same destination with the line made by JSON.stringify (the same bytes, cheaper per record). The log file is a SonicBoom (log-file.ts); stdout
+ * or msg of pino's (base: null, timestamp: false). Call records, the hot path, go to pino's
+ * destination directly with the line made by JSON.stringify (the same bytes, cheaper per record),
+ * through the size guard (fit.ts callLine: no call record larger than a CloudWatch Logs event, or
+ * maxRecordBytes). The log file is a SonicBoom (log-file.ts); stdout
  * and stderr are bounded (std-stream.ts). Whatever cannot wait is dropped, counted
  * (`stats.records_dropped`) and reported by an `error` record where it can still be read.
+ *
+ * A line is encoded to UTF-8 once (line-bytes.ts): stdout and the log file take the same bytes; the
+ * other sinks get the line as a string; stderr (diagnostics only) gets its own string.
  */
 import pino, { type Logger } from 'pino';
 import type { Writable } from 'node:stream';
 import { DEFAULTS } from '../defaults.js';
-import { errorRecord, noticeRecord, type OutputRecord } from '../record.js';
+import { callLine } from '../fit.js';
+import { errorRecord, noticeRecord, type CallRecord, type OutputRecord } from '../record.js';
+import { LineEncoder } from './line-bytes.js';
 import type { LogFile } from './log-file.js';
 import { BoundedStream } from './std-stream.js';
 
-/** Another place records go (CloudWatch Logs): given each line written to the log file. */
+/** Another place records go (CloudWatch Logs): given each line written to the log file, without its newline. */
 export interface LineSink {
   write(line: string, rec: OutputRecord): void;
 }
@@ -36,6 +43,8 @@ export interface WriterOptions {
   /** Bytes that may wait for a slow stdout/stderr reader before lines are dropped. */
   maxStdoutBytes?: number;
   maxStderrBytes?: number;
+  /** A call record larger than this (its line without the newline) is shrunk to fit; default: a CloudWatch Logs event's limit. */
+  maxRecordBytes?: number;
 }
 
 /** pino levels, one per record kind; notice and error are the diagnostics (also on stderr). */
@@ -67,6 +76,8 @@ export class RecordWriter {
   private readonly out: BoundedStream | null;
   private readonly err: BoundedStream | null;
   private current: OutputRecord | null = null;
+  private readonly lines = new LineEncoder();
+  private readonly maxRecordBytes: number;
 
   constructor(private readonly o: WriterOptions) {
     this.out = o.stdout ? new BoundedStream({
@@ -76,16 +87,31 @@ export class RecordWriter {
       onRecovered: (n) => this.notice('output', `stdout is read again; ${n} records were dropped from it`),
     }) : null;
     this.err = o.stderr ? new BoundedStream({ stream: o.stderr, maxBytes: o.maxStderrBytes ?? DEFAULTS.stderrMaxBufferBytes }) : null;
+    this.maxRecordBytes = o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes;
     // One destination, routed by the record kind (cheaper per record than pino.multistream).
-    this.logger = recordLogger({ write: (line: string) => this.fanOut(line) });
+    this.logger = recordLogger({ write: (line: string) => this.fanOut(line.endsWith('\n') ? line.slice(0, -1) : line) });
   }
 
-  private fanOut(line: string): void {
+  /** One record's JSON (no newline): encoded once for stdout and the log file; a string for the rest. */
+  private fanOut(json: string): void {
     const rec = this.current as OutputRecord;
-    if (rec.event === 'error' || rec.event === 'notice') this.toStderr(rec, line); // diagnostics: the journal too
-    this.out?.write(line);
-    this.o.logFile?.write(line);
-    this.toSinks(rec, line);
+    if (rec.event === 'error' || rec.event === 'notice') this.toStderr(rec, `${json}\n`); // diagnostics: the journal too
+    this.toBytes(json, true);
+    this.toSinks(rec, json);
+  }
+
+  /** json and its newline to the log file, and to stdout unless told not to: the same bytes, encoded once. */
+  private toBytes(json: string, toStdout: boolean): void {
+    const out = toStdout ? this.out : null;
+    const file = this.o.logFile;
+    if (!out && !file) return;
+    const l = this.lines;
+    l.encode(json);
+    // Held here: a destination's own diagnostic (stdout drops, a log file error) encodes its line
+    // with the same encoder before this one reaches the next destination.
+    const { chunk, start, end } = l;
+    out?.writeBytes(chunk, start, end);
+    file?.writeBytes(chunk, start, end);
   }
 
   private toStderr(rec: OutputRecord, line: string): void {
@@ -102,20 +128,15 @@ export class RecordWriter {
   write(rec: OutputRecord): void {
     this.current = rec;
     if (rec.event === 'imds_call') {
-      // The hot path: pino's raw write to the same destination, the line made by JSON.stringify (the
-      // same bytes; pino's own serialization measured ~1 µs slower per call record, +30 % CPU for
-      // the writer at 200,000 records).
-      this.dest.write(`${JSON.stringify(rec)}\n`);
+      // The hot path: the line made by JSON.stringify (the same bytes as pino's; pino's own
+      // serialization measured ~1 µs slower per call record, +30 % CPU for the writer at 200,000
+      // records), through the size guard, straight to the destination pino writes to (fanOut).
+      this.fanOut(callLine(rec as CallRecord, this.maxRecordBytes));
     } else {
       this.logger[rec.event as Kind](rec);
     }
     this.current = null;
     this.written++;
-  }
-
-  /** The logger's destination (pino.symbols.streamSym): what both paths above write to. */
-  private get dest(): pino.DestinationStream {
-    return (this.logger as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym];
   }
 
   /** Problems go where records go (stdout, log file, CloudWatch but its own) and to stderr (the journal). */
@@ -130,11 +151,10 @@ export class RecordWriter {
 
   /** A diagnostic about stdout itself: it goes everywhere but stdout. */
   private diagnostic(rec: OutputRecord, toStdout: boolean): void {
-    const line = `${JSON.stringify(rec)}\n`;
-    if (toStdout) this.out?.write(line);
-    this.toStderr(rec, line);
-    this.o.logFile?.write(line);
-    this.toSinks(rec, line);
+    const json = JSON.stringify(rec);
+    this.toStderr(rec, `${json}\n`);
+    this.toBytes(json, toStdout);
+    this.toSinks(rec, json);
   }
 
   get writeErrors(): number {

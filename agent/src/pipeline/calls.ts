@@ -258,7 +258,7 @@ export class PendingCalls {
     if (rec.provider === 'aws') {
       rec.sdk = identifySdkFor(redacted, rec.imds_version, rec.request?.user_agent ?? null, why);
     }
-    this.o.emit(fitCallRecord(rec, this.o.maxRecordBytes ?? DEFAULTS.cloudwatch.maxEventBytes));
+    this.o.emit(this.o.maxRecordBytes === undefined ? rec : fitCallRecord(rec, this.o.maxRecordBytes)); // the CloudWatch bound: where the line is made (fit.ts callLine)
   }
 
   /**
