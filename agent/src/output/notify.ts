@@ -73,8 +73,9 @@ export class SystemdNotifier {
     child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.stdin!.on('error', () => undefined);
     child.once('error', (err) => { n.child = null; onError(`cannot tell systemd the agent is ready: ${err.message}`); });
-    child.once('exit', (code) => {
-      if (code) onError(`systemd notification failed: ${stderr.trim() || `imds_notify exit ${code}`}`);
+    // 'close', not 'exit': the helper's last words on stderr may still be unread when it has exited.
+    child.once('close', (code) => {
+      if (code && n.child !== null) onError(`systemd notification failed: ${stderr.trim() || `imds_notify exit ${code}`}`);
       n.child = null;
     });
     return n;
@@ -89,7 +90,7 @@ export class SystemdNotifier {
     const c = this.child;
     if (!c) return Promise.resolve();
     return new Promise((resolve) => {
-      c.once('exit', () => resolve());
+      c.once('close', () => resolve()); // its error, if any, said first
       c.stdin?.end();
     });
   }
