@@ -18,7 +18,9 @@ export let AGENT_DIST = process.env.BENCH_AGENT_DIST ?? DIST; // BENCH_AGENT_DIS
 export let AGENT_NODE_ARGS = null; // null: the flags the agent ships with (DEFAULTS.agentNodeFlags)
 /** The node binary the agent runs on (--node <path>, e.g. the runtime a release bundles); the harness keeps its own. */
 export let AGENT_NODE = process.execPath;
-export function useAgent(dist, nodeArgs = [], node = AGENT_NODE) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; AGENT_NODE = node; }
+/** Environment added to the one the build exports (DEFAULTS.agentEnv); a name set to '' is removed. */
+export let AGENT_ENV = {};
+export function useAgent(dist, nodeArgs = [], node = AGENT_NODE, env = {}) { AGENT_DIST = dist; AGENT_NODE_ARGS = nodeArgs; AGENT_NODE = node; AGENT_ENV = env; }
 export function useAgentNode(node) { AGENT_NODE = node; }
 export const RESULTS = join(BENCH_DIR, 'RESULTS.md');
 export const FILTER = 'tcp port 80 and (host 169.254.169.254 or host fd00:ec2::254)';
@@ -119,9 +121,11 @@ let lastReady = null;
 export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
   // The environment the installed command exports (DEFAULTS.agentEnv of the build being run; none for builds before it).
   const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
+  const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
+  for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
   const t0 = nowMs();
   const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...agentEnv }, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
+    { stdio: ['ignore', 'pipe', 'pipe'], env, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
   onCleanup(() => stopChild(child, 3000));
   const a = {
     child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',

@@ -2,7 +2,8 @@
 // live rate, for two agent builds run in turn on the same lab (A, B, A, B, … per rate), so the
 // comparison holds while the shared machine's load drifts.
 //   node bench/memory.mjs [--seconds 20] [--rates 500,2000,5000,max] [--before <dir with dist/>]
-//        [--before-node-args '<flags>'] [--after-node-args '<flags>'] [--node <node binary>] [--no-record]
+//        [--before-node-args '<flags>'] [--after-node-args '<flags>|…'] [--after-env 'NAME=VALUE …|…']
+//        [--idle-wait S] [--node <node binary>] [--no-record]
 // --before defaults to none (only this checkout, with and without --after-node-args). The stdout of
 // the agent is read by the harness as in throughput.mjs.
 import { join } from 'node:path';
@@ -19,11 +20,26 @@ const node = f.get('--node') ?? process.execPath;
 const { spawnSync } = await import('node:child_process');
 const nodeVersion = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
 const split = (s) => (s ?? '').split(' ').filter(Boolean);
+/** 'NAME=VALUE NAME2=' → { NAME: 'VALUE', NAME2: '' } ('' removes the name from the agent's environment). */
+const envOf = (s) => Object.fromEntries(split(s).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+// '|' separates several flag sets (--after-node-args) and environments (--after-env), paired in order
+// (a single one goes with every set of the other): one "after" run each.
+const afterArgs = (f.get('--after-node-args') ?? DEFAULT_FLAGS).split('|');
+const afterEnvs = (f.get('--after-env') ?? '').split('|');
+if (afterArgs.length > 1 && afterEnvs.length > 1 && afterArgs.length !== afterEnvs.length) {
+  throw new Error(`--after-node-args has ${afterArgs.length} sets, --after-env ${afterEnvs.length}: give as many of each, or one`);
+}
 const variants = [
-  ...(before ? [{ name: 'before', dist: join(before, 'dist'), nodeArgs: split(f.get('--before-node-args')) }] : []),
-  // '|' separates several flag sets: one "after" run each.
-  ...(f.get('--after-node-args') ?? DEFAULT_FLAGS).split('|').map((a) => ({ name: 'after', dist: B.DIST, nodeArgs: split(a) })),
+  // The "before" build runs with the shipped flags too unless told otherwise (as in replay.mjs).
+  ...(before ? [{ name: 'before', dist: join(before, 'dist'), nodeArgs: split(f.get('--before-node-args') ?? DEFAULT_FLAGS), env: {} }] : []),
+  ...Array.from({ length: Math.max(afterArgs.length, afterEnvs.length) }, (_, i) => ({
+    name: 'after', dist: B.DIST, nodeArgs: split(afterArgs.length === 1 ? afterArgs[0] : afterArgs[i]), env: envOf(afterEnvs.length === 1 ? afterEnvs[0] : afterEnvs[i]),
+  })),
 ];
+/** How a variant's environment reads in the output: what it adds to the build's DEFAULTS.agentEnv. */
+const envText = (v) => Object.entries(v.env).map(([k, x]) => (x === '' ? `-${k}` : `${k}=${x}`)).join(' ');
+/** Seconds between `ready` and the idle sample (0: at once, start-up garbage still on the heap). */
+const idleWaitMs = Number(f.get('--idle-wait') ?? 0) * 1000;
 
 async function load(l, rate, seconds, connections = 8) {
   const r = await l.exec(l.instanceNs, process.execPath,
@@ -44,9 +60,10 @@ B.main(async () => {
   const details = [];
   for (const rate of rates) {
     for (const v of variants) {
-      B.useAgent(v.dist, v.nodeArgs, node);
+      B.useAgent(v.dist, v.nodeArgs, node, v.env);
       const logFile = join(dir, `calls-${v.name}-${rate}.jsonl`);
       const agent = await B.startAgent(l, ['--include-v2', '--log-file', logFile, '--stats-interval', '3600']);
+      if (idleWaitMs) await B.sleep(idleWaitMs);
       const idle = B.treeSample(agent.pid).rss / 2 ** 20;
       const m = B.cpuMeter(agent.pid, 250);
       const la = loadavg();
@@ -58,11 +75,11 @@ B.main(async () => {
       const answered = res.v1.responses + res.v2.responses;
       const recorded = agent.counts.v1 + agent.counts.v2;
       const dropped = st.records_dropped ? st.records_dropped.stdout : 'n/a';
-      rows.push([rate === 0 ? 'max' : rate, v.name, `${v.nodeArgs.join(' ') || '(none)'} (node ${nodeVersion})`, (answered / res.v1.duration).toFixed(0),
+      rows.push([rate === 0 ? 'max' : rate, v.name, `${v.nodeArgs.join(' ') || '(none)'}${envText(v) ? ` env ${envText(v)}` : ''} (node ${nodeVersion})`, (answered / res.v1.duration).toFixed(0),
         B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), `${B.fmt(r.anonMaxMB, 0)} (${r.anonSplit})`, B.fmt(r.cpuPct), `${recorded} / ${answered + 1}`, dropped,
         st.heap_used_bytes !== undefined ? B.fmt(st.heap_used_bytes / 2 ** 20, 0) : 'n/a', la, st.pcap ? st.pcap.dropped : 'n/a']);
-      details.push({ rate, variant: `${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}`, code, stats: st });
-      console.log(`rate ${rate || 'max'} ${v.name} [${v.nodeArgs.join(' ')}] ${nodeVersion}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS idle ${idle.toFixed(0)} max ${r.rssMaxMB.toFixed(0)} MB (${r.rssSplit}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, pcap dropped ${st.pcap?.dropped}, load ${la}, exit ${code}`);
+      details.push({ rate, variant: `${v.name} [${v.nodeArgs.join(' ')}]${envText(v) ? ` {${envText(v)}}` : ''} ${nodeVersion}`, code, stats: st });
+      console.log(`rate ${rate || 'max'} ${v.name} [${v.nodeArgs.join(' ')}]${envText(v) ? ` {${envText(v)}}` : ''} ${nodeVersion}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS idle ${idle.toFixed(0)} max ${r.rssMaxMB.toFixed(0)} MB (${r.rssSplit}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, pcap dropped ${st.pcap?.dropped}, load ${la}, exit ${code}`);
     }
   }
   await imds.stop();

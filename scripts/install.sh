@@ -304,6 +304,7 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 # imds-tracer, installed by install.sh from a release: its own Node.js runtime runs /opt/imds-tracer.
 here=\$(dirname "\$(readlink -f "\$0")")
 export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
+export MALLOC_MMAP_THRESHOLD_=1048576  # DEFAULTS.agentEnv: a fixed mmap threshold, the heap top trimmed past 128 KiB
 exec "\$here/../../../$NODE_REL" --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 else
@@ -312,6 +313,7 @@ put "$R/usr/local/bin/imds-tracer" 0755 <<EOF
 # imds-tracer, installed by scripts/install.sh: runs /opt/imds-tracer with Node.js >= 20.
 here=\$(dirname "\$(readlink -f "\$0")")
 export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
+export MALLOC_MMAP_THRESHOLD_=1048576  # DEFAULTS.agentEnv: a fixed mmap threshold, the heap top trimmed past 128 KiB
 exec $NODE --max-semi-space-size=2 --max-old-space-size=128 "\$here/../../../opt/imds-tracer/bin/imds-tracer.js" "\$@"
 EOF
 fi

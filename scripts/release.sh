@@ -171,6 +171,7 @@ for arch in "${ARCHES[@]}"; do
 # V8 heap limits (DEFAULTS.agentNodeFlags; a runtime started by path does not read the shebang).
 here=$(dirname "$(readlink -f "$0")")
 export MALLOC_ARENA_MAX=2  # DEFAULTS.agentEnv: fewer malloc arenas, less RSS
+export MALLOC_MMAP_THRESHOLD_=1048576  # DEFAULTS.agentEnv: a fixed mmap threshold, the heap top trimmed past 128 KiB
 exec "$here/../runtime/bin/node" --max-semi-space-size=2 --max-old-space-size=128 "$here/imds-tracer.js" "$@"
 EOF
   chmod 0755 "$stage/bin/imds-tracer"

@@ -125,9 +125,14 @@ export const DEFAULTS = {
    * exec; test/unit/node-flags.test.ts keeps the copies equal). glibc gives each thread that mallocs
    * (V8's compiler and GC workers, libuv's pool) an arena of its own, each keeping freed memory; two
    * arenas: node's RSS under load 5-20 MB lower at equal CPU (Node 24, 2,000-5,000 req/s, 3 rounds,
-   * bench/RESULTS.md 2026-12-02).
+   * bench/RESULTS.md 2026-12-02). A fixed mmap threshold of 1 MiB turns off glibc's sliding one: by
+   * default each freed mmap'd block raises the threshold to its size and the heap-top trim threshold
+   * to twice that, so an arena may keep up to 64 MiB of freed memory at its top; fixed, the top is
+   * trimmed past 128 KiB: the main arena under 5,000 req/s 7 MB instead of 13, the tree's RSS max 106 MB instead
+   * of 113 (medians of 10 runs in turn), CPU the same within noise (bench/RESULTS.md, "Where node's
+   * RSS goes").
    */
-  agentEnv: { MALLOC_ARENA_MAX: '2' },
+  agentEnv: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1048576' },
   /** At exit, how long the agent waits for stdout's reader to take what is still waiting. */
   stdoutExitFlushMs: 5000,
   cloudwatch: {
