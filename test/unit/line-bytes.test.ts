@@ -194,4 +194,25 @@ describe('RecordWriter: stdout and the log file get the same bytes', () => {
     expect(got[1].buffer.byteLength).toBeLessThan(LINE_CHUNK_BYTES); // does not hold the chunk while it waits
     done.shift()!();
   });
+
+  it('stdout: a turn spanning two chunks is one writev of its views, in order, nothing copied', async () => {
+    const writes: Buffer[][] = [];
+    const out = new Writable({
+      write: (chunk: Buffer, _enc, cb) => { writes.push([chunk]); cb(); },
+      writev: (chunks, cb) => { writes.push(chunks.map((c) => c.chunk as Buffer)); cb(); },
+    });
+    const w = new RecordWriter({ stdout: out, logFile: null });
+    const expected: string[] = [];
+    // Enough records in one turn to fill the first chunk and go on in a second.
+    for (let i = 0; expected.join('').length < LINE_CHUNK_BYTES + 1000; i++) {
+      const rec = call(`/p${i}`);
+      expected.push(`${JSON.stringify(rec)}\n`);
+      w.write(rec);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(writes).toHaveLength(1);
+    expect(writes[0].length).toBe(2);
+    expect(Buffer.concat(writes[0]).toString()).toBe(expected.join(''));
+    for (const b of writes[0]) expect(b.buffer.byteLength).toBe(LINE_CHUNK_BYTES); // views of the chunks
+  });
 });

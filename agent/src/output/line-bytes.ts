@@ -83,6 +83,14 @@ export class ByteRuns {
     return this.parts[0];
   }
 
+  /** Everything held, as its views (oldest first, none copied), and no longer held. */
+  takeParts(): Buffer[] {
+    this.closeRun();
+    const parts = this.parts;
+    this.clear();
+    return parts;
+  }
+
   /** Everything held, as one buffer (see peek), and no longer held. */
   take(): Buffer {
     const all = this.peek();

@@ -44,11 +44,14 @@ export class BoundedStream {
     pendingAtExit.delete(this);
     if (this.turn.bytes === 0) return;
     const s = this.o.stream;
-    let data = this.turn.take();
+    const parts = this.turn.takeParts();
     if (this.broken || s.destroyed) return;
     // Behind: the write waits in the stream, so it holds only its own bytes, not the chunks they are in.
-    if (s.writableLength > 0 && data.length < data.buffer.byteLength) data = Buffer.from(data);
-    s.write(data);
+    const behind = s.writableLength > 0;
+    // A turn spanning two chunks goes as one writev of its views (corked), not copied into one buffer.
+    if (parts.length > 1) s.cork();
+    for (const p of parts) s.write(behind && p.length < p.buffer.byteLength ? Buffer.from(p) : p);
+    if (parts.length > 1) s.uncork();
   };
 
   constructor(private readonly o: BoundedStreamOptions) {
