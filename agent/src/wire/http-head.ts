@@ -94,6 +94,8 @@ const TOKEN_NAME_RE = /x-aws-ec2-metadata-token/i;
 /** TOKEN_NAME_RE searching on from its lastIndex. */
 const TOKEN_NAME_SEARCH_RE = /x-aws-ec2-metadata-token/gi;
 const MAX_FIELD = 512;
+/** A request head's body until its headers are read (then replaced by its own object). */
+const NO_BODY_YET: BodyFraming = Object.freeze({ type: 'none' });
 
 export function looksLikeRequestStart(b: Buffer): boolean {
   // Method token then a space, within the first 33 bytes (or fewer bytes that are all token chars).
@@ -158,19 +160,20 @@ export function parseRequestHead(text: string, truncated: boolean,
   const rl = requestLine(first.includes('\r') ? '' : first);
   if (!rl) return null;
   const parts = rl.parts;
+  // The first reason found wins (`ambiguity ??= …` below: no closure made per head).
   let ambiguity: Ambiguity | null = ctx.ambiguity ?? null;
-  const note = (a: Ambiguity): void => { ambiguity ??= a; };
   const head: RequestHead = {
     kind: 'request', method: parts[0], target: cap(parts[1]), version: parts[2].slice(5),
     tokenPresent: false, tokenTtlSeconds: null, userAgent: null, host: null, forwardedFor: false,
     metadataFlavor: null, metadataHeader: null, headerCount: 0, headersTruncated: truncated,
-    ambiguity: null, connectionClose: false, body: { type: 'none' },
+    ambiguity: null, connectionClose: false, body: NO_BODY_YET,
   };
   let connection = '';
-  if (firstLf >= 0 && !raw0.endsWith('\r')) note('bare_lf');
-  if (rl.ambiguous) note('request_line_whitespace');
-  if (!STANDARD_METHODS.has(parts[0])) note('nonstandard_method');
-  const framing = new Framing();
+  if (firstLf >= 0 && !raw0.endsWith('\r')) ambiguity ??= 'bare_lf';
+  if (rl.ambiguous) ambiguity ??= 'request_line_whitespace';
+  if (!STANDARD_METHODS.has(parts[0])) ambiguity ??= 'nonstandard_method';
+  // Made only for a head with Content-Length or Transfer-Encoding (most requests have neither).
+  let framing: Framing | null = null;
   let tokens = 0;
   // The next CR and colon at or after a line's start (found once, not searched again for every line).
   let nextCr = -1;
@@ -182,30 +185,30 @@ export function parseRequestHead(text: string, truncated: boolean,
     let end = last ? text.length : lf;
     const after = end + 1;
     if (end > start && text.charCodeAt(end - 1) === 0x0d) end--;
-    else if (!last) note('bare_lf');
+    else if (!last) ambiguity ??= 'bare_lf';
     if (nextCr < start) nextCr = indexOrInfinity(text, '\r', start);
-    if (nextCr < end) note('bare_cr');
-    if (end === start) { note('bare_cr'); start = after; continue; } // an empty line within a head: it held CR CR LF
+    if (nextCr < end) ambiguity ??= 'bare_cr';
+    if (end === start) { ambiguity ??= 'bare_cr'; start = after; continue; } // an empty line within a head: it held CR CR LF
     const c0 = text.charCodeAt(start);
-    if (c0 === 0x20 || c0 === 0x09) { note('obs_fold'); start = after; continue; }
+    if (c0 === 0x20 || c0 === 0x09) { ambiguity ??= 'obs_fold'; start = after; continue; }
     if (nextColon < start) nextColon = indexOrInfinity(text, ':', start);
     const colon = nextColon;
-    if (colon >= end || colon === start) { note('invalid_header_line'); start = after; continue; }
+    if (colon >= end || colon === start) { ambiguity ??= 'invalid_header_line'; start = after; continue; }
     const rawName = text.slice(start, colon);
     const trimmedName = trimOws(rawName);
     // (Lowercasing keeps a latin1 string's length: the name differs from its trimmed self only by whitespace.)
-    if (trimmedName.length !== rawName.length) note('space_before_colon');
-    else if (!TCHARS_RE.test(rawName)) note('invalid_header_name');
+    if (trimmedName.length !== rawName.length) ambiguity ??= 'space_before_colon';
+    else if (!TCHARS_RE.test(rawName)) ambiguity ??= 'invalid_header_name';
     const name = trimmedName.toLowerCase();
     const value = owsTrimmedSlice(text, colon + 1, end);
     start = after;
-    if (BAD_VALUE_RE.test(value)) note('invalid_header_value');
+    if (BAD_VALUE_RE.test(value)) ambiguity ??= 'invalid_header_value';
     head.headerCount++;
     switch (name) {
       case TOKEN_HEADER:
         head.tokenPresent = true;
-        if (++tokens > 1) note('duplicate_token');
-        if (!value) note('empty_token');
+        if (++tokens > 1) ambiguity ??= 'duplicate_token';
+        if (!value) ambiguity ??= 'empty_token';
         break;
       case TTL_HEADER: head.tokenTtlSeconds = /^\d{1,9}$/.test(value) ? Number(value) : null; break;
       case 'user-agent': head.userAgent = cap(value); break;
@@ -214,16 +217,17 @@ export function parseRequestHead(text: string, truncated: boolean,
       case 'metadata-flavor': head.metadataFlavor = cap(value); break;
       case 'metadata': head.metadataHeader = cap(value); break;
       case 'connection': connection += `,${value}`; break;
-      default: framing.see(name, value);
+      case 'content-length':
+      case 'transfer-encoding': (framing ??= new Framing()).see(name, value); break;
     }
   }
   head.connectionClose = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(connection)
     || (head.version === '1.0' && !/(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i.test(connection));
-  if (framing.conflicting) note('conflicting_framing');
-  if (ctx.bareLfTerminator) note('bare_lf');
-  if (truncated) note('head_truncated');
+  if (framing?.conflicting) ambiguity ??= 'conflicting_framing';
+  if (ctx.bareLfTerminator) ambiguity ??= 'bare_lf';
+  if (truncated) ambiguity ??= 'head_truncated';
   head.ambiguity = ambiguity;
-  head.body = framing.forRequest();
+  head.body = framing ? framing.forRequest() : { type: 'none' };
   return head;
 }
 
