@@ -4,7 +4,7 @@
 // Network safety: every packet goes between the lab's two namespaces (createLab() from
 // dist/lab/netns.js). Nothing here opens a socket in the root namespace.
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -118,7 +118,8 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
  * onRecord(rec, arrivalMs) sees every one. Resolves once the ready record is in.
  */
 let lastReady = null;
-export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000 } = {}) {
+export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000, stdoutNull = false } = {}) {
+  if (stdoutNull) return startAgentStdoutNull(l, args, readyTimeoutMs);
   // The environment the installed command exports (DEFAULTS.agentEnv of the build being run; none for builds before it).
   const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
   const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
@@ -177,6 +178,60 @@ export async function startAgent(l, args, { onRecord, keep = false, readyTimeout
   a.exited = new Promise((res) => child.once('exit', (code) => res(code)));
   a.stop = () => stopChild(child, 15_000);
   await readyP;
+  return a;
+}
+
+/**
+ * The tracer as the systemd unit runs it: stdout is /dev/null (`StandardOutput=null`: the agent does
+ * not write it at all) and records go to the log file only. `ready` is awaited in the log file; the
+ * counts come from the final stats record (the log file's last line after stop()), since rotation
+ * drops old files during a long run.
+ */
+async function startAgentStdoutNull(l, args, readyTimeoutMs) {
+  const at = args.indexOf('--log-file');
+  if (at < 0) throw new Error('startAgent: stdoutNull needs --log-file');
+  const logFile = args[at + 1];
+  const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
+  const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
+  for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
+  const devNull = openSync('/dev/null', 'w');
+  const t0 = nowMs();
+  const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
+    { stdio: ['ignore', devNull, 'pipe'], env, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
+  closeSync(devNull);
+  onCleanup(() => stopChild(child, 3000));
+  const a = {
+    child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',
+    counts: { imds_call: 0, v1: 0, v2: 0, other: 0, error: 0, notice: 0, stats: 0 },
+    lastStats: null, errors: [],
+  };
+  child.stderr.on('data', (b) => { a.stderr += b.toString(); if (a.stderr.length > 20_000) a.stderr = a.stderr.slice(-10_000); });
+  let exited = false;
+  a.exited = new Promise((res) => child.once('exit', (code) => { exited = true; res(code); }));
+  const firstLine = () => { try { return readFileSync(logFile, 'utf8').split('\n')[0]; } catch { return ''; } };
+  const deadline = t0 + readyTimeoutMs;
+  // The log file has no event to await from here: it is polled until its first line (`ready`) is in.
+  while (!firstLine().startsWith('{"event":"ready"')) {
+    if (exited) throw new Error(`tracer exited before ready: ${a.stderr.slice(-800)}`);
+    if (nowMs() > deadline) throw new Error(`tracer not ready after ${readyTimeoutMs} ms: ${a.stderr.slice(-800)}`);
+    await sleep(20);
+  }
+  a.readyAtMs = nowMs();
+  a.ready = JSON.parse(firstLine());
+  lastReady = a.ready;
+  a.stop = async () => {
+    const code = await stopChild(child, 15_000);
+    const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+    const st = JSON.parse(lines[lines.length - 1]);
+    if (st.event === 'stats') {
+      a.lastStats = st;
+      a.counts.v1 = st.calls.v1;
+      a.counts.v2 = st.calls.v2;
+      a.counts.other = st.calls.other;
+      a.counts.imds_call = st.calls.v1 + st.calls.v2 + st.calls.other;
+    }
+    return code;
+  };
   return a;
 }
 

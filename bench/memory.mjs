@@ -3,7 +3,9 @@
 // comparison holds while the shared machine's load drifts.
 //   node bench/memory.mjs [--seconds 20] [--rates 500,2000,5000,max] [--before <dir with dist/>]
 //        [--before-node-args '<flags>'] [--after-node-args '<flags>|…'] [--after-env 'NAME=VALUE …|…']
-//        [--idle-wait S] [--node <node binary>] [--no-record]
+//        [--idle-wait S] [--node <node binary>] [--stdout null] [--no-record]
+// --stdout null runs the agent as the systemd unit does: stdout is /dev/null (not written), records
+// go to the log file only; the counts then come from its final stats record.
 // --before defaults to none (only this checkout, with and without --after-node-args). The stdout of
 // the agent is read by the harness as in throughput.mjs.
 import { join } from 'node:path';
@@ -40,6 +42,9 @@ const variants = [
 const envText = (v) => Object.entries(v.env).map(([k, x]) => (x === '' ? `-${k}` : `${k}=${x}`)).join(' ');
 /** Seconds between `ready` and the idle sample (0: at once, start-up garbage still on the heap). */
 const idleWaitMs = Number(f.get('--idle-wait') ?? 0) * 1000;
+const stdoutMode = f.get('--stdout') ?? 'pipe';
+if (stdoutMode !== 'pipe' && stdoutMode !== 'null') throw new Error(`--stdout ${stdoutMode}: say pipe or null`);
+const stdoutNull = stdoutMode === 'null';
 
 async function load(l, rate, seconds, connections = 8) {
   const r = await l.exec(l.instanceNs, process.execPath,
@@ -62,7 +67,7 @@ B.main(async () => {
     for (const v of variants) {
       B.useAgent(v.dist, v.nodeArgs, node, v.env);
       const logFile = join(dir, `calls-${v.name}-${rate}.jsonl`);
-      const agent = await B.startAgent(l, ['--include-v2', '--log-file', logFile, '--stats-interval', '3600']);
+      const agent = await B.startAgent(l, ['--include-v2', '--log-file', logFile, '--stats-interval', '3600'], { stdoutNull });
       if (idleWaitMs) await B.sleep(idleWaitMs);
       const idle = B.treeSample(agent.pid).rss / 2 ** 20;
       const m = B.cpuMeter(agent.pid, 250);
@@ -84,7 +89,7 @@ B.main(async () => {
   }
   await imds.stop();
   const body = [
-    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), its stdout read by the harness. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
+    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), ${stdoutNull ? 'its stdout /dev/null as under the systemd unit (StandardOutput=null: the agent does not write it; records go to the log file only, and the counts come from the final stats record)' : 'its stdout read by the harness'}. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
     '',
     B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg', 'pcap dropped'], rows),
     '',

@@ -34,7 +34,10 @@ export interface PendingCallsOptions {
    * gets its own copy of it (recordCopy), and the SDK answer is remembered by it.
    */
   redactProcess?(p: ProcessInfo): ProcessInfo;
-  /** A record larger than this is shrunk to fit (default: what a CloudWatch Logs event may hold). */
+  /**
+   * A record larger than this is shrunk to fit here (default: not here; the writer's guard, fit.ts
+   * callLine, fits every call record to a CloudWatch Logs event where its line is made).
+   */
   maxRecordBytes?: number;
   connection(conn: Conn): ConnectionInfo;
   /** connection(conn).src alone (default: from connection). */

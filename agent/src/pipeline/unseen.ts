@@ -6,8 +6,6 @@
  */
 import type { ConnectEvent } from '../attribution/ebpf/events.js';
 import type { UnseenKind } from '../attribution/ebpf/join.js';
-import { DEFAULTS } from '../defaults.js';
-import { fitCallRecord } from '../fit.js';
 import { redactProcess } from '../redact.js';
 import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from '../record.js';
 
@@ -102,7 +100,7 @@ export class UnseenCalls {
     const job = process.catch((): ProcessInfo => ({ attribution: 'none', reason: 'the kernel event could not be read' })).then((p) => {
       const rec = buildUnseenRecord({ atMs, reason, connection: this.o.connection(e),
         process: redactProcess(p, this.o.redact, this.o.redactArgv?.bind(this.o)) });
-      this.o.emit(fitCallRecord(rec, DEFAULTS.cloudwatch.maxEventBytes)); // one CloudWatch event at most, like every call
+      this.o.emit(rec); // fitted to one CloudWatch event where its line is made, like every call (fit.ts callLine)
     });
     this.inFlight.add(job);
     void job.finally(() => this.inFlight.delete(job));
