@@ -3,7 +3,9 @@
 // comparison holds while the shared machine's load drifts.
 //   node bench/memory.mjs [--seconds 20] [--rates 500,2000,5000,max] [--before <dir with dist/>]
 //        [--before-node-args '<flags>'] [--after-node-args '<flags>|…'] [--after-env 'NAME=VALUE …|…']
-//        [--idle-wait S] [--node <node binary>] [--stdout null] [--no-record]
+//        [--idle-wait S] [--warmup S] [--node <node binary>] [--stdout null] [--no-record]
+// --warmup S loads S seconds more before a second CPU meter starts: "steady" CPU, past the first
+// seconds of traffic, when V8 compiles the hot path (a long-running agent's state nearly always).
 // --stdout null runs the agent as the systemd unit does: stdout is /dev/null (not written), records
 // go to the log file only; the counts then come from its final stats record.
 // --before defaults to none (only this checkout, with and without --after-node-args). The stdout of
@@ -42,6 +44,7 @@ const variants = [
 const envText = (v) => Object.entries(v.env).map(([k, x]) => (x === '' ? `-${k}` : `${k}=${x}`)).join(' ');
 /** Seconds between `ready` and the idle sample (0: at once, start-up garbage still on the heap). */
 const idleWaitMs = Number(f.get('--idle-wait') ?? 0) * 1000;
+const warmupS = Number(f.get('--warmup') ?? 0);
 const stdoutMode = f.get('--stdout') ?? 'pipe';
 if (stdoutMode !== 'pipe' && stdoutMode !== 'null') throw new Error(`--stdout ${stdoutMode}: say pipe or null`);
 const stdoutNull = stdoutMode === 'null';
@@ -72,8 +75,15 @@ B.main(async () => {
       const idle = B.treeSample(agent.pid).rss / 2 ** 20;
       const m = B.cpuMeter(agent.pid, 250);
       const la = loadavg();
-      const res = await load(l, rate, f.seconds);
+      const loaded = load(l, rate, f.seconds + warmupS);
+      let steady = null;
+      if (warmupS > 0) {
+        await B.sleep(warmupS * 1000);
+        steady = B.cpuMeter(agent.pid, 250);
+      }
+      const res = await loaded;
       const r = m.stop();
+      const rs = steady?.stop();
       await B.sleep(3500);
       const code = await agent.stop();
       const st = agent.lastStats ?? {};
@@ -81,17 +91,17 @@ B.main(async () => {
       const recorded = agent.counts.v1 + agent.counts.v2;
       const dropped = st.records_dropped ? st.records_dropped.stdout : 'n/a';
       rows.push([rate === 0 ? 'max' : rate, v.name, `${v.nodeArgs.join(' ') || '(none)'}${envText(v) ? ` env ${envText(v)}` : ''} (node ${nodeVersion})`, (answered / res.v1.duration).toFixed(0),
-        B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), `${B.fmt(r.anonMaxMB, 0)} (${r.anonSplit})`, B.fmt(r.cpuPct), `${recorded} / ${answered + 1}`, dropped,
+        B.fmt(idle, 0), B.fmt(r.rssMaxMB, 0), B.fmt(r.rootRssMaxMB, 0), `${B.fmt(r.anonMaxMB, 0)} (${r.anonSplit})`, B.fmt(r.cpuPct), rs ? B.fmt(rs.cpuPct) : 'n/a', rs ? B.fmt((rs.cpuPct * 1e4) / (answered / res.v1.duration)) : 'n/a', `${recorded} / ${answered + 1}`, dropped,
         st.heap_used_bytes !== undefined ? B.fmt(st.heap_used_bytes / 2 ** 20, 0) : 'n/a', la, st.pcap ? st.pcap.dropped : 'n/a']);
       details.push({ rate, variant: `${v.name} [${v.nodeArgs.join(' ')}]${envText(v) ? ` {${envText(v)}}` : ''} ${nodeVersion}`, code, stats: st });
-      console.log(`rate ${rate || 'max'} ${v.name} [${v.nodeArgs.join(' ')}]${envText(v) ? ` {${envText(v)}}` : ''} ${nodeVersion}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS idle ${idle.toFixed(0)} max ${r.rssMaxMB.toFixed(0)} MB (${r.rssSplit}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, pcap dropped ${st.pcap?.dropped}, load ${la}, exit ${code}`);
+      console.log(`rate ${rate || 'max'} ${v.name} [${v.nodeArgs.join(' ')}]${envText(v) ? ` {${envText(v)}}` : ''} ${nodeVersion}: ${(answered / res.v1.duration).toFixed(0)} req/s, tree RSS idle ${idle.toFixed(0)} max ${r.rssMaxMB.toFixed(0)} MB (${r.rssSplit}), anon ${r.anonMaxMB.toFixed(0)} (${r.anonSplit}), CPU ${r.cpuPct.toFixed(1)} %${rs ? `, steady ${rs.cpuPct.toFixed(2)} % (${rs.split}) = ${((rs.cpuPct * 1e4) / (answered / res.v1.duration)).toFixed(1)} µs/call` : ''}, records ${recorded}/${answered + 1}, stdout dropped ${dropped}, pcap dropped ${st.pcap?.dropped}, load ${la}, exit ${code}`);
     }
   }
   await imds.stop();
   const body = [
-    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds} s per rate and per agent build, the builds run in turn at each rate; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), ${stdoutNull ? 'its stdout /dev/null as under the systemd unit (StandardOutput=null: the agent does not write it; records go to the log file only, and the counts come from the final stats record)' : 'its stdout read by the harness'}. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
+    `Keep-alive load as in the throughput section (load.mjs: 2 × 8 connections, half IMDSv1, half IMDSv2) for ${f.seconds + warmupS} s per rate and per agent build, the builds run in turn at each rate${warmupS ? ` ("CPU %" over the whole load; "steady" over its last ${f.seconds} s, after ${warmupS} s of warm-up, as µs of the process tree's CPU per answered request)` : ''}; tracer \`--include-v2 --log-file <tmp>\` (eBPF backend), ${stdoutNull ? 'its stdout /dev/null as under the systemd unit (StandardOutput=null: the agent does not write it; records go to the log file only, and the counts come from the final stats record)' : 'its stdout read by the harness'}. RSS of the agent's process tree (node + imds_connect + imds_capture) sampled every 250 ms from /proc; "anonymous" is RssAnon (/proc/<pid>/status), the processes' own memory — RSS also counts file pages, mostly the node binary's code (~42 MB, shared with every node process and reclaimable). "records" = imds_call records read from stdout / requests answered (+ the token PUT); "stdout dropped" = stats.records_dropped.stdout (records the harness did not read fast enough: the bound at work). Load average (1, 5, 15 min) at the start of each run: other work shared the 2 vCPUs.`,
     '',
-    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg', 'pcap dropped'], rows),
+    B.table(['target req/s', 'build', 'node flags', 'achieved req/s', 'RSS MB idle (tree)', 'RSS MB max (tree)', 'RSS MB max (node)', 'anonymous RSS MB max (tree; per process)', 'CPU %', `CPU % steady (after ${warmupS} s)`, 'µs per call steady (tree)', 'records / answered', 'stdout dropped', 'heap used MB at exit', 'load avg', 'pcap dropped'], rows),
     '',
     '<details><summary>final stats records</summary>',
     '',
