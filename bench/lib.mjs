@@ -191,6 +191,7 @@ async function startAgentStdoutNull(l, args, readyTimeoutMs) {
   const at = args.indexOf('--log-file');
   if (at < 0) throw new Error('startAgent: stdoutNull needs --log-file');
   const logFile = args[at + 1];
+  if (existsSync(logFile)) throw new Error(`startAgent: ${logFile} exists: stdoutNull needs a fresh log file`);
   const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
   const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
   for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];

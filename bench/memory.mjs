@@ -66,10 +66,11 @@ B.main(async () => {
   const imds = await l.startImds({ logRequests: false });
   const rows = [];
   const details = [];
+  let runs = 0;
   for (const rate of rates) {
     for (const v of variants) {
       B.useAgent(v.dist, v.nodeArgs, node, v.env);
-      const logFile = join(dir, `calls-${v.name}-${rate}.jsonl`);
+      const logFile = join(dir, `calls-${v.name}-${rate}-${++runs}.jsonl`); // its own file: --stdout null reads it
       const agent = await B.startAgent(l, ['--include-v2', '--log-file', logFile, '--stats-interval', '3600'], { stdoutNull });
       if (idleWaitMs) await B.sleep(idleWaitMs);
       const idle = B.treeSample(agent.pid).rss / 2 ** 20;
