@@ -113,20 +113,20 @@ export function stopChild(child, graceMs = 10_000, sig = 'SIGTERM') {
   });
 }
 
-/**
- * The tracer (dist/cli.js run …) in the instance namespace. Records are counted as they arrive;
- * onRecord(rec, arrivalMs) sees every one. Resolves once the ready record is in.
- */
 let lastReady = null;
-export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000, stdoutNull = false } = {}) {
-  if (stdoutNull) return startAgentStdoutNull(l, args, readyTimeoutMs);
+
+/**
+ * The tracer (dist/cli.js run …) spawned in the instance namespace with the build's environment and
+ * flags, its stdout going to `stdout` ('pipe' or a descriptor), its stderr kept (the last ~10 KB).
+ */
+async function spawnAgent(l, args, stdout) {
   // The environment the installed command exports (DEFAULTS.agentEnv of the build being run; none for builds before it).
   const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
   const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
   for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
   const t0 = nowMs();
   const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'], env, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
+    { stdio: ['ignore', stdout, 'pipe'], env, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
   onCleanup(() => stopChild(child, 3000));
   const a = {
     child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',
@@ -134,6 +134,18 @@ export async function startAgent(l, args, { onRecord, keep = false, readyTimeout
     lastStats: null, errors: [],
   };
   child.stderr.on('data', (b) => { a.stderr += b.toString(); if (a.stderr.length > 20_000) a.stderr = a.stderr.slice(-10_000); });
+  return a;
+}
+
+/**
+ * The tracer (dist/cli.js run …) in the instance namespace. Records are counted as they arrive;
+ * onRecord(rec, arrivalMs) sees every one. Resolves once the ready record is in. stdoutNull: as the
+ * systemd unit runs it (startAgentStdoutNull).
+ */
+export async function startAgent(l, args, { onRecord, keep = false, readyTimeoutMs = 20_000, stdoutNull = false } = {}) {
+  if (stdoutNull) return startAgentStdoutNull(l, args, readyTimeoutMs);
+  const a = await spawnAgent(l, args, 'pipe');
+  const { child } = a;
   let readyResolve;
   const readyP = new Promise((res, rej) => {
     readyResolve = res;
@@ -192,21 +204,10 @@ async function startAgentStdoutNull(l, args, readyTimeoutMs) {
   if (at < 0) throw new Error('startAgent: stdoutNull needs --log-file');
   const logFile = args[at + 1];
   if (existsSync(logFile)) throw new Error(`startAgent: ${logFile} exists: stdoutNull needs a fresh log file`);
-  const agentEnv = (await import(join(AGENT_DIST, 'defaults.js'))).DEFAULTS.agentEnv ?? {};
-  const env = { ...process.env, ...agentEnv, ...AGENT_ENV };
-  for (const [k, v] of Object.entries(env)) if (v === '') delete env[k];
   const devNull = openSync('/dev/null', 'w');
-  const t0 = nowMs();
-  const child = l.spawn(l.instanceNs, AGENT_NODE, [...(AGENT_NODE_ARGS ?? shippedFlags), join(AGENT_DIST, 'cli.js'), 'run', ...args],
-    { stdio: ['ignore', devNull, 'pipe'], env, ...(process.env.BENCH_AGENT_CWD ? { cwd: process.env.BENCH_AGENT_CWD } : {}) });
+  const a = await spawnAgent(l, args, devNull);
   closeSync(devNull);
-  onCleanup(() => stopChild(child, 3000));
-  const a = {
-    child, pid: child.pid, records: [], ready: null, readyAtMs: 0, spawnedAtMs: t0, stderr: '',
-    counts: { imds_call: 0, v1: 0, v2: 0, other: 0, error: 0, notice: 0, stats: 0 },
-    lastStats: null, errors: [],
-  };
-  child.stderr.on('data', (b) => { a.stderr += b.toString(); if (a.stderr.length > 20_000) a.stderr = a.stderr.slice(-10_000); });
+  const { child, spawnedAtMs: t0 } = a;
   let exited = false;
   a.exited = new Promise((res) => child.once('exit', (code) => { exited = true; res(code); }));
   const firstLine = () => { try { return readFileSync(logFile, 'utf8').split('\n')[0]; } catch { return ''; } };
