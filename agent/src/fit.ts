@@ -7,6 +7,7 @@
  * Where it runs: callLine, when a call record is made into its JSON line (RecordWriter for `run`,
  * read's line output), so the guard decides from the line itself and most records are not walked.
  */
+import { recordJson } from './output/record-json.js';
 import type { Ancestor, CallRecord } from './record.js';
 
 const bytes = (v: unknown): number => Buffer.byteLength(JSON.stringify(v) ?? '');
@@ -147,12 +148,13 @@ export function fitCallRecord(rec: CallRecord, maxBytes: number): CallRecord {
 
 /**
  * The JSON line of a call record (no newline), at most maxBytes of UTF-8: the guard every call record
- * passes on its way out. The line decides: a string of n UTF-16 units takes at most 3n bytes of UTF-8
- * (JSON.stringify escapes lone surrogates), so a short line fits without measuring; a longer one is
- * measured exactly, and only one over the bound is shrunk (fitCallRecord) and made again.
+ * passes on its way out. The line (JSON.stringify's bytes, made by recordJson: a caller's frozen
+ * description is written once, not once per record) decides: a string of n UTF-16 units takes at most
+ * 3n bytes of UTF-8 (JSON.stringify escapes lone surrogates), so a short line fits without measuring;
+ * a longer one is measured exactly, and only one over the bound is shrunk (fitCallRecord) and made again.
  */
 export function callLine(rec: CallRecord, maxBytes: number): string {
-  const line = JSON.stringify(rec);
+  const line = recordJson(rec);
   if (3 * line.length <= maxBytes || Buffer.byteLength(line) <= maxBytes) return line;
   return JSON.stringify(fitCallRecord(rec, maxBytes));
 }

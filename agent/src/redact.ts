@@ -101,9 +101,9 @@ export class Redactor {
   /**
    * redactProcess(p) with this redactor's argv, as a deeply frozen copy remembered for p itself: a
    * caller's descriptions are redacted once, not once per record; what is remembered by the redacted
-   * description (the SDK answer) is remembered for as long. A record takes recordCopy() of it. A
-   * description with no argv (no caller found) gets a plain copy each time, as redactProcess gives:
-   * nothing to remember it by.
+   * description (the SDK answer, its JSON: output/record-json.ts) is remembered for as long. Records
+   * share it: nothing can change it. A description with no argv (no caller found) gets a plain copy
+   * each time, as redactProcess gives: nothing to remember it by.
    */
   process(p: ProcessInfo): ProcessInfo {
     if (p.argv === undefined && p.ancestors === undefined) return redactProcess(p, unused, this.argvOf);
@@ -114,20 +114,6 @@ export class Redactor {
     }
     return out;
   }
-}
-
-/**
- * A record's own copy of a frozen description (Redactor.process): its arrays, and the objects that
- * hold them, made anew (no two records share a mutable object; a frozen array would also take
- * JSON.stringify's slow path, ~1 µs more per record on Node 24); the rest (container names: objects
- * only) shared, frozen.
- */
-export function recordCopy(p: ProcessInfo): ProcessInfo {
-  // Spread, not slice(): slice() of a frozen array takes a slow path (~25 times as long on Node 24).
-  const out: ProcessInfo = { ...p };
-  if (p.argv) out.argv = [...p.argv];
-  if (p.ancestors) out.ancestors = p.ancestors.map((a) => ({ ...a, argv: a.argv ? [...a.argv] : null }));
-  return out;
 }
 
 /** A deep copy of v (plain objects and arrays), every object in it frozen. */

@@ -6,7 +6,7 @@
 import { classify, type Classification } from '../classify.js';
 import type { Ambiguity, RequestHead } from '../wire/http-head.js';
 import type { Conn } from '../wire/flows.js';
-import { recordCopy, redactProcess } from '../redact.js';
+import { redactProcess } from '../redact.js';
 import { fitCallRecord } from '../fit.js';
 import { DEFAULTS } from '../defaults.js';
 import { identifySdkFor } from '../advice/sdk.js';
@@ -30,8 +30,9 @@ export interface PendingCallsOptions {
   redactArgv?(args: string[]): string[];
   /**
    * The caller's description with every argv scrubbed (default: redactProcess with redactArgv, a copy
-   * per record). A frozen answer is one remembered for many records (Redactor.process): each record
-   * gets its own copy of it (recordCopy), and the SDK answer is remembered by it.
+   * per record). A frozen answer is one remembered for many records (Redactor.process): the records
+   * share it (nothing can change it; its JSON is made once, output/record-json.ts), and the SDK answer
+   * is remembered by it.
    */
   redactProcess?(p: ProcessInfo): ProcessInfo;
   /**
@@ -252,7 +253,7 @@ export class PendingCalls {
       at: p.at, classification: p.cls, method: h.method, target: h.target, httpVersion: h.version,
       tokenPresent: h.tokenPresent, tokenTtlSeconds: h.tokenTtlSeconds, userAgent: h.userAgent,
       headersTruncated: h.headersTruncated, ambiguity: h.ambiguity, status: dropped ? null : p.status, connection,
-      process: Object.isFrozen(redacted) ? recordCopy(redacted) : redacted,
+      process: redacted,
     }, this.o.redact);
     if (p.cls.tokenRequest) rec.response.ttl = p.ttl;
     if (dropped) rec.response.dropped = dropped;
