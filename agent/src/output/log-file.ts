@@ -140,22 +140,29 @@ export class LogFile {
     if (this.sizes.length === 0) return true;
     let done = 0; // lines wholly written
     try {
-      this.followPath();
-      if (this.fd === null) this.open();
+      // The file's size: where a failed write is cut back to, what rotation plans from (one fstat).
+      let size = this.followPath();
+      if (size < 0) {
+        this.open();
+        size = fstatSync(this.fd as number).size;
+      }
       const data = this.pending.peek();
       if (!this.o.maxBytes) {
-        this.writeAll(data);
+        this.writeAll(data, size);
         done = this.sizes.length;
       } else {
         // Each file's run of lines is a slice of the same bytes (no copy per file or line).
         const sizes = this.sizes;
-        const runs = planChunks(sizes, fstatSync(this.fd as number).size, this.o.maxBytes);
+        const runs = planChunks(sizes, size, this.o.maxBytes);
         let at = 0;
         runs.forEach((run, k) => {
-          if (k > 0) this.rotate();
+          if (k > 0) {
+            this.rotate();
+            size = fstatSync(this.fd as number).size; // 0, or the same file when the rename failed
+          }
           let bytes = 0;
           for (const i of run) bytes += sizes[i];
-          if (bytes > 0) this.writeAll(data.subarray(at, at + bytes));
+          if (bytes > 0) this.writeAll(data.subarray(at, at + bytes), size);
           at += bytes;
           done += run.length;
         });
@@ -176,12 +183,12 @@ export class LogFile {
 
   /**
    * Whole lines or nothing: if a write fails part-way (disk full), the file is cut back to where it
-   * was, so the retry does not leave half a line before the whole one.
+   * was (start: its size before this write), so the retry does not leave half a line before the
+   * whole one.
    */
-  private writeAll(data: Buffer): void {
+  private writeAll(data: Buffer, start: number): void {
     const boom = this.boom as Boom;
     const fd = boom.fd;
-    const start = fstatSync(fd).size;
     this.lastError = null;
     try {
       boom.write(data as unknown as string); // contentMode buffer, sync: the whole buffer is written (or it throws) before it returns
@@ -198,16 +205,17 @@ export class LogFile {
   /**
    * If the file (or its directory) was removed or replaced behind the agent's back, writing to the
    * open descriptor would go nowhere anyone can read: reopen the path (making the directory again).
+   * Returns the open file's size, or -1 when there is no open file (closed here, or before).
    */
-  private followPath(): void {
-    if (this.fd === null) return;
-    let same = false;
+  private followPath(): number {
+    if (this.fd === null) return -1;
     try {
-      same = statSync(this.o.path).ino === fstatSync(this.fd).ino;
+      const open = fstatSync(this.fd);
+      if (statSync(this.o.path).ino === open.ino) return open.size;
     } catch { /* removed */ }
-    if (same) return;
     this.closeFile();
     this.o.onNotice?.(`log file ${this.o.path} was removed or replaced; writing to a new one`);
+    return -1;
   }
 
   /** The oldest `lines` waiting lines are gone (written, or dropped). */
