@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../agent/src/cli.js';
-import { CaptureFileError, readCapture, type CapturedPacket } from '../../agent/src/offline/capture-file.js';
+import { CaptureBytes, CaptureFileError, readCapture, type CapturedPacket } from '../../agent/src/offline/capture-file.js';
 import fc from 'fast-check';
 import { FileClock } from '../../agent/src/offline/file-clock.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
@@ -37,10 +37,25 @@ function exchange(link: Link, cport: number, request: string, response: string |
   return out;
 }
 
-function decodeAll(buf: Buffer): { packets: CapturedPacket[]; summary: ReturnType<typeof readCapture> } {
+function decodeAll(buf: Buffer | CaptureBytes): { packets: CapturedPacket[]; summary: ReturnType<typeof readCapture> } {
   const packets: CapturedPacket[] = [];
   const summary = readCapture(buf, (p) => packets.push({ ...p, data: Buffer.from(p.data) }));
   return { packets, summary };
+}
+
+/**
+ * buf as a file read a window of windowBytes at a time, each read returning at most `piece` bytes
+ * (as a pipe or a slow disk may); with failAt, a read reaching that byte fails (EIO).
+ */
+function windowed(buf: Buffer, windowBytes: number, piece = 7, failAt = Infinity): CaptureBytes {
+  let pos = 0;
+  return CaptureBytes.reading((into, at) => {
+    if (pos >= failAt) throw new Error('EIO: i/o error, read');
+    const n = Math.min(piece, into.length - at, buf.length - pos, failAt - pos);
+    buf.copy(into, at, pos, pos + n);
+    pos += n;
+    return n;
+  }, windowBytes);
 }
 
 async function read(buf: Buffer, ...flags: string[]): Promise<{ status: number; said: string[]; records: Record<string, any>[]; file: string }> {
@@ -117,6 +132,44 @@ describe('capture file decoders', () => {
       pcapFile(1, []).subarray(0, 20)]) {
       expect(() => readCapture(bad, () => undefined)).toThrow(CaptureFileError);
     }
+  });
+
+  it('a file read a window at a time decodes as the whole of it: the same packets, the same summary, cut and broken at the same bytes', () => {
+    const a = exchange('ETHERNET', 40003, req('GET', '/a'), res(200), T0);
+    const b = exchange('RAW', 40004, req('GET', '/b'), res(200), T0 + 10_000_000);
+    const files = [
+      pcapFile(1, pkts, { le: true }), pcapFile(1, pkts, { le: false, nano: true }), pcapngFile(1, pkts, { le: false }),
+      Buffer.concat([shb(true), idb(1, true, { name: 'eth0' }), idb(101, true, { name: 'tun9', tsresol: 9 }), epb(0, a[0], true),
+        block(5, Buffer.alloc(8), true), epb(1, b[0], true, 1000), spb(a[1].data, true), shb(false), idb(276, false, { name: 'any' }),
+        epb(0, a[2], false), epb(7, a[3], false)]),
+    ];
+    for (const whole of files) {
+      for (const buf of [whole, whole.subarray(0, whole.length - 10), whole.subarray(0, whole.length - 30),
+        Buffer.concat([whole, Buffer.from([6, 0, 0, 0, 7, 0, 0, 0, 1, 2, 3, 4])])]) {
+        const all = decodeAll(buf);
+        for (const windowBytes of [1, 64, 100, 4096]) {
+          const got = decodeAll(windowed(buf, windowBytes));
+          expect(got.summary).toEqual(all.summary);
+          expect(got.packets).toEqual(all.packets);
+        }
+      }
+    }
+    for (const bad of [Buffer.from('GET / HTTP/1.1\r\n\r\n'), Buffer.alloc(0), Buffer.concat([idb(1, true), shb(true)])]) {
+      expect(() => decodeAll(windowed(bad, 64))).toThrow(CaptureFileError);
+    }
+  });
+
+  it('a file that cannot be read further (an I/O error midway): every packet before, then broken there with the error', () => {
+    for (const whole of [pcapFile(1, pkts), pcapngFile(1, pkts)]) {
+      const failAt = whole.length - 50;
+      const { packets, summary } = decodeAll(windowed(whole, 64, 7, failAt));
+      expect(packets.length).toBeGreaterThan(0);
+      expect(packets.length).toBeLessThan(pkts.length);
+      expect(packets.map((p) => p.data)).toEqual(pkts.slice(0, packets.length).map((p) => p.data));
+      expect(summary.cut).toMatchObject({ truncated: false, why: 'cannot be read further: EIO: i/o error, read' });
+      expect(summary.cut!.offset).toBeLessThanOrEqual(failAt);
+    }
+    expect(() => decodeAll(windowed(pcapFile(1, pkts), 64, 7, 0))).toThrow(/EIO/);
   });
 
   it('a pcapng whose block lengths stop making sense midway: broken there, not truncated', () => {

@@ -5,14 +5,14 @@
  * written. No process can be named from a file: attribution is `none`, the reason says why.
  * Records are JSON lines on stdout (and --log-file); a final stats record per file counts the rest.
  */
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { DEFAULTS } from '../defaults.js';
 import { callLine } from '../fit.js';
 import { ByteRuns, LineEncoder } from '../output/line-bytes.js';
 import { Pipeline, type RecordSink } from '../pipeline/pipeline.js';
 import { buildStats } from '../pipeline/stats.js';
 import { FileClock } from '../offline/file-clock.js';
-import { CaptureFileError, capturePackets, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
+import { CaptureBytes, CaptureFileError, capturePackets, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
 import { errorRecord, type OutputRecord, type ProcessInfo } from '../record.js';
 import type { Attributor } from '../attribution/attributor.js';
 import { EXIT } from './run.js';
@@ -94,13 +94,23 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
 }
 
 async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void): Promise<number> {
-  let buf: Buffer;
+  let fd: number;
   try {
-    buf = readFileSync(file);
+    fd = openSync(file, 'r');
   } catch (err) {
     say(`imds-tracer read: ${file}: ${(err as Error).message}`);
     return EXIT.failure;
   }
+  try {
+    return await readCaptureFile(file, CaptureBytes.file(fd), o, out, say);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** One capture file, read a window at a time (memory bounded whatever its size): its records, then its stats. */
+async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions, out: LineOut,
+  say: (line: string) => void): Promise<number> {
   const clock = new FileClock();
   const sink: RecordSink = {
     write: (rec) => out.write(rec),
@@ -132,7 +142,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     pipeline.push(p.data, p.link, p.tsUs ?? undefined, packetInterface(p));
   };
   // Pushed in batches, the records decided so far written out between them.
-  const packets = capturePackets(buf);
+  const packets = capturePackets(bytes);
   let summary: CaptureSummary;
   try {
     let n = 0;
