@@ -88,7 +88,7 @@ export async function main(argv: string[], say = (l: string) => process.stderr.w
 
   program.command('read')
     .description('the call records of capture files (pcap, pcapng: tcpdump -w) taken here or elsewhere, as JSON lines')
-    .argument('<files...>', 'capture files to read, in order')
+    .argument('<files...>', 'capture files to read, in order (- : standard input, as tcpdump -r -)')
     .option('--include-v2', 'also record IMDSv2 calls', false)
     .option('--include-other', "also record other clouds' metadata probes (never counted as IMDSv1)", false)
     .option('--scrub-word <word>', 'also treat argument names containing this word as secrets (repeatable)', scrubWord)

@@ -3,7 +3,8 @@
  * offline/capture-file.ts, and `imds-tracer read` run in process on them: the same pipeline, in file
  * time, every call still waiting written at the end, bad and truncated files.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -13,6 +14,7 @@ import fc from 'fast-check';
 import { FileClock } from '../../agent/src/offline/file-clock.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
 import { validate } from '../../agent/src/schema.js';
+import { DIST } from '../helpers/repo.js';
 import { Conversation, IMDS4, IMDS6, req, res, segmentFrame, type Link } from './frames.js';
 import { block, epb, idb, LINKTYPE, pcapFile, pcapngFile, shb, spb, type FilePacket } from './capture-files.js';
 
@@ -351,5 +353,49 @@ describe('imds-tracer read', () => {
     expect(calls(records).map((r) => [r.request.path, r.response.status])).toEqual([['/latest/meta-data/before-cut', 200], ['/latest/meta-data/after-cut', 200]]);
     expect(said).toHaveLength(1);
     expect(said[0]).toMatch(new RegExp(`^imds-tracer read: ${file}: cut at byte \\d+ after 13 packets: packet 14 cut short`));
+  });
+});
+
+// The built CLI reading standard input (`read -`, as `tcpdump -r -`): a pipe gives a little at a time.
+const CLI = join(DIST, 'cli.js');
+const noCli = existsSync(CLI) ? null : 'dist/ not built: run npm run build';
+const noPython = spawnSync('python3', ['--version']).status === 0 ? null : 'python3 not found';
+if (noCli) console.warn(`read - skipped: ${noCli}`);
+
+describe.skipIf(Boolean(noCli))('read - (standard input, built CLI)', () => {
+  const file = join(dir, 'stdin.pcap');
+  const pkts = Array.from({ length: 40 }, (_, i) => exchange('ETHERNET', 41000 + i, req('GET', `/latest/meta-data/p${i}`), res(200, 'x'), T0 + i * 1000)).flat();
+  writeFileSync(file, pcapFile(1, pkts));
+
+  it('the same lines as reading the file, from a pipe', () => {
+    const fromFile = spawnSync(process.execPath, [CLI, 'read', '--include-v2', file], { encoding: 'utf8' });
+    const fromPipe = spawnSync(process.execPath, [CLI, 'read', '--include-v2', '-'], { input: readFileSync(file), encoding: 'utf8' });
+    expect(fromFile.status).toBe(0);
+    expect(fromPipe.status).toBe(0);
+    expect(fromPipe.stdout.split('\n').filter((l) => l.includes('"imds_call"'))).toHaveLength(40);
+    expect(fromPipe.stdout).toBe(fromFile.stdout);
+  });
+
+  it.skipIf(Boolean(noPython))('a non-blocking pipe written slowly: waited on, not an error', () => {
+    // python3 makes the pipe non-blocking (as a parent may leave it) and writes it in pieces, 20 ms apart.
+    const feed = `
+import os, fcntl, subprocess, sys, time, threading
+r, w = os.pipe()
+fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_NONBLOCK)
+p = subprocess.Popen(sys.argv[1:], stdin=r, stdout=subprocess.PIPE)
+os.close(r)
+out = []
+t = threading.Thread(target=lambda: out.append(p.stdout.read())); t.start()
+d = open(${JSON.stringify(file)}, 'rb').read()
+for i in range(0, len(d), 3000):
+    os.write(w, d[i:i+3000]); time.sleep(0.02)
+os.close(w)
+t.join(); sys.stdout.buffer.write(out[0]); sys.exit(p.wait())
+`;
+    const r = spawnSync('python3', ['-c', feed, process.execPath, CLI, 'read', '--include-v2', '-'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const fromFile = spawnSync(process.execPath, [CLI, 'read', '--include-v2', file], { encoding: 'utf8' });
+    expect(r.stdout).toBe(fromFile.stdout);
   });
 });

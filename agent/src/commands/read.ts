@@ -94,6 +94,7 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
 }
 
 async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void): Promise<number> {
+  if (file === '-') return readCaptureFile(file, CaptureBytes.file(0), o, out, say); // standard input, as tcpdump -r -
   let fd: number;
   try {
     fd = openSync(file, 'r');

@@ -65,21 +65,28 @@ export const CAPTURE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 /**
  * The bytes of a capture: `buf` holds bytes [base, base + buf.length) of it. A whole buffer, or a file
- * read a window at a time: ensure() makes the bytes a record needs present, sliding the window (the
- * bytes before it are let go; packets already handed out keep their own view of the old window).
+ * read a window at a time: ensure() makes the bytes a record needs present. Reads go into the
+ * window's free room (a pipe gives a little at a time, so its packets come out as they arrive); when
+ * a record does not fit in what is left, its bytes move to a new window and the old one is let go
+ * (packets already handed out keep their own view of it).
  */
 export class CaptureBytes {
-  /** The file's bytes from base on, as far as they are read. */
+  /** The capture's bytes from base on, as far as they are read: window[lo, hi). */
   buf: Buffer;
   /** Where buf starts in the capture. */
   base = 0;
   /** Why the file could not be read further (an I/O error), or null. */
   error: string | null = null;
   private eof: boolean;
+  private window: Buffer;
+  private lo = 0;
+  private hi: number;
 
   private constructor(buf: Buffer, private readonly read: ((into: Buffer, at: number) => number) | null,
     private readonly windowBytes: number) {
     this.buf = buf;
+    this.window = buf;
+    this.hi = buf.length;
     this.eof = read === null;
   }
 
@@ -88,9 +95,9 @@ export class CaptureBytes {
     return new CaptureBytes(buf, null, 0);
   }
 
-  /** A capture file, read from its descriptor a window at a time (readSync: the reader decides when). */
+  /** A capture file (or pipe), read from its descriptor a window at a time. */
   static file(fd: number, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
-    return CaptureBytes.reading((into, at) => readSync(fd, into, at, into.length - at, null), windowBytes);
+    return CaptureBytes.reading((into, at) => readRetrying(fd, into, at), windowBytes);
   }
 
   /** A capture read a window at a time by read(into, at): bytes into into[at…], how many (0 at its end); throws on an I/O error. */
@@ -104,24 +111,41 @@ export class CaptureBytes {
    */
   ensure(off: number, need: number): number {
     if (off + need <= this.buf.length || this.eof) return off;
-    const size = Math.max(this.windowBytes, need);
-    const next = Buffer.allocUnsafe(size);
-    let n = this.buf.copy(next, 0, off);
+    if (this.lo + off + need > this.window.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.windowBytes, need));
+      this.hi = this.window.copy(next, 0, this.lo + off, this.hi);
+      this.window = next;
+      this.lo = 0;
+      this.base += off;
+      off = 0;
+    }
     try {
-      while (n < size) {
-        const got = this.read!(next, n);
+      while (this.hi < this.lo + off + need) {
+        const got = this.read!(this.window, this.hi);
         if (got === 0) { this.eof = true; break; }
-        n += got;
+        this.hi += got;
       }
     } catch (err) {
       this.error = (err as Error).message;
       this.eof = true;
     }
-    this.buf = next.subarray(0, n);
-    this.base += off;
-    return 0;
+    this.buf = this.window.subarray(this.lo, this.hi);
+    return off;
   }
 }
+
+/** readSync into into[at…]; a descriptor left non-blocking (a pipe) is waited on, not an error. */
+function readRetrying(fd: number, into: Buffer, at: number): number {
+  for (;;) {
+    try {
+      return readSync(fd, into, at, into.length - at, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      Atomics.wait(NO_WAKE, 0, 0, 10); // nothing to read yet: 10 ms, then again
+    }
+  }
+}
+const NO_WAKE = new Int32Array(new SharedArrayBuffer(4));
 
 /** Every packet of the file, through a callback; the summary at the end. */
 export function readCapture(bytes: Buffer | CaptureBytes, onPacket: (p: CapturedPacket) => void): CaptureSummary {
