@@ -3,7 +3,7 @@
  * offline/capture-file.ts, and `imds-tracer read` run in process on them: the same pipeline, in file
  * time, every call still waiting written at the end, bad and truncated files.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -397,5 +397,29 @@ t.join(); sys.stdout.buffer.write(out[0]); sys.exit(p.wait())
     expect(r.status).toBe(0);
     const fromFile = spawnSync(process.execPath, [CLI, 'read', '--include-v2', file], { encoding: 'utf8' });
     expect(r.stdout).toBe(fromFile.stdout);
+  });
+
+  it('Ctrl-C: reading stops, the calls read until then are written with the stats, exit 130', async () => {
+    const many = Array.from({ length: 3000 }, (_, i) => exchange('ETHERNET', 20000 + i, req('GET', `/latest/meta-data/q${i}`), res(200, 'x'), T0 + i * 1000)).flat();
+    const bytes = pcapFile(1, many); // far more than a pipe holds: once it is all written, read is reading
+    const child = spawn(process.execPath, [CLI, 'read', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += String(d); });
+    child.stderr.on('data', (d) => { err += String(d); });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (code, sig) => resolve([code, sig])));
+    await new Promise<void>((resolve) => child.stdin.write(bytes, () => resolve()));
+    child.kill('SIGINT');
+    child.stdin.end();
+    const [code, signal] = await exited;
+    expect(signal).toBeNull();
+    expect(code).toBe(130);
+    expect(err).toMatch(/interrupted \(SIGINT\): the calls read until then are written/);
+    const records = out.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(records.at(-1)).toMatchObject({ event: 'stats' });
+    const paths = calls(records).map((r) => r.request.path);
+    expect(paths.length).toBeGreaterThan(0);
+    expect(paths).toEqual(paths.map((_, i) => `/latest/meta-data/q${i}`)); // the first ones, in order, none missing
+    expect(records.at(-1)!.calls.v1).toBe(paths.length);
   });
 });

@@ -81,20 +81,43 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
   }
   const out = new LineOut(fd);
   let status: number = EXIT.ok;
+  // Ctrl-C (or SIGTERM) stops reading at the next turn: the calls read until then are written, with
+  // the file's stats, rather than lost with the process (a second one ends it at once).
+  const stop: ReadStop = { signal: null };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stop.signal) process.exit(EXIT_INTERRUPTED);
+    stop.signal = signal;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     for (const file of files) {
-      const s = await readOne(file, o, out, say);
+      if (stop.signal) break;
+      const s = await readOne(file, o, out, say, stop);
       if (s !== EXIT.ok) status = s;
     }
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await out.flush();
     if (fd !== null) closeSync(fd);
+  }
+  if (stop.signal) {
+    say(`imds-tracer read: interrupted (${stop.signal}): the calls read until then are written`);
+    return EXIT_INTERRUPTED;
   }
   return status;
 }
 
-async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void): Promise<number> {
-  if (file === '-') return readCaptureFile(file, CaptureBytes.file(0), o, out, say); // standard input, as tcpdump -r -
+/** read's exit status when a signal stopped it (128 + SIGINT's number, as a shell reports it). */
+export const EXIT_INTERRUPTED = 130;
+
+/** The signal that asked read to stop, once one has. */
+interface ReadStop { signal: NodeJS.Signals | null }
+
+async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void,
+  stop: ReadStop): Promise<number> {
+  if (file === '-') return readCaptureFile(file, CaptureBytes.file(0), o, out, say, stop); // standard input, as tcpdump -r -
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -103,7 +126,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     return EXIT.failure;
   }
   try {
-    return await readCaptureFile(file, CaptureBytes.file(fd), o, out, say);
+    return await readCaptureFile(file, CaptureBytes.file(fd), o, out, say, stop);
   } finally {
     closeSync(fd);
   }
@@ -111,7 +134,7 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
 
 /** One capture file, read a window at a time (memory bounded whatever its size): its records, then its stats. */
 async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions, out: LineOut,
-  say: (line: string) => void): Promise<number> {
+  say: (line: string) => void, stop: ReadStop): Promise<number> {
   const clock = new FileClock();
   const sink: RecordSink = {
     write: (rec) => out.write(rec),
@@ -144,7 +167,7 @@ async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions
   };
   // Pushed in batches, the records decided so far written out between them.
   const packets = capturePackets(bytes);
-  let summary: CaptureSummary;
+  let summary: CaptureSummary | null = null; // null: stopped by a signal before the end
   try {
     let n = 0;
     for (let r = packets.next(); ; r = packets.next()) {
@@ -155,6 +178,7 @@ async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions
         // chunk now, not kept (promoted by the garbage collector) until the batch ends.
         await new Promise<void>((resolve) => setImmediate(resolve));
         if (n % DEFAULTS.readBatchPackets === 0) await out.flush();
+        if (stop.signal) break;
       }
     }
   } catch (err) {
@@ -169,6 +193,7 @@ async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions
   for (const link of unknownLinks) {
     say(`imds-tracer read: ${file}: link type ${link.slice('LINKTYPE_'.length)} is not one read here (Ethernet, Linux cooked, raw IP, loopback): its packets are counted in stats.packets_undecodable`);
   }
+  if (summary === null) return EXIT.ok; // stopped by a signal: runRead says so
   if (summary.orphanPackets > 0) {
     say(`imds-tracer read: ${file}: packets of an interface the file never described, skipped: ${summary.orphanPackets}`);
   }
