@@ -96,6 +96,8 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
       const s = await readOne(file, o, out, say, stop);
       if (s !== EXIT.ok) status = s;
     }
+    // A signal that came while a read of a pipe was blocked is handled at a turn of the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve));
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
