@@ -172,6 +172,21 @@ describe('capture file decoders', () => {
       expect(summary.cut!.offset).toBeLessThanOrEqual(failAt);
     }
     expect(() => decodeAll(windowed(pcapFile(1, pkts), 64, 7, 0))).toThrow(/EIO/);
+    // A read failing at any byte, record boundaries included: never taken for the file's end.
+    const two = pkts.slice(0, 2);
+    for (const small of [pcapFile(1, two), pcapngFile(1, two)]) {
+      for (let at = 0; at < small.length; at++) {
+        let got: ReturnType<typeof decodeAll>;
+        try { got = decodeAll(windowed(small, 16, 5, at)); } catch (err) { expect(err).toBeInstanceOf(CaptureFileError); continue; }
+        expect(got.summary.cut).toMatchObject({ truncated: false, why: 'cannot be read further: EIO: i/o error, read' });
+        expect(got.packets.length).toBeLessThan(2);
+      }
+    }
+    // Failing exactly where a record ends: broken there too, not a clean end.
+    const atBoundary = 24 + 16 + pkts[0].data.length;
+    const { packets, summary } = decodeAll(windowed(pcapFile(1, pkts), 64, 7, atBoundary));
+    expect(packets).toHaveLength(1);
+    expect(summary.cut).toMatchObject({ offset: atBoundary, truncated: false, why: 'cannot be read further: EIO: i/o error, read' });
   });
 
   it('a pcapng whose block lengths stop making sense midway: broken there, not truncated', () => {

@@ -56,7 +56,7 @@ const BOM = 0x1a2b3c4d;
 /** A record larger than this is not a packet: the file is broken there. */
 const MAX_RECORD = 64 * 1024 * 1024;
 /**
- * Bytes of a file read at a time (the window slides forward by whole reads). A window stays in memory
+ * Bytes of the window a file is read into (a new one when a record does not fit in what is left). A window stays in memory
  * until the garbage collector finds no packet left in it, so a few are held at once: measured on a
  * 265 MiB pcap (`read --include-v2`, shipped V8 flags), 16 MiB windows peak at 170 MiB RSS and cost
  * 1.03x the CPU of reading the file whole (386 MiB); 4 and 8 MiB windows peak lower (~140) at 1.16x.
@@ -188,7 +188,10 @@ function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
   for (;;) {
     off = w.ensure(off, 16);
     buf = w.buf;
-    if (off >= buf.length) break;
+    if (off >= buf.length) {
+      if (w.error !== null) sum.cut = cutAt(w, off, 'next record header unread');
+      break;
+    }
     if (buf.length - off < 16) {
       sum.cut = cutAt(w, off, `record header cut short (${buf.length - off} of 16 bytes)`);
       break;
@@ -241,7 +244,10 @@ function* readPcapng(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary>
   for (;;) {
     off = w.ensure(off, 12);
     buf = w.buf;
-    if (off >= buf.length) break;
+    if (off >= buf.length) {
+      if (w.error !== null) sum.cut = cutAt(w, off, 'next block header unread');
+      break;
+    }
     if (buf.length - off < 12) { stop(`block header cut short (${buf.length - off} of 12 bytes)`, true); break; }
     const type = buf.readUInt32LE(off); // SHB's type reads the same in both orders
     if (type === SHB) {
