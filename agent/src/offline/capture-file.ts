@@ -188,10 +188,7 @@ function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
   for (;;) {
     off = w.ensure(off, 16);
     buf = w.buf;
-    if (off >= buf.length) {
-      if (w.error !== null) sum.cut = cutAt(w, off, 'next record header unread');
-      break;
-    }
+    if (endsAt(w, off, sum, 'next record header')) break;
     if (buf.length - off < 16) {
       sum.cut = cutAt(w, off, `record header cut short (${buf.length - off} of 16 bytes)`);
       break;
@@ -219,6 +216,13 @@ function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
   return sum;
 }
 
+/** Whether the capture ends at off (no byte there); when a read error ended it, that is the summary's cut. */
+function endsAt(w: CaptureBytes, off: number, sum: CaptureSummary, what: string): boolean {
+  if (off < w.buf.length) return false;
+  if (w.error !== null) sum.cut = cutAt(w, off, `${what} unread`);
+  return true;
+}
+
 /** The capture ends at off before a record's end: cut short (truncated), or a read error there (broken). */
 function cutAt(w: CaptureBytes, off: number, why: string): NonNullable<CaptureSummary['cut']> {
   return w.error === null ? { offset: w.base + off, truncated: true, why }
@@ -244,10 +248,7 @@ function* readPcapng(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary>
   for (;;) {
     off = w.ensure(off, 12);
     buf = w.buf;
-    if (off >= buf.length) {
-      if (w.error !== null) sum.cut = cutAt(w, off, 'next block header unread');
-      break;
-    }
+    if (endsAt(w, off, sum, 'next block header')) break;
     if (buf.length - off < 12) { stop(`block header cut short (${buf.length - off} of 12 bytes)`, true); break; }
     const type = buf.readUInt32LE(off); // SHB's type reads the same in both orders
     if (type === SHB) {
