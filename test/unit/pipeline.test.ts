@@ -155,4 +155,41 @@ describe('pipeline: frames in, records out', () => {
     expect(st).toMatchObject({ packets: 8, packets_undecodable: 1, calls: { v1: 1, v2: 0, other: 0 },
       calls_unattributed: 1, uptime_s: 60, flows_open: 0 });
   });
+
+  it('the calls of a kept-alive connection share its connection info, made again when the NAT view or the host\'s interfaces change', async () => {
+    const sink = collect();
+    let now = 1_700_000_000_000;
+    let table: Record<string, unknown> = {};
+    const pipeline = new Pipeline({
+      device: 'eth0', includeV2: false, includeOther: false, attributor: new FakeAttributor({ 40100: proc(90, 'curl') }),
+      sink, clock: () => now, interfaces: () => table as never, ifname: () => 'eth0', selfPid: SELF,
+    });
+    const push = (s: Parameters<typeof segmentFrame>[1]): void => { now += 1; pipeline.push(segmentFrame('ETHERNET', s), 'ETHERNET'); };
+    const pre = new Conversation('172.17.0.2', 40100, IMDS4, 80, 0x5eed, 7000); // a container's connection
+    // Each call's record is made once its caller's look-up (a resolved promise here) has answered.
+    const call = async (path: string): Promise<void> => {
+      push(pre.send(req('GET', `/latest/meta-data${path}`)));
+      push(pre.reply(res(200, 'x')));
+      await new Promise((r) => setImmediate(r));
+    };
+    push(pre.syn()); push(pre.synAck()); push(pre.clientAck());
+    await call('/a');
+    await call('/b');
+    const post = new Conversation('10.0.0.5', 61000, IMDS4, 80, 0x5eed, 7000); // the same, after NAT
+    push(post.syn());
+    await call('/c');
+    table = { docker0: [{ address: '172.17.0.1', netmask: '255.255.0.0', family: 'IPv4', mac: '', internal: false, cidr: '172.17.0.1/16' }] };
+    await call('/d');
+    await call('/e');
+    await pipeline.endOfCapture();
+    const c = sink.records.map((r) => r.connection);
+    expect(sink.records.map((r) => r.request?.path.slice(17))).toEqual(['/a', '/b', '/c', '/d', '/e']);
+    expect(c[0]).toEqual({ src: '172.17.0.2', sport: 40100, dst: IMDS4, dport: 80, interface: 'eth0', family: 'ipv4' });
+    expect(c[1]).toBe(c[0]); // one object: its JSON is made once (output/record-json.ts)
+    expect(Object.isFrozen(c[0])).toBe(true);
+    expect(c[2]).toEqual({ ...c[0], nat: { src: '10.0.0.5', sport: 61000, interface: 'eth0' } });
+    expect(c[3]).toEqual({ ...c[2], interface: 'docker0' });
+    expect(c[4]).toBe(c[3]);
+    for (const r of sink.records) expect(validate(r)).toEqual([]);
+  });
 });

@@ -90,6 +90,19 @@ interface AddressFacts {
   host: boolean | undefined;
 }
 
+/**
+ * A connection's ConnectionInfo, frozen (its JSON is then made once: output/record-json.ts), with
+ * what it was made from: it is made again only when one of those changes (a NAT view or the
+ * kernel's 4-tuple learnt later, the host's interface table read again).
+ */
+interface MadeConnectionInfo {
+  info: ConnectionInfo;
+  sentAs: Conn['sentAs'];
+  nat: Conn['nat'];
+  iface: string | null;
+  table: InterfaceTable;
+}
+
 /** What the pipeline keeps per TCP connection besides the flow table's own view of it. */
 interface ConnState {
   /** The caller, looked up when the connection opened (or again when the first answer was none). */
@@ -116,6 +129,8 @@ export class Pipeline {
   /** The host interface of an address, and whether it is the host's own, for the current interface table. */
   private readonly facts = new Map<string, AddressFacts>();
   private factsTable: InterfaceTable | null = null;
+  /** Each connection's ConnectionInfo as last made (its calls on a kept-alive connection share it). */
+  private readonly connInfos = new WeakMap<Conn, MadeConnectionInfo>();
   /** A closed connection's caller is forgotten attributionWaitMs later (one timer for all, never holding the process up). */
   private readonly forget = new Waits(DEFAULTS.attributionWaitMs, () => Date.now(), false);
   private attributor: Attributor | null;
@@ -334,9 +349,21 @@ export class Pipeline {
    * The connection as the caller sent it (before NAT: from the wire when the capture saw it there,
    * else from the kernel event joined by ISN), and how it left the host when it was NATed.
    * `interface` is the host interface on the caller's side: the one holding src (its address, else
-   * its subnet: the bridge of a container), else the one the request was seen on.
+   * its subnet: the bridge of a container), else the one the request was seen on. Made once for a
+   * connection and shared, frozen, by its calls, until what it is made from changes.
    */
   private connectionInfo(conn: Conn): ConnectionInfo {
+    const table = this.hostInterfaces();
+    const made = this.connInfos.get(conn);
+    if (made && made.sentAs === conn.sentAs && made.nat === conn.nat && made.iface === conn.iface && made.table === table) {
+      return made.info;
+    }
+    const info = this.makeConnectionInfo(conn);
+    this.connInfos.set(conn, { info, sentAs: conn.sentAs, nat: conn.nat, iface: conn.iface, table });
+    return info;
+  }
+
+  private makeConnectionInfo(conn: Conn): ConnectionInfo {
     const src = sourceOf(conn);
     const info: ConnectionInfo = {
       src, sport: conn.sentAs?.cport ?? conn.cport, dst: unmapV4(conn.server), dport: conn.sport,
@@ -346,9 +373,9 @@ export class Pipeline {
     const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
     if (out) {
       const natSrc = unmapV4(out.client);
-      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
+      info.nat = Object.freeze({ src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) });
     }
-    return info;
+    return Object.freeze(info);
   }
 
   private interfaceOf(addr: string, seenOn: string | null): string {
