@@ -5,6 +5,7 @@
  */
 import type { Classification, Provider } from './classify.js';
 import type { Ambiguity } from './wire/http-head.js';
+import { isoTime } from './iso-time.js';
 
 export type Attribution = 'ebpf' | 'proc' | 'none';
 
@@ -243,7 +244,7 @@ export interface CallFacts {
 export function buildCallRecord(f: CallFacts, redact: (s: string) => string): CallRecord {
   const rec: CallRecord & { request: NonNullable<CallRecord['request']> } = {
     event: 'imds_call',
-    time: f.at.toISOString(),
+    time: isoTime(f.at.getTime()),
     imds_version: f.classification.imdsVersion,
     provider: f.classification.provider,
     request: {

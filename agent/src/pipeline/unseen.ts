@@ -6,6 +6,7 @@
  */
 import type { ConnectEvent } from '../attribution/ebpf/events.js';
 import type { UnseenKind } from '../attribution/ebpf/join.js';
+import { isoTime } from '../iso-time.js';
 import { redactProcess } from '../redact.js';
 import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from '../record.js';
 
@@ -21,7 +22,7 @@ export interface UnseenFacts {
 /** The record of a call whose request could not be read. Pure. */
 export function buildUnseenRecord(f: UnseenFacts): CallRecord {
   return {
-    event: 'imds_call', time: new Date(f.atMs).toISOString(), imds_version: null, provider: 'unknown',
+    event: 'imds_call', time: isoTime(f.atMs), imds_version: null, provider: 'unknown',
     request: null, response: { status: null }, connection: f.connection, process: f.process, wire_reason: f.reason,
   };
 }
