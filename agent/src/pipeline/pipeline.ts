@@ -91,9 +91,11 @@ interface AddressFacts {
 }
 
 /**
- * A connection's ConnectionInfo, frozen (its JSON is then made once: output/record-json.ts), with
- * what it was made from: it is made again only when one of those changes (a NAT view or the
- * kernel's 4-tuple learnt later, the host's interface table read again).
+ * A connection's ConnectionInfo (kept on the Conn: no WeakMap, whose entries every young-generation
+ * GC walks) with what it was made from: it is made again only when one of those changes (a NAT view
+ * or the kernel's 4-tuple learnt later, the host's interface table read again). Not frozen: a
+ * frozen part's JSON would be cached in a WeakMap (output/record-json.ts), which costs a capture
+ * file of thousands of kept-alive connections more than it saves (bench/RESULTS.md, round 7).
  */
 interface MadeConnectionInfo {
   info: ConnectionInfo;
@@ -129,8 +131,6 @@ export class Pipeline {
   /** The host interface of an address, and whether it is the host's own, for the current interface table. */
   private readonly facts = new Map<string, AddressFacts>();
   private factsTable: InterfaceTable | null = null;
-  /** Each connection's ConnectionInfo as last made (its calls on a kept-alive connection share it). */
-  private readonly connInfos = new WeakMap<Conn, MadeConnectionInfo>();
   /** A closed connection's caller is forgotten attributionWaitMs later (one timer for all, never holding the process up). */
   private readonly forget = new Waits(DEFAULTS.attributionWaitMs, () => Date.now(), false);
   private attributor: Attributor | null;
@@ -350,16 +350,17 @@ export class Pipeline {
    * else from the kernel event joined by ISN), and how it left the host when it was NATed.
    * `interface` is the host interface on the caller's side: the one holding src (its address, else
    * its subnet: the bridge of a container), else the one the request was seen on. Made once for a
-   * connection and shared, frozen, by its calls, until what it is made from changes.
+   * connection and shared by its calls, until what it is made from changes.
    */
   private connectionInfo(conn: Conn): ConnectionInfo {
     const table = this.hostInterfaces();
-    const made = this.connInfos.get(conn);
+    const made = conn.info as MadeConnectionInfo | undefined;
     if (made && made.sentAs === conn.sentAs && made.nat === conn.nat && made.iface === conn.iface && made.table === table) {
       return made.info;
     }
     const info = this.makeConnectionInfo(conn);
-    this.connInfos.set(conn, { info, sentAs: conn.sentAs, nat: conn.nat, iface: conn.iface, table });
+    const next: MadeConnectionInfo = { info, sentAs: conn.sentAs, nat: conn.nat, iface: conn.iface, table };
+    conn.info = next;
     return info;
   }
 
@@ -373,9 +374,9 @@ export class Pipeline {
     const out = conn.sentAs ? { client: conn.client, cport: conn.cport, iface: conn.iface } : conn.nat;
     if (out) {
       const natSrc = unmapV4(out.client);
-      info.nat = Object.freeze({ src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) });
+      info.nat = { src: natSrc, sport: out.cport, interface: this.interfaceOf(natSrc, out.iface) };
     }
-    return Object.freeze(info);
+    return info;
   }
 
   private interfaceOf(addr: string, seenOn: string | null): string {

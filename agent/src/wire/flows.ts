@@ -42,6 +42,8 @@ export interface Conn {
   closed: boolean;
   /** Its requests still waiting for their record, oldest first: kept by the pipeline (calls), not here. */
   waiting?: Array<{ seq: number }>;
+  /** Its connection info for records as the pipeline last made it: kept by the pipeline, not here. */
+  info?: object;
 }
 
 export interface FlowHandlers {
@@ -204,7 +206,7 @@ export class FlowTable {
       id: this.nextId++, key, family: seg.family, client, cport, server, sport, iface,
       openedAt: ts, lastSeen: ts, synSeen: seg.flags.syn && toServer,
       clientIsn: seg.flags.syn && toServer ? seg.seq : null, natViewOf: null,
-      respondedSeq: 0, awaiting: [], requests: 0, closed: false,
+      respondedSeq: 0, awaiting: [], requests: 0, closed: false, info: undefined,
     };
     const natOrigin = conn.clientIsn !== null ? this.noteIsn(conn, ts) : null;
     let upSeq = 0;
