@@ -4,6 +4,7 @@
  * seen on the wire, wherever they appear. Pure apart from the bounded set of seen values it holds.
  */
 import { DEFAULTS } from './defaults.js';
+import { sharedCopy } from './output/record-json.js';
 import type { ProcessInfo } from './record.js';
 import { REDACTED, Scrubber } from './scrub.js';
 
@@ -99,9 +100,10 @@ export class Redactor {
   }
 
   /**
-   * redactProcess(p) with this redactor's argv, as a deeply frozen copy remembered for p itself: a
-   * caller's descriptions are redacted once, not once per record; what is remembered by the redacted
-   * description (the SDK answer, its JSON: output/record-json.ts) is remembered for as long. Records
+   * redactProcess(p) with this redactor's argv, as a shared copy (deeply frozen, its JSON made once:
+   * output/record-json.ts) remembered for p itself: a caller's descriptions are redacted once, not
+   * once per record; what is remembered by the redacted description (the SDK answer) is remembered
+   * for as long. Records
    * share it: nothing can change it. A description with no argv (no caller found) gets a plain copy
    * each time, as redactProcess gives: nothing to remember it by.
    */
@@ -109,20 +111,11 @@ export class Redactor {
     if (p.argv === undefined && p.ancestors === undefined) return redactProcess(p, unused, this.argvOf);
     let out = this.processes.get(p);
     if (out === undefined) {
-      out = frozenCopy(redactProcess(p, unused, this.argvOf));
+      out = sharedCopy(redactProcess(p, unused, this.argvOf));
       this.processes.set(p, out);
     }
     return out;
   }
-}
-
-/** A deep copy of v (plain objects and arrays), every object in it frozen. */
-export function frozenCopy<T>(v: T): T {
-  if (typeof v !== 'object' || v === null) return v;
-  if (Array.isArray(v)) return Object.freeze(v.map((x: unknown) => frozenCopy(x))) as T;
-  const out: Record<string, unknown> = {};
-  for (const k of Object.keys(v)) out[k] = frozenCopy((v as Record<string, unknown>)[k]);
-  return Object.freeze(out) as T;
 }
 
 /**

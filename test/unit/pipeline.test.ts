@@ -181,14 +181,17 @@ describe('pipeline: frames in, records out', () => {
     table = { docker0: [{ address: '172.17.0.1', netmask: '255.255.0.0', family: 'IPv4', mac: '', internal: false, cidr: '172.17.0.1/16' }] };
     await call('/d');
     await call('/e');
+    await call('/f');
     await pipeline.endOfCapture();
     const c = sink.records.map((r) => r.connection);
-    expect(sink.records.map((r) => r.request?.path.slice(17))).toEqual(['/a', '/b', '/c', '/d', '/e']);
+    expect(sink.records.map((r) => r.request?.path.slice(17))).toEqual(['/a', '/b', '/c', '/d', '/e', '/f']);
     expect(c[0]).toEqual({ src: '172.17.0.2', sport: 40100, dst: IMDS4, dport: 80, interface: 'eth0', family: 'ipv4' });
-    expect(c[1]).toBe(c[0]); // made once for the connection
+    expect(c[1]).toEqual(c[0]); // from the second call on, one shared copy (its JSON made once)
+    expect(Object.isFrozen(c[1])).toBe(true);
     expect(c[2]).toEqual({ ...c[0], nat: { src: '10.0.0.5', sport: 61000, interface: 'eth0' } });
     expect(c[3]).toEqual({ ...c[2], interface: 'docker0' });
-    expect(c[4]).toBe(c[3]);
+    expect(c[4]).toEqual(c[3]);
+    expect(c[5]).toBe(c[4]);
     for (const r of sink.records) expect(validate(r)).toEqual([]);
   });
 });

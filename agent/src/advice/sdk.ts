@@ -29,6 +29,7 @@
  */
 
 import type { SdkInfo } from '../record.js';
+import { sharedCopy } from '../output/record-json.js';
 export type { SdkInfo };
 
 /** What the call record tells about the caller. */
@@ -190,14 +191,15 @@ const memoPart = (x: string | null | undefined): string => (x === null || x === 
 
 /**
  * identifySdk, remembered for the facts it reads (a host has few distinct callers: the same answer
- * is asked for again and again). The answer is frozen: records share it, none can change it.
+ * is asked for again and again). The answer is a shared copy (output/record-json.ts): frozen, records
+ * share it, none can change it, and its JSON is made once.
  */
 export function identifySdkMemo(f: SdkFacts): SdkInfo {
   const argv = f.argv ?? [];
   const key = `${f.imdsVersion}${memoPart(f.userAgent)}${memoPart(f.exe)}${memoPart(f.comm)}${memoPart(argv[0])}${memoPart(argv[1])}${memoPart(f.v1Reason)}`;
   let info = sdkMemo.get(key);
   if (info === undefined) {
-    info = Object.freeze(identifySdk(f));
+    info = sharedCopy(identifySdk(f));
     if (sdkMemo.size >= SDK_MEMO_SIZE) sdkMemo.clear();
     sdkMemo.set(key, info);
   }
@@ -252,7 +254,7 @@ export function identifySdkFor(caller: SdkCaller, imdsVersion: SdkFacts['imdsVer
   const i = versionSlot(imdsVersion) * 3 + reason;
   let info = slots[i];
   if (info === undefined) {
-    info = Object.freeze(identifySdk({ imdsVersion, userAgent, exe: caller.exe, comm: caller.comm, argv: caller.argv, v1Reason }));
+    info = sharedCopy(identifySdk({ imdsVersion, userAgent, exe: caller.exe, comm: caller.comm, argv: caller.argv, v1Reason }));
     slots[i] = info;
   }
   return info;

@@ -1,38 +1,57 @@
 /**
- * The JSON of a record, byte for byte `JSON.stringify(record)`, with the JSON of its deeply frozen
- * parts made once and reused. A caller's scrubbed description (Redactor.process) and its SDK answer
- * (identifySdkFor) are frozen objects shared by every record of that caller: they are more than half
- * of a call record's bytes, and their JSON cannot change, so it is made the first time and kept as long
- * as the part lives (a WeakMap). The rest of the record is written by JSON.stringify, key by key in the
- * record's own order.
+ * The JSON of a record, byte for byte `JSON.stringify(record)`, with the JSON of its shared parts made
+ * once. A caller's scrubbed description (Redactor.process), its SDK answer (identifySdkFor) and a
+ * connection's description (the pipeline's connectionInfo) are each shared by every record of that
+ * caller or connection: they are most of a call record's bytes. Each is made a shared part where it
+ * is made (sharedCopy): a deeply frozen copy, so its JSON cannot change, that carries a place for its
+ * own JSON, out of sight of JSON.stringify and of any copy (a non-enumerable symbol key). The JSON is
+ * made on the part's first record and lives exactly as long as the part: there is no table of parts
+ * (a WeakMap's entries are walked by every young-generation GC: bench/RESULTS.md, round 7). The rest
+ * of the record is written by JSON.stringify, key by key in the record's own order.
  *
  * The top-level keys are written as they are: a record's keys are plain identifiers (SCHEMA.md), which
- * JSON writes without escapes. Pure (the cache holds only what a part's identity decides).
+ * JSON writes without escapes. Pure (a part's JSON is decided by the part, which cannot change).
  */
 
-/** A part's JSON, or null: the part is frozen but something inside it is not (its JSON could change). */
-const partJson = new WeakMap<object, string | null>();
+/** Where a shared part keeps its JSON. */
+const OWN_JSON = Symbol('own JSON');
 
-/** Whether v and everything inside it is frozen (a primitive is). */
-function deeplyFrozen(v: unknown): boolean {
-  if (typeof v !== 'object' || v === null) return true;
-  if (!Object.isFrozen(v)) return false;
-  for (const x of Object.values(v)) if (!deeplyFrozen(x)) return false;
-  return true;
+interface OwnJson {
+  text: string | undefined;
 }
 
-/** The JSON of a value: from the cache for a deeply frozen object, else JSON.stringify's. */
+type Shared = { [OWN_JSON]?: OwnJson };
+
+/** A deep copy of v (plain objects and arrays), every object in it frozen. */
+function frozenCopy<T>(v: T): T {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) return Object.freeze(v.map((x: unknown) => frozenCopy(x))) as T;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(v)) out[k] = frozenCopy((v as Record<string, unknown>)[k]);
+  return Object.freeze(out) as T;
+}
+
+/**
+ * A deep copy of the plain object v, every object in it frozen, whose JSON (the same as v's) is made
+ * once, by the first record that carries it (recordJson), and kept with it.
+ */
+export function sharedCopy<T extends object>(v: T): T {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(v)) out[k] = frozenCopy((v as Record<string, unknown>)[k]);
+  Object.defineProperty(out, OWN_JSON, { value: { text: undefined } satisfies OwnJson }); // not enumerable, not copied
+  return Object.freeze(out) as T;
+}
+
+/** The JSON of a value: a shared part's own (made the first time), else JSON.stringify's. */
 function valueJson(v: unknown): string | undefined {
-  if (typeof v !== 'object' || v === null || !Object.isFrozen(v)) return JSON.stringify(v);
-  let json = partJson.get(v);
-  if (json === undefined) {
-    json = deeplyFrozen(v) ? JSON.stringify(v) : null;
-    partJson.set(v, json);
+  if (typeof v === 'object' && v !== null) {
+    const own = (v as Shared)[OWN_JSON];
+    if (own !== undefined) return own.text ??= JSON.stringify(v);
   }
-  return json ?? JSON.stringify(v);
+  return JSON.stringify(v);
 }
 
-/** JSON.stringify(rec), the same bytes, with the JSON of rec's deeply frozen values (one level down) reused. */
+/** JSON.stringify(rec), the same bytes, with the JSON of rec's shared parts (one level down) made once. */
 export function recordJson(rec: object): string {
   let line = '{';
   let sep = '"';

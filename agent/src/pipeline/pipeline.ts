@@ -19,6 +19,7 @@ import { decodeFrame, linkIfindex } from '../wire/packet.js';
 import { FlowTable, type Conn } from '../wire/flows.js';
 import { classify } from '../classify.js';
 import { Redactor } from '../redact.js';
+import { sharedCopy } from '../output/record-json.js';
 import { PendingCalls, Waits, type ResponseTimers } from './calls.js';
 import { Counters } from './counters.js';
 import { UnseenCalls } from './unseen.js';
@@ -91,11 +92,10 @@ interface AddressFacts {
 }
 
 /**
- * A connection's ConnectionInfo (kept on the Conn: no WeakMap, whose entries every young-generation
- * GC walks) with what it was made from: it is made again only when one of those changes (a NAT view
- * or the kernel's 4-tuple learnt later, the host's interface table read again). Not frozen: a
- * frozen part's JSON would be cached in a WeakMap (output/record-json.ts), which costs a capture
- * file of thousands of kept-alive connections more than it saves (bench/RESULTS.md, round 7).
+ * A connection's ConnectionInfo (kept on the Conn: no table of connections) with what it was made
+ * from: it is made again only when one of those changes (a NAT view or the kernel's 4-tuple learnt
+ * later, the host's interface table read again). From its second call on, a shared copy
+ * (output/record-json.ts): its calls' records share it, and its JSON is made once.
  */
 interface MadeConnectionInfo {
   info: ConnectionInfo;
@@ -103,6 +103,8 @@ interface MadeConnectionInfo {
   nat: Conn['nat'];
   iface: string | null;
   table: InterfaceTable;
+  /** info is a shared copy: made so at the connection's second call (a connection with one call costs no copy). */
+  shared: boolean;
 }
 
 /** What the pipeline keeps per TCP connection besides the flow table's own view of it. */
@@ -356,10 +358,12 @@ export class Pipeline {
     const table = this.hostInterfaces();
     const made = conn.info as MadeConnectionInfo | undefined;
     if (made && made.sentAs === conn.sentAs && made.nat === conn.nat && made.iface === conn.iface && made.table === table) {
+      // Its second call: from now on its records share one copy, whose JSON is made once.
+      if (!made.shared) { made.info = sharedCopy(made.info); made.shared = true; }
       return made.info;
     }
     const info = this.makeConnectionInfo(conn);
-    const next: MadeConnectionInfo = { info, sentAs: conn.sentAs, nat: conn.nat, iface: conn.iface, table };
+    const next: MadeConnectionInfo = { info, sentAs: conn.sentAs, nat: conn.nat, iface: conn.iface, table, shared: false };
     conn.info = next;
     return info;
   }
