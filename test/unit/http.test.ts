@@ -132,6 +132,34 @@ describe('parseRequestHead', () => {
       expect(reqHead(`${line}\r\nHost: x`).head, JSON.stringify(line)).toBeNull();
     }
   });
+
+  it('a head\'s text parsed again gives the same frozen head and its token values again; not when something else decides it', () => {
+    const text = `GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: ${TOKEN}\r\nUser-Agent: again/1`;
+    const first = reqHead(text);
+    const again = reqHead(text);
+    expect(again.head).toBe(first.head);
+    expect(Object.isFrozen(again.head)).toBe(true);
+    expect(Object.isFrozen(again.head!.body)).toBe(true);
+    expect(again.secrets).toEqual([TOKEN]); // given to the redactor every time, as the first time
+    expect(reqHead(text, true).head).toMatchObject({ headersTruncated: true, ambiguity: 'head_truncated' });
+    for (const ctx of [{ ambiguity: 'tcp_overlap_conflict' as const }, { bareLfTerminator: true }]) {
+      const secrets: string[] = [];
+      const head = parseRequestHead(text, false, (v) => secrets.push(v), ctx);
+      expect(head).not.toBe(first.head);
+      expect(head!.ambiguity).toBe(ctx.ambiguity ?? 'bare_lf');
+      expect(secrets).toEqual([TOKEN]);
+    }
+    expect(reqHead(text).head).toBe(first.head);
+    expect(reqHead('GET / HTTP/1.1\r\nHost: x').head).toEqual(reqHead('GET / HTTP/1.1\r\nHost: x').head);
+  });
+
+  it('heads parsed again are the same as parsed anew, for many more heads than are kept', () => {
+    const texts = Array.from({ length: 300 }, (_, i) => `GET /p${i % 150} HTTP/1.${i % 2}\r\nX-aws-ec2-metadata-token: t${i % 150}-${TOKEN}`);
+    const fresh = texts.map((t) => JSON.stringify(reqHead(t)));
+    for (let round = 0; round < 3; round++) {
+      texts.forEach((t, i) => { expect(JSON.stringify(reqHead(t))).toBe(fresh[i]); });
+    }
+  });
 });
 
 describe('parseResponseHead', () => {

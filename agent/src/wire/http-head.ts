@@ -144,13 +144,51 @@ function isRequestLine(p: string[]): boolean {
   return p.length === 3 && METHOD_RE.test(p[0]) && /^HTTP\/\d\.\d$/.test(p[2]) && p[1].length > 0;
 }
 
+/** A request head's text as parsed lately: its head (null: not a request), and its token values in order. */
+interface ParsedHead {
+  head: RequestHead | null;
+  secrets: string[];
+}
+
+/**
+ * Request heads parsed lately, by their whole text: a client sends the same head again and again (the
+ * same path, User-Agent and token), and a head's parse depends on nothing but its text when nothing
+ * below HTTP made it ambiguous. Bounded: heads of at most PARSED_TEXT_MAX characters, PARSED_MAX of
+ * them (then forgotten all at once). The heads are frozen: every call of that text shares one.
+ */
+const parsedHeads = new Map<string, ParsedHead>();
+const PARSED_MAX = 64;
+const PARSED_TEXT_MAX = 1024;
+
 /**
  * One request head: `text` is the head without its final blank line, lines ended by CRLF (or, in a
  * head from a lenient client, LF). Every token value seen, however its line is spelled, goes to
  * onSecret (so it is redacted); only a head every RFC 9112 server reads the same way is unambiguous.
+ * The head returned is frozen (a head of the same text may be the same object).
  */
 export function parseRequestHead(text: string, truncated: boolean,
   onSecret: (value: string) => void, ctx: HeadContext = {}): RequestHead | null {
+  const plain = !truncated && !ctx.bareLfTerminator && !ctx.ambiguity && text.length <= PARSED_TEXT_MAX;
+  if (plain) {
+    const seen = parsedHeads.get(text);
+    if (seen !== undefined) {
+      for (let i = 0; i < seen.secrets.length; i++) onSecret(seen.secrets[i]); // redacted as the first time
+      return seen.head;
+    }
+  }
+  const secrets: string[] = [];
+  const head = parseHead(text, truncated, (v) => { secrets.push(v); onSecret(v); }, ctx);
+  if (head) { Object.freeze(head.body); Object.freeze(head); }
+  if (plain) {
+    if (parsedHeads.size >= PARSED_MAX) parsedHeads.clear();
+    parsedHeads.set(text, { head, secrets });
+  }
+  return head;
+}
+
+/** parseRequestHead's parse itself, every time. */
+function parseHead(text: string, truncated: boolean,
+  onSecret: (value: string) => void, ctx: HeadContext): RequestHead | null {
   // Token values first, from every line however it is spelled (even in a head that does not parse).
   tokenValues(text, onSecret);
   // Lines are read in place, by their bounds in text (no array of lines, no copy of each).
