@@ -163,6 +163,21 @@ describe('parseRequestHead', () => {
 });
 
 describe('parseResponseHead', () => {
+  it('a head\'s text parsed again gives the same frozen head; not when cut short or answering a HEAD', () => {
+    const text = 'HTTP/1.1 200 OK\r\nContent-Length: 19\r\nDate: Thu, 03 Dec 2026 07:57:00 GMT';
+    const first = parseResponseHead(text, false, 'GET');
+    expect(parseResponseHead(text, false, 'PUT')).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(Object.isFrozen(first!.body)).toBe(true);
+    expect(first!.body).toEqual({ type: 'length', length: 19 });
+    expect(parseResponseHead(text, false, 'HEAD')!.body).toEqual({ type: 'none' });
+    expect(parseResponseHead(text, true, 'GET')).toMatchObject({ headersTruncated: true });
+    expect(parseResponseHead(text, false, null)).toBe(first);
+    const texts = Array.from({ length: 200 }, (_, i) => `HTTP/1.1 ${200 + (i % 100)} X\r\nContent-Length: ${i}`);
+    const fresh = texts.map((t) => JSON.stringify(parseResponseHead(t, false, 'GET')));
+    for (let round = 0; round < 2; round++) texts.forEach((t, i) => { expect(JSON.stringify(parseResponseHead(t, false, 'GET'))).toBe(fresh[i]); });
+  });
+
   it('parses status, version and framing', () => {
     expect(parseResponseHead('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: EC2ws', false, 'GET')).toEqual({
       kind: 'response', status: 200, version: '1.1', headerCount: 2, headersTruncated: false,

@@ -301,8 +301,32 @@ function owsTrimmedSlice(s: string, start: number, end: number): string {
   return s.slice(start, end);
 }
 
+/**
+ * Response heads parsed lately, by their whole text, as request heads are (parsedHeads): a server
+ * answers the same way again and again (IMDS: the same headers, its Date changing once a second).
+ * Only heads whose parse depends on their text alone: not cut short, not the answer to a HEAD.
+ */
+const parsedResponses = new Map<string, ResponseHead | null>();
+
+/** A response head (its text as a request head's), frozen: a head of the same text may be the same object. */
 export function parseResponseHead(text: string, truncated: boolean, requestMethod: string | null)
   : ResponseHead | null {
+  const plain = !truncated && requestMethod !== 'HEAD' && text.length <= PARSED_TEXT_MAX;
+  if (plain) {
+    const seen = parsedResponses.get(text);
+    if (seen !== undefined) return seen;
+  }
+  const head = parseResponse(text, truncated, requestMethod);
+  if (head) { Object.freeze(head.body); Object.freeze(head); }
+  if (plain) {
+    if (parsedResponses.size >= PARSED_MAX) parsedResponses.clear();
+    parsedResponses.set(text, head);
+  }
+  return head;
+}
+
+/** parseResponseHead's parse itself, every time. */
+function parseResponse(text: string, truncated: boolean, requestMethod: string | null): ResponseHead | null {
   // Lines as split(/\r?\n/) gives them, read in place: text[start, end), the next from `after`.
   const firstLf = text.indexOf('\n');
   const firstEnd = firstLf < 0 ? text.length : firstLf > 0 && text.charCodeAt(firstLf - 1) === 0x0d ? firstLf - 1 : firstLf;
