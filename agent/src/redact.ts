@@ -103,9 +103,8 @@ export class Redactor {
    * redactProcess(p) with this redactor's argv, as a shared copy (deeply frozen, its JSON made once:
    * output/record-json.ts) remembered for p itself: a caller's descriptions are redacted once, not
    * once per record; what is remembered by the redacted description (the SDK answer) is remembered
-   * for as long. Records
-   * share it: nothing can change it. A description with no argv (no caller found) gets a plain copy
-   * each time, as redactProcess gives: nothing to remember it by.
+   * for as long. Records share it: nothing can change it. A description with no argv (no caller
+   * found) gets a plain copy each time, as redactProcess gives: nothing to remember it by.
    */
   process(p: ProcessInfo): ProcessInfo {
     if (p.argv === undefined && p.ancestors === undefined) return redactProcess(p, unused, this.argvOf);
