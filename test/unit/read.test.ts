@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../agent/src/cli.js';
-import { CaptureBytes, CaptureFileError, readCapture, type CapturedPacket } from '../../agent/src/offline/capture-file.js';
+import { CaptureBytes, CaptureFileError, capturePackets, NOTHING_YET, readCapture, type CapturedPacket } from '../../agent/src/offline/capture-file.js';
 import fc from 'fast-check';
 import { FileClock } from '../../agent/src/offline/file-clock.js';
 import { decodeFrame } from '../../agent/src/wire/packet.js';
@@ -47,11 +47,14 @@ function decodeAll(buf: Buffer | CaptureBytes): { packets: CapturedPacket[]; sum
 
 /**
  * buf as a file read a window of windowBytes at a time, each read returning at most `piece` bytes
- * (as a pipe or a slow disk may); with failAt, a read reaching that byte fails (EIO).
+ * (as a pipe or a slow disk may); with failAt, a read reaching that byte fails (EIO); with quiet, every
+ * other read finds nothing yet (-1: a non-blocking pipe whose writer is quiet).
  */
-function windowed(buf: Buffer, windowBytes: number, piece = 7, failAt = Infinity): CaptureBytes {
+function windowed(buf: Buffer, windowBytes: number, piece = 7, failAt = Infinity, quiet = false): CaptureBytes {
   let pos = 0;
+  let reads = 0;
   return CaptureBytes.reading((into, at) => {
+    if (quiet && reads++ % 2 === 0) return -1;
     if (pos >= failAt) throw new Error('EIO: i/o error, read');
     const n = Math.min(piece, into.length - at, buf.length - pos, failAt - pos);
     buf.copy(into, at, pos, pos + n);
@@ -158,6 +161,28 @@ describe('capture file decoders', () => {
     }
     for (const bad of [Buffer.from('GET / HTTP/1.1\r\n\r\n'), Buffer.alloc(0), Buffer.concat([idb(1, true), shb(true)])]) {
       expect(() => decodeAll(windowed(bad, 64))).toThrow(CaptureFileError);
+    }
+  });
+
+  it('a pipe with nothing to read now and then: NOTHING_YET in between, then the same packets and summary', () => {
+    const files = [pcapFile(1, pkts), pcapngFile(1, pkts, { le: false }), pcapFile(1, pkts).subarray(0, 200)];
+    for (const whole of files) {
+      const all = decodeAll(whole);
+      for (const [windowBytes, piece] of [[64, 7], [4096, 1000]]) {
+        const it = capturePackets(windowed(whole, windowBytes, piece, Infinity, true));
+        const packets: CapturedPacket[] = [];
+        let waits = 0;
+        for (let r = it.next(); ; r = it.next()) {
+          if (r.done) {
+            expect(r.value).toEqual(all.summary);
+            break;
+          }
+          if (r.value === NOTHING_YET) waits++;
+          else packets.push({ ...r.value, data: Buffer.from(r.value.data) });
+        }
+        expect(waits).toBeGreaterThan(0);
+        expect(packets).toEqual(all.packets);
+      }
     }
   });
 
@@ -413,6 +438,31 @@ t.join(); sys.stdout.buffer.write(out[0]); sys.exit(p.wait())
     const fromFile = spawnSync(process.execPath, [CLI, 'read', '--include-v2', file], { encoding: 'utf8' });
     expect(r.stdout).toBe(fromFile.stdout);
   });
+
+  it('a quiet pipe (the writer still there): its calls are written as they come, and SIGTERM stops read at once, exit 130', async () => {
+    const child = spawn(process.execPath, [CLI, 'read', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let wanted: (() => void) | null = null;
+    const forty = new Promise<void>((resolve) => { wanted = resolve; });
+    child.stdout.on('data', (d) => {
+      out += String(d);
+      if (out.split('\n').filter((l) => l.includes('"imds_call"')).length === 40) wanted!();
+    });
+    child.stderr.on('data', (d) => { err += String(d); });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (code, sig) => resolve([code, sig])));
+    child.stdin.write(readFileSync(file)); // 40 calls, and the pipe stays open: nothing more comes
+    await forty; // written while read waits for more, not at the end
+    child.kill('SIGTERM');
+    const [code, signal] = await exited;
+    child.stdin.destroy();
+    expect(signal).toBeNull();
+    expect(code).toBe(130);
+    expect(err).toMatch(/interrupted \(SIGTERM\): the calls read until then are written/);
+    const records = out.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(records.at(-1)).toMatchObject({ event: 'stats', calls: { v1: 40 } });
+    expect(calls(records).map((r) => r.request.path)).toEqual(Array.from({ length: 40 }, (_, i) => `/latest/meta-data/p${i}`));
+  }, 30_000);
 
   it('Ctrl-C: reading stops, the calls read until then are written with the stats, exit 130', async () => {
     const many = Array.from({ length: 3000 }, (_, i) => exchange('ETHERNET', 20000 + i, req('GET', `/latest/meta-data/q${i}`), res(200, 'x'), T0 + i * 1000)).flat();

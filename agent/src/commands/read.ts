@@ -5,14 +5,14 @@
  * written. No process can be named from a file: attribution is `none`, the reason says why.
  * Records are JSON lines on stdout (and --log-file); a final stats record per file counts the rest.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
 import { DEFAULTS } from '../defaults.js';
 import { callLine } from '../fit.js';
 import { ByteRuns, LineEncoder } from '../output/line-bytes.js';
 import { Pipeline, type RecordSink } from '../pipeline/pipeline.js';
 import { buildStats } from '../pipeline/stats.js';
 import { FileClock } from '../offline/file-clock.js';
-import { CaptureBytes, CaptureFileError, capturePackets, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
+import { CaptureBytes, CaptureFileError, capturePackets, NOTHING_YET, type CapturedPacket, type CaptureSummary } from '../offline/capture-file.js';
 import { errorRecord, type OutputRecord, type ProcessInfo } from '../record.js';
 import type { Attributor } from '../attribution/attributor.js';
 import { EXIT } from './run.js';
@@ -83,10 +83,12 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
   let status: number = EXIT.ok;
   // Ctrl-C (or SIGTERM) stops reading at the next turn: the calls read until then are written, with
   // the file's stats, rather than lost with the process (a second one ends it at once).
-  const stop: ReadStop = { signal: null };
+  let heard = (): void => undefined;
+  const stop: ReadStop = { signal: null, heard: new Promise<void>((resolve) => { heard = resolve; }) };
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stop.signal) process.exit(EXIT_INTERRUPTED);
     stop.signal = signal;
+    heard();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -115,11 +117,22 @@ export async function runRead(files: string[], o: ReadOptions, say: (line: strin
 export const EXIT_INTERRUPTED = 130;
 
 /** The signal that asked read to stop, once one has. */
-interface ReadStop { signal: NodeJS.Signals | null }
+interface ReadStop {
+  signal: NodeJS.Signals | null;
+  /** Settles when the signal comes (a quiet pipe is waited on until then). */
+  heard: Promise<void>;
+}
 
 async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void,
   stop: ReadStop): Promise<number> {
-  if (file === '-') return readCaptureFile(file, CaptureBytes.file(0), o, out, say, stop); // standard input, as tcpdump -r -
+  if (file === '-') { // standard input, as tcpdump -r -
+    if (isRegularFile(0)) return readCaptureFile(file, CaptureBytes.file(0), o, out, say, stop);
+    try {
+      return await readCaptureFile(file, CaptureBytes.stream(process.stdin), o, out, say, stop);
+    } finally {
+      process.stdin.destroy(); // nothing more is read: a writer still there does not keep read running
+    }
+  }
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -131,6 +144,20 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
     return await readCaptureFile(file, CaptureBytes.file(fd), o, out, say, stop);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Whether fd is a regular file, read as it is needed. Anything else on standard input (a pipe, a
+ * socket, a terminal) is read as a stream, so that while its writer is quiet (`tcpdump -w -` between
+ * calls) read waits on the event loop, where a signal is heard and the records decided so far are
+ * written, not in a read(2) that no signal ends.
+ */
+function isRegularFile(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile();
+  } catch {
+    return false;
   }
 }
 
@@ -174,6 +201,13 @@ async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions
     let n = 0;
     for (let r = packets.next(); ; r = packets.next()) {
       if (r.done) { summary = r.value; break; }
+      if (r.value === NOTHING_YET) {
+        // A quiet pipe: what is decided is written now, then read waits for more, or for a signal.
+        await out.flush();
+        await Promise.race([bytes.readable(), stop.heard]);
+        if (stop.signal) break;
+        continue;
+      }
       push(r.value);
       if (++n % DEFAULTS.readTurnPackets === 0) {
         // A turn of the event loop: the records decided so far are made and written into the

@@ -10,9 +10,12 @@
  * packet blocks; other blocks are skipped as the format says.
  *
  * A file that is not a capture, or whose structure breaks, throws CaptureFileError at the start; a
- * file that ends inside a record yields every packet before it and says where it was cut.
+ * file that ends inside a record yields every packet before it and says where it was cut. A stream (a
+ * pipe) with nothing to read yet yields NOTHING_YET: the reader waits (CaptureBytes.readable), then asks
+ * again.
  */
 import { readSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 
 /** The link type names decodeFrame (wire/packet.ts) knows, by LINKTYPE_ value. */
 const LINK_TYPES: Record<number, string> = {
@@ -49,6 +52,13 @@ export interface CaptureSummary {
 
 export class CaptureFileError extends Error {}
 
+/**
+ * What capturePackets yields in place of a packet when the capture is a stream (or a non-blocking
+ * descriptor) with nothing to read yet: the caller waits for CaptureBytes.readable() (its event loop
+ * free for signals), then asks for the next packet again.
+ */
+export const NOTHING_YET: unique symbol = Symbol('nothing to read yet');
+
 const PCAP_US = 0xa1b2c3d4;
 const PCAP_NS = 0xa1b23c4d;
 const SHB = 0x0a0d0d0a;
@@ -77,13 +87,15 @@ export class CaptureBytes {
   base = 0;
   /** Why the file could not be read further (an I/O error), or null. */
   error: string | null = null;
+  /** The last ensure() stopped short: the source has nothing to read yet (a non-blocking pipe). Ask again later. */
+  blocked = false;
   private eof: boolean;
   private window: Buffer;
   private lo = 0;
   private hi: number;
 
   private constructor(buf: Buffer, private readonly read: ((into: Buffer, at: number) => number) | null,
-    private readonly windowBytes: number) {
+    private readonly windowBytes: number, private readonly whenReadable: () => Promise<void> = tenMs) {
     this.buf = buf;
     this.window = buf;
     this.hi = buf.length;
@@ -95,14 +107,34 @@ export class CaptureBytes {
     return new CaptureBytes(buf, null, 0);
   }
 
-  /** A capture file (or pipe), read from its descriptor a window at a time. */
+  /** A capture file, read from its descriptor a window at a time (a read blocks the thread: for regular files). */
   static file(fd: number, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
-    return CaptureBytes.reading((into, at) => readRetrying(fd, into, at), windowBytes);
+    return CaptureBytes.reading((into, at) => readNow(fd, into, at), windowBytes);
   }
 
-  /** A capture read a window at a time by read(into, at): bytes into into[at…], how many (0 at its end); throws on an I/O error. */
-  static reading(read: (into: Buffer, at: number) => number, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
-    return new CaptureBytes(Buffer.alloc(0), read, windowBytes);
+  /**
+   * A capture from a stream (standard input as a pipe, a socket or a terminal), read as its bytes
+   * come: while its writer is quiet, ensure() stops short (`blocked`) and readable() says when to ask
+   * again, so the event loop stays free (signals are heard, records written) however long nothing comes.
+   */
+  static stream(stream: Readable, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
+    const r = new StreamPieces(stream);
+    return CaptureBytes.reading((into, at) => r.read(into, at), windowBytes, () => r.readable());
+  }
+
+  /**
+   * A capture read a window at a time by read(into, at): bytes into into[at…], how many (0 at its end,
+   * -1 when there is nothing to read yet: `blocked`); throws on an I/O error. whenReadable settles when
+   * asking again may find more (default: 10 ms later).
+   */
+  static reading(read: (into: Buffer, at: number) => number, windowBytes = CAPTURE_WINDOW_BYTES,
+    whenReadable?: () => Promise<void>): CaptureBytes {
+    return new CaptureBytes(Buffer.alloc(0), read, windowBytes, whenReadable);
+  }
+
+  /** Settles when ensure() may find more than when it last stopped short (`blocked`). */
+  readable(): Promise<void> {
+    return this.whenReadable();
   }
 
   /**
@@ -110,6 +142,7 @@ export class CaptureBytes {
    * read error: `error`). buf may be replaced: returns off's place in it.
    */
   ensure(off: number, need: number): number {
+    this.blocked = false;
     if (off + need <= this.buf.length || this.eof) return off;
     if (this.lo + off + need > this.window.length) {
       const next = Buffer.allocUnsafe(Math.max(this.windowBytes, need));
@@ -123,6 +156,7 @@ export class CaptureBytes {
       while (this.hi < this.lo + off + need) {
         const got = this.read!(this.window, this.hi);
         if (got === 0) { this.eof = true; break; }
+        if (got < 0) { this.blocked = true; break; }
         this.hi += got;
       }
     } catch (err) {
@@ -134,25 +168,71 @@ export class CaptureBytes {
   }
 }
 
-/** readSync into into[at…]; a descriptor left non-blocking (a pipe) is waited on, not an error. */
-function readRetrying(fd: number, into: Buffer, at: number): number {
-  for (;;) {
-    try {
-      return readSync(fd, into, at, into.length - at, null);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-      Atomics.wait(NO_WAKE, 0, 0, 10); // nothing to read yet: 10 ms, then again
-    }
+/** readSync into into[at…]; -1 when a non-blocking descriptor (a pipe) has nothing yet (EAGAIN), not an error. */
+function readNow(fd: number, into: Buffer, at: number): number {
+  try {
+    return readSync(fd, into, at, into.length - at, null);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return -1;
+    throw err;
   }
 }
 const NO_WAKE = new Int32Array(new SharedArrayBuffer(4));
+const tenMs = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 10));
 
-/** Every packet of the file, through a callback; the summary at the end. */
+/**
+ * A readable stream in paused mode, as CaptureBytes reads: read() hands out the bytes that have come
+ * (-1 when none have yet, 0 at the end); readable() settles when the stream has more to say (bytes,
+ * its end, an error), at once if it has said so since read() last found nothing.
+ */
+class StreamPieces {
+  private piece: Buffer | null = null;
+  private from = 0;
+  private failed: Error | null = null;
+  /** The stream has had something to say since read() last answered -1. */
+  private stirred = false;
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly stream: Readable) {
+    const stir = (): void => {
+      this.stirred = true;
+      this.wake?.();
+      this.wake = null;
+    };
+    stream.on('readable', stir);
+    stream.on('end', stir);
+    stream.on('error', (err: Error) => { this.failed = err; stir(); });
+  }
+
+  read(into: Buffer, at: number): number {
+    if (this.piece === null || this.from >= this.piece.length) {
+      this.piece = this.stream.read() as Buffer | null;
+      this.from = 0;
+    }
+    if (this.piece !== null) {
+      const n = this.piece.copy(into, at, this.from);
+      this.from += n;
+      return n;
+    }
+    if (this.failed) throw this.failed;
+    if (this.stream.readableEnded) return 0;
+    this.stirred = false;
+    return -1;
+  }
+
+  readable(): Promise<void> {
+    if (this.stirred) return Promise.resolve();
+    return new Promise((resolve) => { this.wake = resolve; });
+  }
+}
+
+/** Every packet of the file, through a callback; the summary at the end. A pipe with nothing yet is waited on here. */
 export function readCapture(bytes: Buffer | CaptureBytes, onPacket: (p: CapturedPacket) => void): CaptureSummary {
   const it = capturePackets(bytes);
   for (let r = it.next(); ; r = it.next()) {
     if (r.done) return r.value;
-    onPacket(r.value);
+    if (r.value === NOTHING_YET) Atomics.wait(NO_WAKE, 0, 0, 10); // 10 ms, then again
+    else onPacket(r.value);
   }
 }
 
@@ -160,9 +240,9 @@ export function readCapture(bytes: Buffer | CaptureBytes, onPacket: (p: Captured
  * The packets of the capture, one by one (the data a view of its bytes); returns the summary. Throws
  * CaptureFileError on the first next() when the bytes are not a capture (or the file cannot be read).
  */
-export function* capturePackets(bytes: Buffer | CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
+export function* capturePackets(bytes: Buffer | CaptureBytes): Generator<CapturedPacket | typeof NOTHING_YET, CaptureSummary> {
   const w = bytes instanceof CaptureBytes ? bytes : CaptureBytes.of(bytes);
-  w.ensure(0, 24);
+  for (w.ensure(0, 24); w.blocked; w.ensure(0, 24)) yield NOTHING_YET;
   const buf = w.buf;
   if (w.error !== null) throw new CaptureFileError(w.error);
   if (buf.length < 4) throw new CaptureFileError(`not a pcap or pcapng file (${buf.length} bytes)`);
@@ -174,7 +254,7 @@ export function* capturePackets(bytes: Buffer | CaptureBytes): Generator<Capture
   throw new CaptureFileError(`not a pcap or pcapng file (starts with 0x${buf.subarray(0, 4).toString('hex')})`);
 }
 
-function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
+function* readPcap(w: CaptureBytes): Generator<CapturedPacket | typeof NOTHING_YET, CaptureSummary> {
   let buf = w.buf;
   const le = buf.readUInt32LE(0) === PCAP_US || buf.readUInt32LE(0) === PCAP_NS;
   const u32 = (o: number): number => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
@@ -188,6 +268,7 @@ function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
   for (;;) {
     off = w.ensure(off, 16);
     buf = w.buf;
+    if (w.blocked) { yield NOTHING_YET; continue; } // asked again from the record's start
     if (endsAt(w, off, sum, 'next record header')) break;
     if (buf.length - off < 16) {
       sum.cut = cutAt(w, off, `record header cut short (${buf.length - off} of 16 bytes)`);
@@ -202,6 +283,7 @@ function* readPcap(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
     }
     off = w.ensure(off, 16 + incl);
     buf = w.buf;
+    if (w.blocked) { yield NOTHING_YET; continue; }
     if (buf.length - off - 16 < incl) {
       sum.cut = cutAt(w, off, `packet ${sum.packets + 1} cut short (${buf.length - off - 16} of ${incl} bytes)`);
       break;
@@ -233,7 +315,7 @@ interface Iface { link: string; name: string | null; snaplen: number;
   /** Timestamp units per second, as a divisor to microseconds: units / perUs; and the offset in seconds. */
   unitsPerSecond: number; offsetS: number }
 
-function* readPcapng(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary> {
+function* readPcapng(w: CaptureBytes): Generator<CapturedPacket | typeof NOTHING_YET, CaptureSummary> {
   const sum: CaptureSummary = { format: 'pcapng', packets: 0, cut: null, skippedBlocks: 0, orphanPackets: 0 };
   let le = true;
   let ifaces: Iface[] = [];
@@ -248,6 +330,7 @@ function* readPcapng(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary>
   for (;;) {
     off = w.ensure(off, 12);
     buf = w.buf;
+    if (w.blocked) { yield NOTHING_YET; continue; } // asked again from the block's start
     if (endsAt(w, off, sum, 'next block header')) break;
     if (buf.length - off < 12) { stop(`block header cut short (${buf.length - off} of 12 bytes)`, true); break; }
     const type = buf.readUInt32LE(off); // SHB's type reads the same in both orders
@@ -264,6 +347,7 @@ function* readPcapng(w: CaptureBytes): Generator<CapturedPacket, CaptureSummary>
     if (len < 12 || len % 4 !== 0 || len > MAX_RECORD) { stop(`block of length ${len}: not a block, the file is broken here`, false); break; }
     off = w.ensure(off, len);
     buf = w.buf;
+    if (w.blocked) { yield NOTHING_YET; continue; }
     if (buf.length - off < len) { stop(`block ${blockName(u32(off))} cut short (${buf.length - off} of ${len} bytes)`, true); break; }
     if (u32(off + len - 4) !== len) { stop(`block at ${w.base + off}: its trailing length does not match (${u32(off + len - 4)} vs ${len})`, false); break; }
     const body = off + 8;
