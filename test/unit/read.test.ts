@@ -439,6 +439,13 @@ t.join(); sys.stdout.buffer.write(out[0]); sys.exit(p.wait())
     expect(r.stdout).toBe(fromFile.stdout);
   });
 
+  it('standard input named twice: read once, then empty (not a capture, exit 1), as a second read of a drained pipe', () => {
+    const r = spawnSync(process.execPath, [CLI, 'read', '-', '-'], { input: readFileSync(file), encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/-: not a pcap or pcapng file \(0 bytes\)/);
+    expect(r.stdout.split('\n').filter((l) => l.includes('"imds_call"'))).toHaveLength(40);
+  });
+
   it('a quiet pipe (the writer still there): its calls are written as they come, and SIGTERM stops read at once, exit 130', async () => {
     const child = spawn(process.execPath, [CLI, 'read', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
