@@ -31,6 +31,9 @@ export const DEFAULTS = {
   readBatchPackets: 5000,
   /** `read`: packets pushed between two turns of the event loop, where the records they decided are made (a divisor of readBatchPackets). */
   readTurnPackets: 100,
+  /** `read -`: a quiet pipe is read again after this long, then twice as long each time, up to readQuietMaxMs (signals heard, records written meanwhile). */
+  readQuietMs: 10,
+  readQuietMaxMs: 100,
   /** `read`: idle flows are swept every this much file time. */
   readSweepMs: 10_000,
   /** How long a closed connection of the agent's own stays known as its own (its frames may be late). */

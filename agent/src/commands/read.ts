@@ -126,12 +126,8 @@ interface ReadStop {
 async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: string) => void,
   stop: ReadStop): Promise<number> {
   if (file === '-') { // standard input, as tcpdump -r -
-    if (isRegularFile(0)) return readCaptureFile(file, CaptureBytes.file(0), o, out, say, stop);
-    try {
-      return await readCaptureFile(file, CaptureBytes.stream(process.stdin), o, out, say, stop);
-    } finally {
-      process.stdin.destroy(); // nothing more is read: a writer still there does not keep read running
-    }
+    nonBlockingStandardInput();
+    return readCaptureFile(file, CaptureBytes.file(0), o, out, say, stop);
   }
   let fd: number;
   try {
@@ -148,17 +144,20 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
 }
 
 /**
- * Whether fd is a regular file, read as it is needed. Anything else on standard input (a pipe, a
- * socket, a terminal) is read as a stream, so that while its writer is quiet (`tcpdump -w -` between
- * calls) read waits on the event loop, where a signal is heard and the records decided so far are
- * written, not in a read(2) that no signal ends.
+ * Standard input made non-blocking when it is a pipe or a socket, so that while its writer is quiet
+ * (`tcpdump -w -` between calls) read waits on the event loop, where a signal is heard and the records
+ * decided so far are written, not in a read(2) that no signal ends. Node's own stdin stream does it:
+ * libuv opens a pipe or a socket non-blocking (O_NONBLOCK on fd 0); the stream itself is never read
+ * (its reads would allocate a buffer per chunk: +7 % CPU on a piped capture), and is closed when
+ * reading ends. A regular file, or a terminal (libuv opens a terminal of its own), stays as it is.
  */
-function isRegularFile(fd: number): boolean {
+function nonBlockingStandardInput(): void {
   try {
-    return fstatSync(fd).isFile();
-  } catch {
-    return false;
-  }
+    if (fstatSync(0).isFile()) return;
+    const stdin = process.stdin;
+    stdin.pause();
+    process.once('beforeExit', () => stdin.destroy());
+  } catch { /* read as it is */ }
 }
 
 /** One capture file, read a window at a time (memory bounded whatever its size): its records, then its stats. */
@@ -199,15 +198,19 @@ async function readCaptureFile(file: string, bytes: CaptureBytes, o: ReadOptions
   let summary: CaptureSummary | null = null; // null: stopped by a signal before the end
   try {
     let n = 0;
+    let quietMs = 0;
     for (let r = packets.next(); ; r = packets.next()) {
       if (r.done) { summary = r.value; break; }
       if (r.value === NOTHING_YET) {
-        // A quiet pipe: what is decided is written now, then read waits for more, or for a signal.
+        // A quiet pipe: what is decided is written now, then read waits (longer the longer it is quiet,
+        // up to readQuietMaxMs) for more, or for a signal.
         await out.flush();
-        await Promise.race([bytes.readable(), stop.heard]);
+        quietMs = Math.min(DEFAULTS.readQuietMaxMs, quietMs * 2 || DEFAULTS.readQuietMs);
+        await Promise.race([new Promise<void>((resolve) => setTimeout(resolve, quietMs)), stop.heard]);
         if (stop.signal) break;
         continue;
       }
+      quietMs = 0;
       push(r.value);
       if (++n % DEFAULTS.readTurnPackets === 0) {
         // A turn of the event loop: the records decided so far are made and written into the

@@ -10,12 +10,10 @@
  * packet blocks; other blocks are skipped as the format says.
  *
  * A file that is not a capture, or whose structure breaks, throws CaptureFileError at the start; a
- * file that ends inside a record yields every packet before it and says where it was cut. A stream (a
- * pipe) with nothing to read yet yields NOTHING_YET: the reader waits (CaptureBytes.readable), then asks
- * again.
+ * file that ends inside a record yields every packet before it and says where it was cut. A
+ * non-blocking pipe with nothing to read yet yields NOTHING_YET: the reader waits, then asks again.
  */
 import { readSync } from 'node:fs';
-import type { Readable } from 'node:stream';
 
 /** The link type names decodeFrame (wire/packet.ts) knows, by LINKTYPE_ value. */
 const LINK_TYPES: Record<number, string> = {
@@ -53,9 +51,8 @@ export interface CaptureSummary {
 export class CaptureFileError extends Error {}
 
 /**
- * What capturePackets yields in place of a packet when the capture is a stream (or a non-blocking
- * descriptor) with nothing to read yet: the caller waits for CaptureBytes.readable() (its event loop
- * free for signals), then asks for the next packet again.
+ * What capturePackets yields in place of a packet when the capture is a non-blocking pipe with nothing
+ * to read yet: the caller waits (its event loop free for signals), then asks for the next packet again.
  */
 export const NOTHING_YET: unique symbol = Symbol('nothing to read yet');
 
@@ -95,7 +92,7 @@ export class CaptureBytes {
   private hi: number;
 
   private constructor(buf: Buffer, private readonly read: ((into: Buffer, at: number) => number) | null,
-    private readonly windowBytes: number, private readonly whenReadable: () => Promise<void> = tenMs) {
+    private readonly windowBytes: number) {
     this.buf = buf;
     this.window = buf;
     this.hi = buf.length;
@@ -107,34 +104,20 @@ export class CaptureBytes {
     return new CaptureBytes(buf, null, 0);
   }
 
-  /** A capture file, read from its descriptor a window at a time (a read blocks the thread: for regular files). */
+  /**
+   * A capture file (or pipe), read from its descriptor a window at a time. A non-blocking descriptor
+   * with nothing to read yet makes ensure() stop short (`blocked`), not wait.
+   */
   static file(fd: number, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
     return CaptureBytes.reading((into, at) => readNow(fd, into, at), windowBytes);
   }
 
   /**
-   * A capture from a stream (standard input as a pipe, a socket or a terminal), read as its bytes
-   * come: while its writer is quiet, ensure() stops short (`blocked`) and readable() says when to ask
-   * again, so the event loop stays free (signals are heard, records written) however long nothing comes.
-   */
-  static stream(stream: Readable, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
-    const r = new StreamPieces(stream);
-    return CaptureBytes.reading((into, at) => r.read(into, at), windowBytes, () => r.readable());
-  }
-
-  /**
    * A capture read a window at a time by read(into, at): bytes into into[at…], how many (0 at its end,
-   * -1 when there is nothing to read yet: `blocked`); throws on an I/O error. whenReadable settles when
-   * asking again may find more (default: 10 ms later).
+   * -1 when there is nothing to read yet: `blocked`); throws on an I/O error.
    */
-  static reading(read: (into: Buffer, at: number) => number, windowBytes = CAPTURE_WINDOW_BYTES,
-    whenReadable?: () => Promise<void>): CaptureBytes {
-    return new CaptureBytes(Buffer.alloc(0), read, windowBytes, whenReadable);
-  }
-
-  /** Settles when ensure() may find more than when it last stopped short (`blocked`). */
-  readable(): Promise<void> {
-    return this.whenReadable();
+  static reading(read: (into: Buffer, at: number) => number, windowBytes = CAPTURE_WINDOW_BYTES): CaptureBytes {
+    return new CaptureBytes(Buffer.alloc(0), read, windowBytes);
   }
 
   /**
@@ -178,54 +161,6 @@ function readNow(fd: number, into: Buffer, at: number): number {
   }
 }
 const NO_WAKE = new Int32Array(new SharedArrayBuffer(4));
-const tenMs = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 10));
-
-/**
- * A readable stream in paused mode, as CaptureBytes reads: read() hands out the bytes that have come
- * (-1 when none have yet, 0 at the end); readable() settles when the stream has more to say (bytes,
- * its end, an error), at once if it has said so since read() last found nothing.
- */
-class StreamPieces {
-  private piece: Buffer | null = null;
-  private from = 0;
-  private failed: Error | null = null;
-  /** The stream has had something to say since read() last answered -1. */
-  private stirred = false;
-  private wake: (() => void) | null = null;
-
-  constructor(private readonly stream: Readable) {
-    const stir = (): void => {
-      this.stirred = true;
-      this.wake?.();
-      this.wake = null;
-    };
-    stream.on('readable', stir);
-    stream.on('end', stir);
-    stream.on('error', (err: Error) => { this.failed = err; stir(); });
-  }
-
-  read(into: Buffer, at: number): number {
-    if (this.piece === null || this.from >= this.piece.length) {
-      this.piece = this.stream.read() as Buffer | null;
-      this.from = 0;
-    }
-    if (this.piece !== null) {
-      const n = this.piece.copy(into, at, this.from);
-      this.from += n;
-      return n;
-    }
-    if (this.failed) throw this.failed;
-    if (this.stream.readableEnded) return 0;
-    this.stirred = false;
-    return -1;
-  }
-
-  readable(): Promise<void> {
-    if (this.stirred) return Promise.resolve();
-    return new Promise((resolve) => { this.wake = resolve; });
-  }
-}
-
 /** Every packet of the file, through a callback; the summary at the end. A pipe with nothing yet is waited on here. */
 export function readCapture(bytes: Buffer | CaptureBytes, onPacket: (p: CapturedPacket) => void): CaptureSummary {
   const it = capturePackets(bytes);
