@@ -148,8 +148,8 @@ async function readOne(file: string, o: ReadOptions, out: LineOut, say: (line: s
  * (`tcpdump -w -` between calls) read waits on the event loop, where a signal is heard and the records
  * decided so far are written, not in a read(2) that no signal ends. Node's own stdin stream does it:
  * libuv opens a pipe or a socket non-blocking (O_NONBLOCK on fd 0); the stream itself is never read
- * (its reads would allocate a buffer per chunk: +7 % CPU on a piped capture), and is closed when
- * reading ends. A regular file, or a terminal (libuv opens a terminal of its own), stays as it is.
+ * (its reads would allocate a buffer per chunk: +7 % CPU on a piped capture), and is closed before
+ * exit. A regular file, or a terminal (libuv opens a terminal of its own), stays as it is.
  */
 function nonBlockingStandardInput(): void {
   try {
