@@ -5,7 +5,7 @@
  * must report exactly the calls of the stand-in's request ledger (paths, versions, statuses); a
  * truncated copy yields the same calls and says where it was cut; a garbage file is refused.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,4 +158,53 @@ describe.skipIf(skip)(`imds-tracer read on files captured in a lab${skip ? ` (sk
     expect(g.stderr).toMatch(new RegExp(`^imds-tracer read: ${garbage}: not a pcap or pcapng file`));
     expect(got(g.records)).toEqual(expected().filter((k) => k.includes(' v1 '))); // the good file after it is still read
   });
+
+  it('tcpdump -U -w - | read -: each call is written while tcpdump still runs; SIGTERM to read alone ends it (exit 130, stats)', async () => {
+    const tcpdump = lab.spawn(lab.instanceNs, 'tcpdump', ['-n', '-U', '-i', lab.instanceIf, '-w', '-', 'tcp port 80'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let tcpdumpErr = '';
+    const listening = new Promise<void>((resolve) => tcpdump.stderr!.on('data', (d: Buffer) => { tcpdumpErr += d.toString(); if (/listening on/.test(tcpdumpErr)) resolve(); }));
+    const read = spawn(process.execPath, [join(lab.repoRoot, 'dist', 'cli.js'), 'read', '-'], { stdio: [tcpdump.stdout!, 'pipe', 'pipe'] });
+    const records: Rec[] = [];
+    let readErr = '';
+    let waiting: { path: string; resolve: () => void } | null = null;
+    let partial = '';
+    read.stdout!.on('data', (d: Buffer) => {
+      partial += d.toString();
+      const lines = partial.split('\n');
+      partial = lines.pop()!;
+      for (const l of lines.filter(Boolean)) records.push(JSON.parse(l));
+      if (waiting && records.some((r) => r.request?.path === waiting!.path)) waiting.resolve();
+    });
+    read.stderr!.on('data', (d: Buffer) => { readErr += d.toString(); });
+    const readExited = new Promise<number | null>((resolve) => read.once('exit', (code) => resolve(code)));
+    /** Resolves once read has written the call to path; rejects after ms (the failure's bound). */
+    const written = (path: string, ms: number): Promise<void> => new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no record of ${path} within ${ms} ms`)), ms);
+      waiting = { path, resolve: () => { clearTimeout(t); resolve(); } };
+      if (records.some((r) => r.request?.path === path)) waiting.resolve();
+    });
+    try {
+      await listening;
+      // tcpdump may say it listens a moment before it captures: calls until read writes one.
+      for (let tries = 1; ; tries++) {
+        const path = '/latest/meta-data/ami-id';
+        expect((await curlV1(lab, { path })).exitCode).toBe(0);
+        if (await written(path, 3000).then(() => true, () => false)) break;
+        if (tries === 10) throw new Error(`read wrote no call of the pipe: ${readErr} ${tcpdumpErr}`);
+      }
+      expect((await curlV1(lab, { path: '/latest/meta-data/instance-type' })).exitCode).toBe(0);
+      await written('/latest/meta-data/instance-type', 10_000); // tcpdump still runs: the pipe is open and quiet
+      expect(tcpdump.exitCode).toBeNull();
+      read.kill('SIGTERM');
+      expect(await readExited).toBe(130);
+      expect(readErr).toMatch(/interrupted \(SIGTERM\): the calls read until then are written/);
+      const last = records.at(-1)!;
+      expect(last.event).toBe('stats');
+      expect(last.calls.v1).toBe(records.filter((r) => r.event === 'imds_call').length);
+      expect(records.filter((r) => r.event === 'imds_call').at(-1)!.request.path).toBe('/latest/meta-data/instance-type');
+    } finally {
+      read.kill('SIGKILL');
+      tcpdump.kill('SIGKILL');
+    }
+  }, 60_000);
 });
