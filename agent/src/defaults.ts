@@ -31,8 +31,9 @@ export const DEFAULTS = {
   readBatchPackets: 5000,
   /** `read`: packets pushed between two turns of the event loop, where the records they decided are made (a divisor of readBatchPackets). */
   readTurnPackets: 100,
-  /** `read -`: a quiet pipe is read again after this long, then twice as long each time, up to readQuietMaxMs (signals heard, records written meanwhile). */
+  /** `read -`: a quiet pipe is read again after this long, then twice as long each time (signals heard, records written meanwhile). */
   readQuietMs: 10,
+  /** `read -`: the longest a quiet pipe waits before it is read again. */
   readQuietMaxMs: 100,
   /** `read`: idle flows are swept every this much file time. */
   readSweepMs: 10_000,

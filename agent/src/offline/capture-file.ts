@@ -161,6 +161,7 @@ function readNow(fd: number, into: Buffer, at: number): number {
   }
 }
 const NO_WAKE = new Int32Array(new SharedArrayBuffer(4));
+
 /** Every packet of the file, through a callback; the summary at the end. A pipe with nothing yet is waited on here. */
 export function readCapture(bytes: Buffer | CaptureBytes, onPacket: (p: CapturedPacket) => void): CaptureSummary {
   const it = capturePackets(bytes);
