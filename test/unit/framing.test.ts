@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  encodeRecord, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetPayload, packetTime, parseStats, RecordReader, splitPacket,
+  CorruptStreamError, encodeRecord, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetPayload, packetTime, parseStats, RecordReader, splitPacket,
 } from '../../agent/src/capture/framing.js';
 
 describe('capture framing', () => {
@@ -27,10 +27,11 @@ describe('capture framing', () => {
         const all = Buffer.concat(recs);
         const reader = new RecordReader();
         const got: Array<{ type: number; payload: Buffer }> = [];
+        const visit = (type: number, buf: Buffer, start: number, end: number) => got.push({ type, payload: buf.subarray(start, end) });
         let off = 0;
         for (const c of [...cuts, all.length]) {
           if (off >= all.length) break;
-          got.push(...reader.push(all.subarray(off, off + c)));
+          reader.push(all.subarray(off, off + c), visit);
           off += c;
         }
         expect(got.map((g) => g.type)).toEqual([FRAME_OPEN, ...sizes.map(() => FRAME_PACKET), FRAME_STATS]);
@@ -52,14 +53,41 @@ describe('capture framing', () => {
     expect(packetTime(packetPayload(1_764_000_000_123_456n, Buffer.alloc(0)))).toBe(1_764_000_000_123_456);
   });
 
-  it('a corrupt stream is an error, not a silent skip', () => {
+  it('a corrupt stream is an error, not a silent skip; the records before it are handed on', () => {
     const bad = Buffer.alloc(8);
     bad.writeUInt32LE(9, 0);
     bad.writeUInt32LE(8, 4);
-    expect(() => new RecordReader().push(bad)).toThrow(/corrupt \(type 9, size 8\)/);
+    const types: number[] = [];
+    const visit = (type: number) => types.push(type);
+    const open = encodeRecord(FRAME_OPEN, Buffer.from('EN10MB'));
+    expect(() => new RecordReader().push(Buffer.concat([open, bad]), visit)).toThrow(CorruptStreamError);
+    expect(types).toEqual([FRAME_OPEN]);
+    expect(() => new RecordReader().push(bad, visit)).toThrow(/corrupt \(type 9, size 8\)/);
     const short = Buffer.alloc(8);
     short.writeUInt32LE(FRAME_OPEN, 0);
     short.writeUInt32LE(4, 4); // smaller than its own header
-    expect(() => new RecordReader().push(short)).toThrow(/corrupt/);
+    expect(() => new RecordReader().push(short, visit)).toThrow(/corrupt/);
+    // A header cut in two is checked once it is whole.
+    const reader = new RecordReader();
+    reader.push(bad.subarray(0, 3), visit);
+    expect(() => reader.push(bad.subarray(3), visit)).toThrow(CorruptStreamError);
+  });
+
+  it('copies only a record cut by a chunk\'s end: the next chunk\'s own records are views of that chunk', () => {
+    const packet = (n: number) => encodeRecord(FRAME_PACKET, packetPayload(BigInt(n), Buffer.alloc(100, n)));
+    const stream = Buffer.concat([packet(1), packet(2), packet(3)]);
+    const first = stream.subarray(0, 150); // packet 1, and the start of packet 2
+    const second = Buffer.alloc(stream.length - 150); // the rest of packet 2, then packet 3: memory of its own
+    stream.copy(second, 0, 150);
+    const seen: Array<{ ts: number; inSecond: boolean; fill: number }> = [];
+    const reader = new RecordReader();
+    const visit = (_type: number, buf: Buffer, start: number, end: number) =>
+      seen.push({ ts: packetTime(buf, start), inSecond: buf.buffer === second.buffer, fill: buf[end - 1] });
+    reader.push(first, visit);
+    reader.push(second, visit);
+    expect(seen.map((s) => s.ts)).toEqual([1, 2, 3]);
+    expect(seen.map((s) => s.fill)).toEqual([1, 2, 3]);
+    expect(seen[2].inSecond).toBe(true);
+    expect(seen[1].inSecond).toBe(false);
   });
 });

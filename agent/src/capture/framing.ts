@@ -22,29 +22,73 @@ export function encodeRecord(type: number, payload: Buffer): Buffer {
   return out;
 }
 
-const EMPTY = Buffer.alloc(0);
+/** A stream that breaks the framing: the capture process is stopped, not read on. */
+export class CorruptStreamError extends Error {}
 
+/** Takes each complete record: its type, and its payload as bytes [start, end) of buf (a view, never written over). */
+export type RecordVisitor = (type: number, buf: Buffer, start: number, end: number) => void;
+
+const NOTHING = Buffer.alloc(0);
+
+/** The size of the record whose header is at buf[at]; throws CorruptStreamError on a header no helper writes. */
+function recordSize(buf: Buffer, at: number): number {
+  const type = buf.readUInt32LE(at + FRAME_HEADER.type[0]);
+  const size = buf.readUInt32LE(at + FRAME_HEADER.recordSize[0]);
+  const len = size - HEADER;
+  if (type < FRAME_OPEN || type > FRAME_STATS || size < HEADER || len > MAX_RECORD || (type === FRAME_PACKET && len < 8)) {
+    throw new CorruptStreamError(`capture worker stream corrupt (type ${type}, size ${size})`);
+  }
+  return size;
+}
+
+/**
+ * Cuts the capture process's stream into records. A chunk's complete records are handed on as views
+ * of the chunk; only a record cut by the chunk's end is copied (its bytes so far, then the rest from
+ * the next chunks, into a buffer of its own size), never the next chunk as a whole. No record is held
+ * once it is complete, so what waits here is at most one unfinished record (MAX_RECORD).
+ */
 export class RecordReader {
-  private buf: Buffer = EMPTY;
+  /** The unfinished record's bytes so far: its header (8 bytes) until that is whole, then the record's size. */
+  private held: Buffer = NOTHING;
+  private heldBytes = 0;
 
-  /** Complete records in chunk (and what was held back); throws on a corrupt stream. */
-  push(chunk: Buffer): Array<{ type: number; payload: Buffer }> {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const out: Array<{ type: number; payload: Buffer }> = [];
-    let off = 0;
-    while (this.buf.length - off >= HEADER) {
-      const type = this.buf.readUInt32LE(off + FRAME_HEADER.type[0]);
-      const size = this.buf.readUInt32LE(off + FRAME_HEADER.recordSize[0]);
-      const len = size - HEADER;
-      if (type < FRAME_OPEN || type > FRAME_STATS || size < HEADER || len > MAX_RECORD || (type === FRAME_PACKET && len < 8)) {
-        throw new Error(`capture worker stream corrupt (type ${type}, size ${size})`);
-      }
-      if (this.buf.length - off < HEADER + len) break;
-      out.push({ type, payload: this.buf.subarray(off + HEADER, off + HEADER + len) });
-      off += HEADER + len;
+  /** Hands visit each record chunk completes, in order; throws CorruptStreamError on a corrupt stream. */
+  push(chunk: Buffer, visit: RecordVisitor): void {
+    let off = this.heldBytes > 0 ? this.finishHeld(chunk, visit) : 0;
+    if (off < 0) return;
+    while (chunk.length - off >= HEADER) {
+      const size = recordSize(chunk, off);
+      if (chunk.length - off < size) break;
+      visit(chunk.readUInt32LE(off + FRAME_HEADER.type[0]), chunk, off + HEADER, off + size);
+      off += size;
     }
-    this.buf = off === this.buf.length ? EMPTY : this.buf.subarray(off);
-    return out;
+    if (off < chunk.length) {
+      const rest = chunk.length - off;
+      this.held = Buffer.allocUnsafe(rest >= HEADER ? recordSize(chunk, off) : HEADER);
+      this.heldBytes = chunk.copy(this.held, 0, off);
+    }
+  }
+
+  /** Completes the held record from the head of chunk; returns where chunk's own records start, or -1 when chunk is used up. */
+  private finishHeld(chunk: Buffer, visit: RecordVisitor): number {
+    let off = 0;
+    if (this.heldBytes < HEADER) {
+      off = chunk.copy(this.held, this.heldBytes, 0, HEADER - this.heldBytes);
+      this.heldBytes += off;
+      if (this.heldBytes < HEADER) return -1;
+      const whole = Buffer.allocUnsafe(recordSize(this.held, 0));
+      this.held.copy(whole, 0, 0, HEADER);
+      this.held = whole;
+    }
+    const copied = chunk.copy(this.held, this.heldBytes, off, off + this.held.length - this.heldBytes);
+    this.heldBytes += copied;
+    off += copied;
+    if (this.heldBytes < this.held.length) return -1;
+    const record = this.held;
+    this.held = NOTHING;
+    this.heldBytes = 0;
+    visit(record.readUInt32LE(FRAME_HEADER.type[0]), record, HEADER, record.length);
+    return off;
   }
 }
 
@@ -60,9 +104,9 @@ export function splitPacket(payload: Buffer): { tsUs: number; frame: Buffer } {
   return { tsUs: packetTime(payload), frame: packetFrame(payload) };
 }
 
-/** A PACKET payload's capture time, µs since the epoch (as Number(readBigUInt64BE(0)), without making a BigInt). */
-export function packetTime(payload: Buffer): number {
-  return payload.readUInt32BE(0) * 0x1_0000_0000 + payload.readUInt32BE(4);
+/** A PACKET payload's (at payload[at]) capture time, µs since the epoch (as Number(readBigUInt64BE(0)), without making a BigInt). */
+export function packetTime(payload: Buffer, at = 0): number {
+  return payload.readUInt32BE(at) * 0x1_0000_0000 + payload.readUInt32BE(at + 4);
 }
 
 /** A PACKET payload's frame (a view of it). */

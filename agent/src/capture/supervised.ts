@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ROOT } from '../paths.js';
 import {
-  FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetFrame, packetTime, parseStats, RecordReader, type CaptureStats,
+  CorruptStreamError, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetTime, parseStats, RecordReader, type CaptureStats,
 } from './framing.js';
 import type { PcapSource } from './pcap.js';
 
@@ -79,33 +79,32 @@ export class SupervisedCapture implements PcapSource {
       /** Capture time of the newest packet this process handed over. */
       let lastPacketMs = 0;
       let lastStats: { at: number; lost: number } | null = null;
+      const onRecord = (type: number, buf: Buffer, start: number, end: number): void => {
+        if (type === FRAME_PACKET) {
+          const tsUs = packetTime(buf, start);
+          lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
+          this.o.onFrame(buf.subarray(start + 8, end), this.linkType, tsUs);
+        } else if (type === FRAME_STATS) {
+          const st = parseStats(buf.subarray(start, end));
+          const now = Date.now();
+          const lost = st.dropped + st.ifDropped + st.queueDropped;
+          if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(lastStats?.at ?? helper.readyAt, now);
+          lastStats = { at: now, lost };
+          this.o.onStats?.(st);
+        } else if (type === FRAME_OPEN) {
+          helper.ready(); // the handshake: capture is open
+          this.linkType = buf.toString('latin1', start, end);
+          resolve();
+        }
+      };
       const helper: HelperProcess = new HelperProcess(this.o.helper ?? process.execPath, this.o.helper ? args : [WORKER, ...args], {
         onStdout: (chunk) => {
-          let records;
           try {
-            records = reader.push(chunk);
+            reader.push(chunk, onRecord);
           } catch (err) {
-            this.o.onError((err as Error).message);
+            if (!(err instanceof CorruptStreamError)) throw err;
+            this.o.onError(err.message);
             helper.kill();
-            return;
-          }
-          for (const r of records) {
-            if (r.type === FRAME_PACKET) {
-              const tsUs = packetTime(r.payload);
-              lastPacketMs = Math.max(lastPacketMs, tsUs / 1000);
-              this.o.onFrame(packetFrame(r.payload), this.linkType, tsUs);
-            } else if (r.type === FRAME_STATS) {
-              const st = parseStats(r.payload);
-              const now = Date.now();
-              const lost = st.dropped + st.ifDropped + st.queueDropped;
-              if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(lastStats?.at ?? helper.readyAt, now);
-              lastStats = { at: now, lost };
-              this.o.onStats?.(st);
-            } else if (r.type === FRAME_OPEN) {
-              helper.ready(); // the handshake: capture is open
-              this.linkType = r.payload.toString('latin1');
-              resolve();
-            }
           }
         },
         onSpawnError: (err) => {
