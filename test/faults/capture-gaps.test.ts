@@ -1,6 +1,7 @@
 /**
  * Faults with real processes: the capture helper SIGKILLed during a burst of short-lived callers
- * (with calls queued in it, and calls made while it is down), the eBPF loader SIGKILLed, the capture
+ * (with calls queued in it, and calls made while it is down), the capture helper stopped (SIGSTOP)
+ * until the kernel's ring drops packets, the eBPF loader SIGKILLed, the capture
  * interface removed and made again, and an interface that is not captured at all. Every call the
  * clients made must be a record — from the wire, or from the kernel with a `wire_reason` — or a
  * counted, named reason; never both, never neither.
@@ -156,6 +157,51 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
     expect(inFile).toContainEqual(stopped);
     expect(inFile).toContainEqual(resumed);
     for (const c of [...gapCalls, ...burstCalls]) expect(inFile.filter((r) => fromWire(c)(r) || fromKernel(c)(r))).toHaveLength(1);
+  });
+
+  it('the capture helper kept off the CPU while calls go on: the kernel ring drops, one error, then a notice with the count; each call is one record', async () => {
+    const t = await start(['--no-log-file', '-i', lab.instanceIf]);
+    const before = await calls('d-before', 3);
+    await t.count((r) => before.some((c) => fromWire(c)(r)), 3, 20_000, 'calls before');
+    const pid = helperPid(t);
+    process.kill(pid, 'SIGSTOP');
+    // The kernel's ring is 16 blocks, each closed 10 ms after its first packet and given back only by
+    // the helper: one call after another for a second fill it whatever their speed, and the rest drop.
+    const held: Call[] = [];
+    const from = Date.now();
+    while (Date.now() - from < 1000 || held.length < 40) held.push(await call('d-held'));
+    process.kill(pid, 'SIGCONT');
+    const dropping = await t.next((r) => r.event === 'error' && r.component === 'capture' && /is dropping packets/.test(r.message), 10_000, 'drops said');
+    expect(dropping.message).toMatch(new RegExp(`^capture on ${lab.instanceIf} is dropping packets: .*stats\\.pcap\\.dropped`));
+    const after = await calls('d-after', 3);
+    await t.count((r) => after.some((c) => fromWire(c)(r)), 3, 20_000, 'calls after');
+    // Stopping decides at once every connection the kernel saw and the wire did not.
+    expect(await t.stop()).toBe(0);
+
+    for (const r of oneRecordEach(t, [...before, ...after])) expect(r).toMatchObject({ imds_version: 'v1', process: { attribution: 'ebpf' } });
+    const stats = finalStats(t);
+    // Each held call is one record, from the wire or from the kernel; past the budget for records from
+    // the kernel (DEFAULTS.unseenRecordBurst) a call is counted in calls_unseen_unrecorded instead.
+    const heldRecords = held.flatMap((c) => {
+      const mine = recordsOf(t, c);
+      expect(mine.length, `records of ${c.tag}`).toBeLessThanOrEqual(1);
+      return mine;
+    });
+    expect(held.length - heldRecords.length).toBeLessThanOrEqual(stats.calls_unseen_unrecorded);
+    const missed = heldRecords.filter((r) => r.wire_reason);
+    expect(missed.length).toBeGreaterThan(0);
+    for (const r of missed) expect(r).toMatchObject({ wire_reason: 'capture_dropped', request: null, process: { attribution: 'ebpf', comm: 'curl' } });
+    for (const r of heldRecords.filter((x) => !x.wire_reason)) expect(r).toMatchObject({ imds_version: 'v1' });
+    const dropped = stats.pcap.dropped + stats.pcap.if_dropped;
+    expect(dropped).toBeGreaterThan(0);
+    // One error for the drops, and at stop one notice with exactly the count stats has.
+    expect(t.records.filter((r) => r.event === 'error' && r.component === 'capture')).toEqual([dropping]);
+    const ended = t.records.filter((r) => r.event === 'notice' && r.component === 'capture');
+    expect(ended).toHaveLength(1);
+    expect(ended[0].message).toMatch(new RegExp(`^capture on ${lab.instanceIf} (?:stopped|keeps up again): ${dropped} packets were dropped between \\S+Z and \\S+Z$`));
+    expect(stats.calls_unseen.capture_dropped).toBeGreaterThanOrEqual(held.length - (heldRecords.length - missed.length));
+    accountedFor(t);
+    for (const r of t.records) expect(validate(r)).toEqual([]);
   });
 
   it('the eBPF loader SIGKILLed: calls while it is down that /proc cannot name say so and are counted', async () => {

@@ -3,7 +3,10 @@
  * a capture process that dies is restarted at once; one that dies again soon after its restart is
  * restarted with backoff. Each gap is one error and one notice, with its times. Timers are faked
  * (only setTimeout), so "at once" is a timer of 0 ms, not a measured time; the processes are real.
+ * Packets dropped are one error when the drop counters start to grow and one notice with the count
+ * when they stop (or capture stops).
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,5 +67,53 @@ describe('SupervisedCapture restarts', () => {
     expect(vi.getTimerCount()).toBe(0);
     await until(() => notices.length === 2);
     expect([errors.length, notices.length]).toEqual([2, 2]);
+  });
+
+  it('drops: one error when the counters start to grow, one notice with the count once quiet or when capture stops', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'imdst-sup-'));
+    const go = join(dir, 'go');
+    expect(spawnSync('mkfifo', [go]).status).toBe(0);
+    // STATS record: type 3, length 24, then received, dropped (kernel), dropped (interface), dropped
+    // (the helper's queue), u32 big endian each.
+    const stats = (recv: number, drop: number, queue: number): string =>
+      `printf '\\003\\000\\000\\000\\030\\000\\000\\000'; printf '\\000\\000\\000\\${recv.toString(8)}\\000\\000\\000\\${drop.toString(8)}`
+      + `\\000\\000\\000\\000\\000\\000\\000\\${queue.toString(8)}'\n`;
+    const helper = join(dir, 'helper.sh');
+    writeFileSync(helper, `#!/bin/sh\necho $$ >> '${dir}/pids'\nprintf '\\001\\000\\000\\000\\020\\000\\000\\000ETHERNET'\n`
+      + stats(10, 0, 0) + stats(100, 3, 2) + stats(200, 4, 5) // 5 lost, then 9
+      + `read x < '${go}'\n` + stats(250, 6, 5) // 2 more, after the notice
+      + 'exec cat > /dev/null\n'); // until the agent closes its stdin
+    chmodSync(helper, 0o755);
+    const errors: string[] = [];
+    const notices: string[] = [];
+    const dropsAt: number[] = [];
+    let waiting: (() => void) | null = null;
+    const wake = (): void => { const w = waiting; waiting = null; w?.(); };
+    const until = (cond: () => boolean): Promise<void> => new Promise((resolve) => {
+      const check = (): void => { if (cond()) resolve(); else waiting = check; };
+      check();
+    });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cap = await SupervisedCapture.open({
+      device: 'lab0', filter: 'tcp', bufferBytes: 1, helper, onFrame: () => undefined,
+      onError: (m) => { errors.push(m); wake(); }, onNotice: (m) => { notices.push(m); wake(); },
+      onDrops: (_from, to) => { dropsAt.push(to); wake(); },
+    });
+    await until(() => dropsAt.length === 2);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^capture on lab0 is dropping packets: .*stats\.pcap\.dropped/);
+    vi.advanceTimersByTime(9_999);
+    expect(notices).toEqual([]);
+    vi.advanceTimersByTime(1); // DEFAULTS.captureDropQuietMs after the last drop counted
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toMatch(/^capture on lab0 keeps up again: 9 packets were dropped between \d{4}-\S+Z and \d{4}-\S+Z$/);
+
+    writeFileSync(go, 'go\n');
+    await until(() => errors.length === 2); // drops again: a new error
+    expect(errors[1]).toMatch(/^capture on lab0 is dropping packets/);
+    await cap.close();
+    cap = null;
+    expect(notices).toHaveLength(2);
+    expect(notices[1]).toMatch(/^capture on lab0 stopped: 2 packets were dropped between \d{4}-\S+Z and \d{4}-\S+Z$/);
   });
 });

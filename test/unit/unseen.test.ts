@@ -116,6 +116,17 @@ describe('CaptureTimeline', () => {
     expect(tl.reasonAt(30_100)).toBe('capture_gap');
   });
 
+  it('a connection between two readings that showed drops, just before the close: dropped, not the close', () => {
+    const tl = new CaptureTimeline(250, 1000);
+    tl.dropped(40_000, 45_000);
+    tl.closed(45_100);
+    expect(tl.reasonAt(44_950)).toBe('capture_dropped'); // within the close's slack, but made while capture dropped
+    expect(tl.reasonAt(45_050)).toBe('capture_gap'); // after the last reading: the close's slack decides
+    expect(tl.reasonAt(45_200)).toBe('capture_gap');
+    expect(tl.reasonDuring(44_000, 44_990)).toBe('capture_dropped');
+    expect(tl.reasonDuring(45_050, 45_300)).toBe('capture_gap');
+  });
+
   it('a connection whose SYN was seen but whose request was not: lost if capture stopped or dropped while it lasted', () => {
     const tl = new CaptureTimeline(250, 1000);
     tl.down(10_000, 9_600); // the SYN at 9_000 was handed over; the request after it died with the helper

@@ -81,6 +81,8 @@ export class CaptureTimeline {
   reasonAt(tMs: number): WireReason {
     const within = (slack: number) => (i: Interval): boolean => tMs >= i.from - slack && (i.to === null || tMs <= i.to + slack);
     if (this.gaps.some(within(this.gapSlackMs))) return 'capture_gap';
+    // Between two readings that showed drops, a connection came before the close, whatever the slack.
+    if (this.drops.some(within(0))) return 'capture_dropped';
     if (this.closedAt !== null && tMs >= this.closedAt - this.gapSlackMs) return 'capture_gap';
     if (this.drops.some(within(this.dropSlackMs))) return 'capture_dropped';
     return 'not_captured';
@@ -93,6 +95,7 @@ export class CaptureTimeline {
   reasonDuring(fromMs: number, toMs: number): WireReason | null {
     const overlaps = (slack: number) => (i: Interval): boolean => i.from - slack <= toMs && (i.to === null || i.to + slack >= fromMs);
     if (this.gaps.some(overlaps(this.gapSlackMs))) return 'capture_gap';
+    if (this.drops.some(overlaps(0))) return 'capture_dropped';
     if (this.closedAt !== null && this.closedAt <= toMs) return 'capture_gap';
     if (this.drops.some(overlaps(this.dropSlackMs))) return 'capture_dropped';
     return null;
