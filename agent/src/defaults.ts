@@ -22,10 +22,11 @@ export const DEFAULTS = {
    */
   pcapBufferBytes: 4 * 1024 * 1024,
   /**
-   * Capture dropping packets (the ring or the helper's queue full) is one `error` when it starts and
-   * one `notice`, with how many were dropped and when, once no drop has been counted for this long.
+   * A loss (packets the capture dropped, kernel events the eBPF loader lost) is one `error` when its
+   * counter starts to grow and one `notice`, with how many were lost and when, once the counter has
+   * not grown for this long.
    */
-  captureDropQuietMs: 10_000,
+  lossQuietMs: 10_000,
   /** The in-process `cap` binding's buffer (fallback of source builds: TPACKET_V2, 64 KiB per frame, so 128 frames). */
   pcapBindingBufferBytes: 8 * 1024 * 1024,
   /** How long a request waits for its response before its record is written anyway. */

@@ -1,7 +1,8 @@
 /**
  * Faults with real processes: the capture helper SIGKILLed during a burst of short-lived callers
  * (with calls queued in it, and calls made while it is down), the capture helper stopped (SIGSTOP)
- * until the kernel's ring drops packets, the eBPF loader SIGKILLed, the capture
+ * until the kernel's ring drops packets, the eBPF loader SIGKILLed, the eBPF loader stopped until the
+ * kernel's ring buffer loses events, the capture
  * interface removed and made again, and an interface that is not captured at all. Every call the
  * clients made must be a record — from the wire, or from the kernel with a `wire_reason` — or a
  * counted, named reason; never both, never neither.
@@ -238,6 +239,35 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
     expect(stats.kernel.loader_gap_ms).toBeGreaterThan(0);
     // The wire saw them all: no second record for any of them.
     expect(t.records.filter((r) => r.wire_reason && [...before, ...during, ...burstCalls, ...after].some((c) => fromKernel(c)(r)))).toEqual([]);
+    accountedFor(t);
+    for (const r of t.records) expect(validate(r)).toEqual([]);
+  });
+
+  it('the eBPF loader kept off the CPU during a burst of connects: the lost kernel events are one error, then a notice with the count', async () => {
+    const t = await start(['--no-log-file', '-i', lab.instanceIf], { IMDS_TRACER_EBPF_BUDGET: '0' }); // no budget: the ring itself fills
+    const before = await calls('e-before', 3);
+    await t.count((r) => before.some((c) => fromWire(c)(r) && r.process.attribution === 'ebpf'), 3, 20_000, 'calls before');
+    const loaderPid = Number(execFileSync('pgrep', ['-P', String(t.proc.pid), '-f', 'imds_connect'], { encoding: 'utf8' }).trim().split('\n')[0]);
+    process.kill(loaderPid, 'SIGSTOP');
+    // Connections with no request (not calls): each is a kernel event, ~1.8 KB in a 1 MiB ring the
+    // stopped loader does not read, so 3,000 of them overflow it.
+    const flood = await lab.exec(lab.instanceNs, 'python3', ['-c',
+      'import socket, sys\nfor _ in range(int(sys.argv[2])):\n  s = socket.create_connection((sys.argv[1], 80)); s.close()\n', IMDS_V4, '3000']);
+    expect(flood.exitCode, flood.stderr).toBe(0);
+    process.kill(loaderPid, 'SIGCONT');
+    const losing = await t.next((r) => r.event === 'error' && r.component === 'ebpf' && /kernel connect events are being lost/.test(r.message), 20_000, 'losses said');
+    expect(losing.message).toMatch(/stats\.kernel\.events_lost\)$/);
+    const after = await calls('e-after', 3);
+    await t.count((r) => after.some((c) => fromWire(c)(r)), 3, 20_000, 'calls after');
+    expect(await t.stop()).toBe(0);
+
+    for (const r of oneRecordEach(t, [...before, ...after])) expect(r).toMatchObject({ imds_version: 'v1' });
+    const stats = finalStats(t);
+    expect(stats.kernel.events_lost).toBeGreaterThan(0);
+    expect(t.records.filter((r) => r.event === 'error' && r.component === 'ebpf')).toEqual([losing]);
+    const ended = t.records.filter((r) => r.event === 'notice' && r.component === 'ebpf' && /were lost between/.test(r.message));
+    expect(ended).toHaveLength(1);
+    expect(ended[0].message).toMatch(new RegExp(`^(?:eBPF attribution stopped|kernel connect events are no longer lost): ${stats.kernel.events_lost} were lost between \\S+Z and \\S+Z$`));
     accountedFor(t);
     for (const r of t.records) expect(validate(r)).toEqual([]);
   });

@@ -104,7 +104,7 @@ describe('SupervisedCapture restarts', () => {
     expect(errors[0]).toMatch(/^capture on lab0 is dropping packets: .*stats\.pcap\.dropped/);
     vi.advanceTimersByTime(9_999);
     expect(notices).toEqual([]);
-    vi.advanceTimersByTime(1); // DEFAULTS.captureDropQuietMs after the last drop counted
+    vi.advanceTimersByTime(1); // DEFAULTS.lossQuietMs after the last drop counted
     expect(notices).toHaveLength(1);
     expect(notices[0]).toMatch(/^capture on lab0 keeps up again: 9 packets were dropped between \d{4}-\S+Z and \d{4}-\S+Z$/);
 

@@ -6,7 +6,7 @@
  * `error` record when capture stops, one `notice` when it resumes, with both times) and handed to
  * onGap, with the moment from which packets were lost (what the dead process had not handed over).
  * Packets dropped (the kernel's ring or the helper's queue full) are one `error` when the drop counters
- * start to grow and one `notice` with the count once they have stopped (DEFAULTS.captureDropQuietMs).
+ * start to grow and one `notice` with the count once they have stopped (DEFAULTS.lossQuietMs).
  *
  * Memory: each chunk of the helper's pipe is parsed and handed on synchronously, so nothing queues
  * in the agent; the parse buffer holds at most one unfinished record (MAX_RECORD, larger is a corrupt
@@ -18,6 +18,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '../defaults.js';
+import { LossSpell } from '../loss-spell.js';
 import { ROOT } from '../paths.js';
 import {
   CorruptStreamError, FRAME_OPEN, FRAME_PACKET, FRAME_STATS, packetTime, parseStats, RecordReader, type CaptureStats,
@@ -55,16 +56,6 @@ export interface SupervisedOptions {
   dropQuietMs?: number;
 }
 
-/** Packets dropped since the first drop nobody has been told the end of. */
-interface DropSpell {
-  /** The reading of the drop counters before the first that grew. */
-  fromMs: number;
-  /** The reading that showed the last growth. */
-  lastMs: number;
-  packets: number;
-  quiet: NodeJS.Timeout | undefined;
-}
-
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 export class SupervisedCapture implements PcapSource {
@@ -74,11 +65,20 @@ export class SupervisedCapture implements PcapSource {
   /** Restarts: at once after a capture that ran for stableMs, with growing delays while they keep failing. */
   private readonly restartsDue: HelperRestarts;
   private downAt: number | null = null;
-  private drops: DropSpell | null = null;
+  /** Packets dropped: one error when the drop counters start to grow, one notice when they stop. */
+  private readonly drops: LossSpell;
   restarts = 0;
 
   private constructor(private readonly o: SupervisedOptions) {
     this.restartsDue = new HelperRestarts(500, o.maxBackoffMs ?? 30_000, o.stableMs ?? 10_000);
+    this.drops = new LossSpell({
+      quietMs: o.dropQuietMs ?? DEFAULTS.lossQuietMs,
+      began: () => o.onError(`capture on ${o.device} is dropping packets: the kernel's capture ring or the capture helper's `
+        + 'queue is full, the agent is not keeping up; IMDS calls in the dropped packets may have no record '
+        + '(counted in stats.pcap.dropped; a connection the kernel saw is still recorded, with wire_reason capture_dropped)'),
+      ended: (lost, fromMs, toMs, stopped) => o.onNotice(`capture on ${o.device} ${stopped ? 'stopped' : 'keeps up again'}: `
+        + `${lost} packets were dropped between ${new Date(fromMs).toISOString()} and ${new Date(toMs).toISOString()}`),
+    });
   }
 
   /** Resolves once capture is open; rejects with the device's error on the first attempt. */
@@ -107,7 +107,7 @@ export class SupervisedCapture implements PcapSource {
           if (lost > (lastStats?.lost ?? 0)) {
             const since = lastStats?.at ?? helper.readyAt;
             this.o.onDrops?.(since, now);
-            this.dropped(lost - (lastStats?.lost ?? 0), since, now);
+            this.drops.grew(lost - (lastStats?.lost ?? 0), since, now);
           }
           lastStats = { at: now, lost };
           this.o.onStats?.(st);
@@ -157,35 +157,6 @@ export class SupervisedCapture implements PcapSource {
     });
   }
 
-  /**
-   * Drops said where an operator looks: an `error` when they start, and once none has been counted for
-   * dropQuietMs (or capture stops) a `notice` with how many packets were dropped, and between which two
-   * readings of the counters (the one before the first growth, the one that showed the last).
-   */
-  private dropped(packets: number, sinceMs: number, now: number): void {
-    if (this.drops === null) {
-      this.drops = { fromMs: sinceMs, lastMs: now, packets: 0, quiet: undefined };
-      this.o.onError(`capture on ${this.o.device} is dropping packets: the kernel's capture ring or the capture helper's `
-        + 'queue is full, the agent is not keeping up; IMDS calls in the dropped packets may have no record '
-        + '(counted in stats.pcap.dropped; a connection the kernel saw is still recorded, with wire_reason capture_dropped)');
-    }
-    const d = this.drops;
-    d.packets += packets;
-    d.lastMs = now;
-    clearTimeout(d.quiet);
-    d.quiet = setTimeout(() => this.dropsEnded(''), this.o.dropQuietMs ?? DEFAULTS.captureDropQuietMs);
-    d.quiet.unref();
-  }
-
-  private dropsEnded(why: string): void {
-    const d = this.drops;
-    if (d === null) return;
-    clearTimeout(d.quiet);
-    this.drops = null;
-    this.o.onNotice(`capture on ${this.o.device} ${why || 'keeps up again'}: ${d.packets} packets were dropped `
-      + `between ${new Date(d.fromMs).toISOString()} and ${new Date(d.lastMs).toISOString()}`);
-  }
-
   /** At once after a process that had run for a while; with growing backoff while restarts keep failing. */
   private retry(): void {
     this.restartsDue.schedule(() => {
@@ -207,6 +178,6 @@ export class SupervisedCapture implements PcapSource {
     this.closed = true;
     this.restartsDue.cancel();
     await this.helper?.stop('eof', 2000); // resolves after its stdout is read
-    this.dropsEnded('stopped');
+    this.drops.end();
   }
 }

@@ -14,6 +14,7 @@
  */
 import { HelperRestarts } from '../../helper-process.js';
 import { DEFAULTS } from '../../defaults.js';
+import { LossSpell } from '../../loss-spell.js';
 import { startEbpfSource, type EbpfSource } from './loader.js';
 import type { ConnectEvent, SourceDrops } from './events.js';
 import { NetnsReach, ownNetnsInode } from './netns-reach.js';
@@ -44,6 +45,8 @@ export interface EbpfAttributorOptions {
   budgetRate?: number;
   budgetBurst?: number;
   netnsRefreshMs?: number;
+  /** Lost events are said to have stopped (a notice with their count) once none is lost for this long. */
+  lossQuietMs?: number;
 }
 
 /** How the reason of a call that /proc could not name while the loader was down begins. */
@@ -99,6 +102,10 @@ export class EbpfAttributor implements Attributor {
   private lastFailure = '';
   private stopped = false;
   private lostBase = 0;
+  /** The running loader's last reading of its lost count, and when it came. */
+  private lostReading = { at: 0, lost: 0 };
+  /** Kernel events lost: one error when the count starts to grow, one notice when it stops. */
+  private readonly losses: LossSpell;
   /** When the loader was down (bounded): a connection in one of these had no kernel event to find. */
   private readonly downs: Array<{ from: number; to: number | null }> = [];
   private gapsEnded = 0;
@@ -120,6 +127,14 @@ export class EbpfAttributor implements Attributor {
       (e, at, kind, proc) => this.unseen(e, at, kind, proc));
     this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
+    this.losses = new LossSpell({
+      quietMs: o.lossQuietMs ?? DEFAULTS.lossQuietMs,
+      began: () => o.onError('kernel connect events are being lost (the kernel ring buffer or the eBPF loader\'s queue is full): '
+        + 'callers of new IMDS connections are looked up through /proc instead, and one that has already exited is unnamed '
+        + '(counted in stats.kernel.events_lost)'),
+      ended: (lost, fromMs, toMs, stopped) => o.onInfo(`${stopped ? 'eBPF attribution stopped' : 'kernel connect events are no longer lost'}: `
+        + `${lost} were lost between ${new Date(fromMs).toISOString()} and ${new Date(toMs).toISOString()}`),
+    });
     this.reach = own !== null && o.netnsFilter !== false
       ? new NetnsReach(own, {
         max: DEFAULTS.maxNetns,
@@ -193,11 +208,15 @@ export class EbpfAttributor implements Attributor {
     this.attachMs = src.attachMs;
     this.attachedAt = Date.now();
     this.lostBase = this.counters.lost;
+    this.lostReading = { at: Date.now(), lost: 0 };
     this.filteredBase = this.counters.filtered;
     this.overBudgetBase = this.counters.overBudget;
     this.topSources = [];
     src.on('event', (e) => this.onEvent(e, src));
     src.on('stats', (s) => {
+      const now = Date.now();
+      this.losses.grew(s.lost - this.lostReading.lost, this.lostReading.at, now);
+      this.lostReading = { at: now, lost: s.lost };
       this.counters.lost = this.lostBase + s.lost;
       this.counters.filtered = this.filteredBase + s.filtered;
       this.counters.overBudget = this.overBudgetBase + s.overBudget;
@@ -389,6 +408,7 @@ export class EbpfAttributor implements Attributor {
     this.restartsDue.cancel();
     await this.source?.stop();
     await this.restarting;
+    this.losses.end();
   }
 }
 
