@@ -196,6 +196,10 @@ export interface StatsRecord {
   cpu_percent?: number;
   /** The agent's resident memory, bytes. */
   rss_bytes?: number;
+  /** The resident memory of the agent and its helper processes (capture helper, eBPF loader), bytes. */
+  rss_tree_bytes?: number;
+  /** The agent's anonymous resident memory (its own, without mapped files such as the node binary), bytes. */
+  rss_anon_bytes?: number;
   /** Size-based rotations of the log file since start (with a log file). */
   log_rotations?: number;
   /** V8 heap in use and reserved, and memory outside it (Buffers), bytes. */

@@ -176,6 +176,8 @@ describe.skipIf(!isRoot || !built)('end to end through the CLI (root)', () => {
     expect(stats.at(-1)).toMatchObject({ cpu_percent: expect.any(Number), rss_bytes: expect.any(Number),
       cloudwatch: { failed_batches: 0, dropped: 0 } });
     expect(stats.at(-1)!.rss_bytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(stats.at(-1)).toMatchObject({ rss_tree_bytes: expect.any(Number), rss_anon_bytes: expect.any(Number) });
+    expect(stats.at(-1)!.rss_anon_bytes).toBeLessThan(stats.at(-1)!.rss_bytes);
     expect(fake.violations).toEqual([]);
   });
 });

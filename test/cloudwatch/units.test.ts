@@ -1,10 +1,13 @@
-/** The pure parts of CloudWatch shipping, the stream/region resolution, and the CPU % arithmetic. */
+/** The pure parts of CloudWatch shipping, the stream/region resolution, the CPU % arithmetic and the memory the stats record reports. */
 import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { once } from 'node:events';
 import {
   backoffMs, batchBytes, batchLength, describeError, failureAction, type QueuedEvent,
 } from '../../agent/src/cloudwatch/batch.js';
 import { resolveTarget } from '../../agent/src/cloudwatch/target.js';
-import { cpuPercent, ResourceSampler } from '../../agent/src/self/resources.js';
+import { cpuPercent, ResourceSampler, statusMemory } from '../../agent/src/self/resources.js';
 
 const LIMITS = { maxEvents: 10_000, maxBytes: 1_048_576, overheadBytes: 26, maxSpanMs: 24 * 3600_000 };
 const ev = (bytes: number, timestamp = 0): QueuedEvent => ({ message: 'm'.repeat(bytes), bytes, timestamp });
@@ -126,12 +129,36 @@ describe('cpu_percent and rss_bytes', () => {
     expect(r.fields()).toEqual({ cpu_percent: 50, rss_bytes: 30 });
   });
 
-  it('the real pidusage measures this process', async () => {
-    const r = new ResourceSampler();
+  it('the real pidusage measures this process; /proc its tree (a child of it too) and its own memory', async () => {
+    const child = spawn('sleep', ['600'], { stdio: 'ignore' });
+    await once(child, 'spawn');
+    try {
+      const r = new ResourceSampler();
+      await r.sample();
+      const f = r.fields() as { cpu_percent: number; rss_bytes: number; rss_tree_bytes: number; rss_anon_bytes: number };
+      r.stop();
+      expect(f.rss_bytes).toBeGreaterThan(10 * 1024 * 1024);
+      expect(f.cpu_percent).toBeGreaterThanOrEqual(0);
+      const sleepRss = statusMemory(readFileSync(`/proc/${child.pid}/status`, 'utf8')).rss!;
+      expect(sleepRss).toBeGreaterThan(0);
+      // Sampled at different moments: node's own RSS moves a little between the two reads.
+      expect(f.rss_tree_bytes).toBeGreaterThan(f.rss_bytes + sleepRss / 2);
+      expect(f.rss_anon_bytes).toBeGreaterThan(0);
+      expect(f.rss_anon_bytes).toBeLessThan(f.rss_bytes);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('reads VmRSS and RssAnon from a status text, bytes; null where absent', () => {
+    expect(statusMemory('Name:\tnode\nVmRSS:\t   81234 kB\nRssAnon:\t   30000 kB\nRssFile:\t   51234 kB\n'))
+      .toEqual({ rss: 81234 * 1024, anon: 30000 * 1024 });
+    expect(statusMemory('Name:\tkthreadd\n')).toEqual({ rss: null, anon: null });
+  });
+
+  it('tree and anonymous RSS are in the fields when the sample has them', async () => {
+    const r = new ResourceSampler(1, async () => ({ timestamp: 1000, ctime: 100, elapsed: 1000, rss: 10, rssTree: 25, rssAnon: 4 }));
     await r.sample();
-    const f = r.fields() as { cpu_percent: number; rss_bytes: number };
-    r.stop();
-    expect(f.rss_bytes).toBeGreaterThan(10 * 1024 * 1024);
-    expect(f.cpu_percent).toBeGreaterThanOrEqual(0);
+    expect(r.fields()).toEqual({ cpu_percent: 10, rss_bytes: 10, rss_tree_bytes: 25, rss_anon_bytes: 4 });
   });
 });
