@@ -168,6 +168,11 @@ export interface StatsRecord {
     proc_fallbacks: number;
     loader_restarts: number;
     events_evicted: number;
+    /**
+     * Events that came after the wire's memory of connections near them had overflowed (2,048 kept):
+     * taken as shown on the wire, a record only if capture was down or dropping then.
+     */
+    events_wire_forgotten?: number;
     /** Target connections from network namespaces the capture cannot see, dropped in the kernel. */
     events_filtered: number;
     /** Target connections over their source's budget in the kernel (not traced). */

@@ -71,11 +71,11 @@ export const SCHEMAS: Record<string, Spec> = {
     pcap: obj<NonNullable<StatsRecord['pcap']>>({ received: 'number', dropped: 'number', if_dropped: 'number' }),
     kernel: obj<NonNullable<StatsRecord['kernel']>>({
       loaded: 'boolean', events: 'number', events_lost: 'number', joined: 'number', proc_fallbacks: 'number',
-      loader_restarts: 'number', events_evicted: 'number',
+      loader_restarts: 'number', events_evicted: 'number', events_wire_forgotten: 'number',
       events_filtered: 'number', events_over_budget: 'number', netns_filtered: 'number',
       sources_over_budget: { array: { object: { netns_ino: 'number', cgroup_id: 'string', cgroup: nullable('string'), dropped: 'number', lost: 'number' } } },
       loader_gaps: 'number', loader_gap_ms: 'number', loader_gap_unattributed: 'number',
-    }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed']),
+    }, ['loader_gaps', 'loader_gap_ms', 'loader_gap_unattributed', 'events_wire_forgotten']),
     capture_gaps: 'number', capture_gap_ms: 'number', calls_unattributed_overload: 'number',
     calls_unseen: obj<NonNullable<StatsRecord['calls_unseen']>>({ capture_gap: 'number', capture_dropped: 'number', not_captured: 'number' }),
     calls_unseen_unrecorded: 'number', calls_unseen_filtered: 'number',

@@ -201,6 +201,10 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
     expect(ended).toHaveLength(1);
     expect(ended[0].message).toMatch(new RegExp(`^capture on ${lab.instanceIf} (?:stopped|keeps up again): ${dropped} packets were dropped between \\S+Z and \\S+Z$`));
     expect(stats.calls_unseen.capture_dropped).toBeGreaterThanOrEqual(held.length - (heldRecords.length - missed.length));
+    // Past the budget for records from the kernel, the calls counted and not written are said too.
+    const overBudget = t.records.filter((r) => /over their budget|counted, not written/.test(r.message ?? ''));
+    expect(overBudget.map((r) => r.event)).toEqual(stats.calls_unseen_unrecorded > 0 ? ['error', 'notice'] : []);
+    if (stats.calls_unseen_unrecorded > 0) expect(overBudget[1].message).toMatch(new RegExp(`: ${stats.calls_unseen_unrecorded} were counted, not written, `));
     accountedFor(t);
     for (const r of t.records) expect(validate(r)).toEqual([]);
   });
@@ -264,6 +268,10 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
     for (const r of oneRecordEach(t, [...before, ...after])) expect(r).toMatchObject({ imds_version: 'v1' });
     const stats = finalStats(t);
     expect(stats.kernel.events_lost).toBeGreaterThan(0);
+    // The events that were not lost came after more wire connections than the agent keeps (2,048):
+    // the flood's connections carried no request, and none of them may become a call.
+    expect(t.records.filter((r) => r.event === 'imds_call' && r.process.comm === 'python3')).toEqual([]);
+    expect(stats.kernel.events_wire_forgotten).toBeGreaterThan(0);
     expect(t.records.filter((r) => r.event === 'error' && r.component === 'ebpf')).toEqual([losing]);
     const ended = t.records.filter((r) => r.event === 'notice' && r.component === 'ebpf' && /were lost between/.test(r.message));
     expect(ended).toHaveLength(1);

@@ -55,6 +55,23 @@ describe('JoinTable: events the wire did not show', () => {
     expect(unseen).toEqual([{ id: 'nat-empty', kind: 'no_request' }]);
   });
 
+  it('an event that comes after the wire connections near it were dropped for the bound is not known unseen: wire_forgotten, counted', () => {
+    const unseen: Array<{ id: string; kind: UnseenKind }> = [];
+    const t = new JoinTable<ReturnType<typeof ev>>(10_000, 100, 1, (e, _at, kind) => unseen.push({ id: e.id, kind }), 1000, 3);
+    for (let i = 0; i < 5; i++) t.wire(tuple(41000 + i), 1000 + i, { requests: 1 }); // the two oldest dropped for the bound of 3
+    for (let i = 2; i < 5; i++) t.add(ev(41000 + i), 1000 + i); // the kept ones join their events
+    t.add(ev(41000, 'forgotten'), 1000); // its wire connection was one of the dropped
+    t.add(ev(45000, 'near'), 1001 + 10_000); // within the window of the newest dropped: not known either
+    t.add(ev(46000, 'far'), 1001 + 10_001); // past it: unseen
+    t.sweep(100_000, true);
+    expect(unseen).toEqual([{ id: 'forgotten', kind: 'wire_forgotten' }, { id: 'near', kind: 'wire_forgotten' }, { id: 'far', kind: 'no_wire' }]);
+    expect(t.wireForgotten).toBe(2);
+    const { t: fresh, unseen: u2 } = table(); // the same event, nothing dropped: unseen
+    fresh.add(ev(41000, 'alone'), 1000);
+    fresh.sweep(100_000, true);
+    expect(u2.map((u) => u.kind)).toEqual(['no_wire']);
+  });
+
   it('a wire connection with the same 4-tuple outside the window is another connection', () => {
     const { t, unseen } = table();
     t.wire(tuple(40000), 1000, { requests: 1 });
@@ -163,13 +180,15 @@ const connect = (over: Partial<ConnectEvent> = {}): ConnectEvent => ({
 
 function calls(reason: 'capture_gap' | 'not_captured' = 'capture_gap', burst = 2) {
   const out: CallRecord[] = [];
+  const said: string[] = [];
   let self = 0;
   const u = new UnseenCalls({
     burst, perMinute: 60, reasonAt: () => reason, reasonDuring: () => (reason === 'not_captured' ? null : reason), redact: (s) => s.replace('secret', '[REDACTED]'),
     connection: (e) => ({ src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: 'eth0', family: 'ipv4' }),
     unreachable: (e) => e.netnsIno === 99, selfPid: 4242, onSelf: () => { self++; }, emit: (r) => out.push(r),
+    error: (m) => said.push(`error: ${m}`), notice: (m) => said.push(`notice: ${m}`),
   });
-  return { u, out, self: () => self };
+  return { u, out, said, self: () => self };
 }
 const proc = (pid = 700) => Promise.resolve({ attribution: 'ebpf' as const, pid, comm: 'curl', argv: ['curl', '-H', 'secret'] });
 
@@ -190,12 +209,30 @@ describe('UnseenCalls', () => {
   it('beyond its budget counts without a record; the budget refills with time', async () => {
     const b = new Budget(2, 60);
     expect([b.take(0), b.take(0), b.take(0), b.take(999), b.take(1000)]).toEqual([true, true, false, false, true]);
-    const { u, out } = calls('capture_gap', 2);
+    const { u, out, said } = calls('capture_gap', 2);
     for (let i = 0; i < 5; i++) u.handle(connect({ sport: 40000 + i }), 1000, 'no_wire', proc());
     await u.flush();
     expect(out).toHaveLength(2);
     expect(u.counts.capture_gap).toBe(5);
     expect(u.unrecorded).toBe(3);
+    // Said once when it starts, and with the count when the agent stops.
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(/^error: calls the kernel saw and the wire did not are over their budget \(2 at once, then 60 a minute\)/);
+    u.end();
+    expect(said).toHaveLength(2);
+    expect(said[1]).toMatch(/^notice: the agent stopped: 3 were counted, not written, between \S+Z and \S+Z$/);
+  });
+
+  it('an event whose wire sighting was forgotten is a call only if capture was losing then', async () => {
+    const fine = calls('not_captured');
+    fine.u.handle(connect(), 1000, 'wire_forgotten', proc());
+    await fine.u.flush();
+    expect(fine.out).toEqual([]);
+    expect(fine.u.counts).toEqual({ capture_gap: 0, capture_dropped: 0, not_captured: 0 });
+    const losing = calls('capture_gap');
+    losing.u.handle(connect(), 1000, 'wire_forgotten', proc());
+    await losing.u.flush();
+    expect(losing.out.map((r) => r.wire_reason)).toEqual(['capture_gap']);
   });
 
   it('a connection from a namespace judged unreachable from the capture is counted as not captured and filtered, not recorded', async () => {

@@ -35,6 +35,7 @@ import type { CallRecord, ConnectionInfo, ProcessInfo } from '../record.js';
 export interface RecordSink {
   write(rec: CallRecord): void;
   error(component: string, message: string): void;
+  notice?(component: string, message: string): void;
 }
 
 /**
@@ -187,6 +188,7 @@ export class Pipeline {
       selfPid: this.selfPid, onSelf: () => { this.counters.self++; },
       unreachable: (e) => this.joins?.unreachable(e.netnsIno) ?? false,
       emit: (rec) => this.record(rec),
+      error: (m) => this.o.sink.error('ebpf', m), notice: (m) => this.o.sink.notice?.('ebpf', m),
     });
   }
 
@@ -437,9 +439,10 @@ export class Pipeline {
     await this.calls.flush();
   }
 
-  /** Every record of a connection the kernel saw and the wire did not, already decided, is written. */
-  flushUnseen(): Promise<void> {
-    return this.unseen.flush();
+  /** Every record of a connection the kernel saw and the wire did not, already decided, is written (the agent stops). */
+  async flushUnseen(): Promise<void> {
+    await this.unseen.flush();
+    this.unseen.end();
   }
 }
 

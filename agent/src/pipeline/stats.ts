@@ -45,6 +45,7 @@ export function buildStats(s: StatsSources): StatsRecord {
     const k = s.ebpf.counters;
     st.kernel = { loaded: s.ebpf.loaded, events: k.events, events_lost: k.lost, joined: k.joined,
       proc_fallbacks: k.fallbacks, loader_restarts: k.restarts, events_evicted: s.ebpf.joinsEvicted,
+      events_wire_forgotten: s.ebpf.wireForgotten,
       events_filtered: k.filtered, events_over_budget: k.overBudget, netns_filtered: s.ebpf.netnsFiltered,
       sources_over_budget: s.ebpf.sourcesOverBudget };
     const g = s.ebpf.gapTotals();

@@ -1,14 +1,17 @@
 /**
  * Connections the kernel saw that the wire did not show (join.ts decides which): each becomes an
  * `imds_call` record with `imds_version: null`, `request: null` and a `wire_reason`, its caller
- * from the kernel event — or, beyond a budget (a flood), a count only. Every one is counted by
- * reason. A connection that never got established carried no request and is not a call.
+ * from the kernel event — or, beyond a budget (a flood), a count only, said once by an `error` when
+ * it starts and a `notice` when it stops. Every one is counted by reason. A connection that never got
+ * established carried no request and is not a call.
  */
 import type { ConnectEvent } from '../attribution/ebpf/events.js';
 import type { UnseenKind } from '../attribution/ebpf/join.js';
 import { isoTime } from '../iso-time.js';
 import { redactProcess } from '../redact.js';
 import type { CallRecord, ConnectionInfo, ProcessInfo, WireReason } from '../record.js';
+import { DEFAULTS } from '../defaults.js';
+import { LossSpell } from '../loss-spell.js';
 
 const TCP_ESTABLISHED = 1;
 
@@ -65,6 +68,10 @@ export interface UnseenOptions {
   selfPid: number;
   onSelf(): void;
   emit(rec: CallRecord): void;
+  /** Where calls counted but not written (past the budget) are said: one error when they start, a notice when they stop. */
+  error?(message: string): void;
+  notice?(message: string): void;
+  lossQuietMs?: number;
 }
 
 export class UnseenCalls {
@@ -74,14 +81,22 @@ export class UnseenCalls {
   filtered = 0;
   private readonly budget: Budget;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly unrecordedSpell: LossSpell;
 
   constructor(private readonly o: UnseenOptions) {
     this.budget = new Budget(o.burst, o.perMinute);
+    this.unrecordedSpell = new LossSpell({
+      quietMs: o.lossQuietMs ?? DEFAULTS.lossQuietMs,
+      began: () => o.error?.(`calls the kernel saw and the wire did not are over their budget (${o.burst} at once, then `
+        + `${o.perMinute} a minute): the next ones are counted (stats.calls_unseen and calls_unseen_unrecorded), not written`),
+      ended: (n, fromMs, toMs, stopped) => o.notice?.(`${stopped ? 'the agent stopped' : 'calls the kernel saw and the wire did not are written again'}: `
+        + `${n} were counted, not written, between ${new Date(fromMs).toISOString()} and ${new Date(toMs).toISOString()}`),
+    });
   }
 
   handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
     if (e.newState !== TCP_ESTABLISHED) return; // never connected: no request was sent
-    if (kind === 'no_wire' && this.o.unreachable(e)) {
+    if (kind !== 'no_request' && this.o.unreachable(e)) {
       this.counts.not_captured++;
       this.filtered++;
       return;
@@ -89,13 +104,18 @@ export class UnseenCalls {
     // The wire showed the connection but no request on it: lost only if capture was losing then.
     const reason = kind === 'no_request' ? this.o.reasonDuring(atMs) : this.o.reasonAt(atMs);
     if (reason === null) return;
+    // Whether the wire showed it is not known (its sighting was forgotten): with capture up and not
+    // dropping then, the wire showed it, and it carried no call the wire did not record.
+    if (kind === 'wire_forgotten' && reason === 'not_captured') return;
     if (e.tgid === this.o.selfPid) {
       this.o.onSelf();
       return;
     }
     this.counts[reason]++;
-    if (!this.budget.take(Date.now())) {
+    const now = Date.now();
+    if (!this.budget.take(now)) {
       this.unrecorded++;
+      this.unrecordedSpell.grew(1, now, now);
       return;
     }
     const job = process.catch((): ProcessInfo => ({ attribution: 'none', reason: 'the kernel event could not be read' })).then((p) => {
@@ -110,5 +130,10 @@ export class UnseenCalls {
   /** Wait until every record already decided is emitted. */
   async flush(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  /** No more connections come (the agent stops): calls counted but not written until now are said to have ended. */
+  end(): void {
+    this.unrecordedSpell.end();
   }
 }

@@ -396,6 +396,11 @@ export class EbpfAttributor implements Attributor {
     return this.table.evicted;
   }
 
+  /** Unjoined kernel events that came after the wire's sightings near them had been dropped for the bound. */
+  get wireForgotten(): number {
+    return this.table.wireForgotten;
+  }
+
   get loaded(): boolean {
     return this.source !== null;
   }

@@ -14,7 +14,9 @@
  * not. A wire connection that joined no event (its SYN not captured, so no ISN) may stand for one
  * such event to the same server at the same moment (within pairMs); so a connection the wire showed
  * never also counts as unseen. An event joined only by wire connections that carried no request goes
- * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes).
+ * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes). The wire's
+ * sightings are bounded (maxSightings): an unjoined event within the window of one dropped for the
+ * bound is not known to be unseen, and goes as "wire_forgotten" (counted in wireForgotten).
  */
 import { isnKey, tupleKey, unmapV4, type Tuple } from '../../net.js';
 
@@ -51,7 +53,12 @@ export interface WireView {
   readonly requests: number;
 }
 
-export type UnseenKind = 'no_wire' | 'no_request';
+/**
+ * no_wire: no wire connection showed it; no_request: the wire showed it without a request;
+ * wire_forgotten: it came after the wire connections near it were dropped for the bound, so whether
+ * the wire showed it is not known (taken as shown unless capture was losing then).
+ */
+export type UnseenKind = 'no_wire' | 'no_request' | 'wire_forgotten';
 
 interface Entry<E, D> {
   event: E;
@@ -154,6 +161,13 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
   evicted = 0;
   /** Kernel events that a wire connection with another 4-tuple and no ISN to join by stood for. */
   paired = 0;
+  /**
+   * The newest sighting dropped to keep the bound (maxSightings), not for its age: an event within the
+   * window of it may have had its wire connection forgotten, so "the wire did not show it" is not known.
+   */
+  private forgottenUpTo = -Infinity;
+  /** Kernel events decided within that window, unjoined: taken as shown on the wire (see decide()). */
+  wireForgotten = 0;
 
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
     private readonly ownNetns: number | null,
@@ -202,7 +216,11 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
       const set = this.loose.get(s.sport);
       if (set) set.add(s); else this.loose.set(s.sport, new Set([s]));
     }
-    if (this.sightingQueue.length > this.maxSightings) this.dropSighting(this.sightingQueue.shift() as Sighting);
+    if (this.sightingQueue.length > this.maxSightings) {
+      const gone = this.sightingQueue.shift() as Sighting;
+      this.forgottenUpTo = Math.max(this.forgottenUpTo, gone.atMs);
+      this.dropSighting(gone);
+    }
   }
 
   private joinWire(e: Entry<E, D>, view: WireView): void {
@@ -306,6 +324,13 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
     }
     if (e.joined) return; // a lookup from the wire joined it
     if (this.pair(e)) return;
+    if (e.atMs <= this.forgottenUpTo + this.windowMs) {
+      // More wire connections came than are kept, and this event came late: the wire most likely showed
+      // it (its sighting was forgotten, not missed). A call lost only if capture was losing at the time.
+      this.wireForgotten++;
+      this.onUnseen(e.event, e.atMs, 'wire_forgotten', e.data);
+      return;
+    }
     this.onUnseen(e.event, e.atMs, 'no_wire', e.data);
   }
 
