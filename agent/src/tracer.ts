@@ -119,7 +119,7 @@ export class Tracer {
           netnsFilter: process.env.IMDS_TRACER_EBPF_ALL_NETNS !== '1',
           onError: (m) => this.afterReady(() => this.o.writer.error('ebpf', m)),
           onInfo: (m) => this.afterReady(() => this.o.writer.notice('ebpf', m)),
-          onUnseen: (e, at, kind, proc) => this.pipeline.pushUnseen(e, at, kind, proc),
+          onUnseen: (e, at, kind, proc, until) => this.pipeline.pushUnseen(e, at, kind, proc, until),
         });
         this.attributionKind = 'ebpf';
         return this.ebpf;

@@ -2,7 +2,7 @@
  * Faults with real processes: the capture helper SIGKILLed during a burst of short-lived callers
  * (with calls queued in it, and calls made while it is down), the capture helper stopped (SIGSTOP)
  * until the kernel's ring drops packets, the eBPF loader SIGKILLed, the eBPF loader stopped until the
- * kernel's ring buffer loses events, the capture
+ * kernel's ring buffer loses events, a connection without a request just before the agent stops, the capture
  * interface removed and made again, and an interface that is not captured at all. Every call the
  * clients made must be a record — from the wire, or from the kernel with a `wire_reason` — or a
  * counted, named reason; never both, never neither.
@@ -278,6 +278,22 @@ describe.skipIf(!support.ok)(`every call is a record or a counted reason through
     expect(ended[0].message).toMatch(new RegExp(`^(?:eBPF attribution stopped|kernel connect events are no longer lost): ${stats.kernel.events_lost} were lost between \\S+Z and \\S+Z$`));
     accountedFor(t);
     for (const r of t.records) expect(validate(r)).toEqual([]);
+  });
+
+  it('a connection that carried no request and ended is no call, even with the agent stopped right after it', async () => {
+    const t = await start(['--no-log-file', '-i', lab.instanceIf]);
+    const before = await calls('p-before', 1);
+    await t.count((r) => before.some((c) => fromWire(c)(r)), 1, 20_000, 'the call before');
+    // A reachability probe: connect, send nothing, close. Its request could not come after its FIN, so
+    // the agent stopping (capture closing) just after it is no reason to think capture lost one.
+    const probe = await lab.exec(lab.instanceNs, 'python3', ['-c', 'import socket, sys\nsocket.create_connection((sys.argv[1], 80)).close()\n', IMDS_V4]);
+    expect(probe.exitCode, probe.stderr).toBe(0);
+    expect(await t.stop()).toBe(0); // hands over the wire's packets and the kernel's events, then decides
+    const stats = finalStats(t);
+    expect(stats.kernel.events).toBeGreaterThanOrEqual(2); // the probe's connect reached the agent
+    expect(t.records.filter((r) => r.event === 'imds_call' && r.process.pid === probe.pid)).toEqual([]);
+    for (const r of oneRecordEach(t, before)) expect(r).toMatchObject({ imds_version: 'v1', process: { attribution: 'ebpf' } });
+    accountedFor(t);
   });
 
   it('the capture interface removed and made again: calls before capture is back are records from the kernel', async () => {

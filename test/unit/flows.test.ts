@@ -44,6 +44,21 @@ function whole(c: Conversation, request = GETMD, response = res(200, 'ami-id\nho
 }
 
 describe('FlowTable: one connection', () => {
+  it('knows when the client has sent all it will: its FIN, not the server\'s; not an idle close', () => {
+    const { t, ev } = table();
+    const probe = new Conversation('10.0.0.5', 40010, IMDS4, 80, 1000, 5000);
+    feed(t, [probe.syn(), probe.synAck(), probe.clientAck()]);
+    expect(ev.opens[0].clientDone).toBe(false);
+    feed(t, [probe.serverFin()]);
+    expect(ev.opens[0].clientDone).toBe(false);
+    feed(t, [probe.clientFin()]);
+    expect(ev.opens[0].clientDone).toBe(true);
+    const idle = new Conversation('10.0.0.6', 40011, IMDS4, 80, 2000, 6000);
+    feed(t, [idle.syn(), idle.synAck(), idle.clientAck()], 1000);
+    t.sweep(1000 + 60_001);
+    expect(ev.opens[1]).toMatchObject({ closed: true, clientDone: false });
+  });
+
   it('reports open, request, response (matched) and close', () => {
     const { t, ev } = table();
     const c = new Conversation('10.0.0.5', 40001, IMDS4, 80, 1000, 5000);

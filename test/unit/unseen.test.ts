@@ -92,6 +92,23 @@ describe('JoinTable: events the wire did not show', () => {
     expect(unseen).toEqual([{ id: '40000', at: 1000, kind: 'no_request' }]);
   });
 
+  it('a connection without a request whose client the wire saw finish says until when a request could have come', () => {
+    const got: Array<{ id: string; kind: UnseenKind; until: number | undefined }> = [];
+    const t = new JoinTable<ReturnType<typeof ev>>(10_000, 100, 1, (e, _at, kind, _d, until) => got.push({ id: e.id, kind, until }));
+    t.wire(tuple(40000), 1000, { requests: 0, clientDone: true, lastSeen: 1500 }); // connect, then FIN: nothing sent
+    t.add(ev(40000, 'probe'), 1000);
+    t.wire(tuple(40001), 1000, { requests: 0, clientDone: false, lastSeen: 1200 }); // still open when decided
+    t.add(ev(40001, 'open'), 1000);
+    t.sweep(100_000, true);
+    expect(got).toEqual([{ id: 'probe', kind: 'no_request', until: 1500 }, { id: 'open', kind: 'no_request', until: undefined }]);
+    // Capture closed (the agent stopping) after the probe's end is no reason it lost a request; the
+    // open connection could still have sent one.
+    const tl = new CaptureTimeline(250, 1000);
+    tl.closed(5000);
+    expect(tl.reasonDuring(1000, 1500)).toBeNull();
+    expect(tl.reasonDuring(1000, 1000 + 10_000)).toBe('capture_gap');
+  });
+
   it('a wire connection that joined no event stands for one unjoined event to the same server at the same moment (NAT), once', () => {
     const { t, unseen } = table();
     t.wire(tuple(61000, '10.0.0.5'), 1000, { requests: 1 }); // the post-NAT view

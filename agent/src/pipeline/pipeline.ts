@@ -179,7 +179,7 @@ export class Pipeline {
     this.unseen = new UnseenCalls({
       burst: DEFAULTS.unseenRecordBurst, perMinute: DEFAULTS.unseenRecordsPerMinute,
       reasonAt: (at) => this.timeline.reasonAt(at),
-      reasonDuring: (at) => this.timeline.reasonDuring(at, at + DEFAULTS.joinWindowMs),
+      reasonDuring: (at, until) => this.timeline.reasonDuring(at, until ?? at + DEFAULTS.joinWindowMs),
       connection: (e) => ({
         src: e.saddr, sport: e.sport, dst: e.daddr, dport: e.dport, interface: this.interfaceOf(e.saddr, null),
         family: e.family === 6 ? 'ipv6' : 'ipv4',
@@ -218,8 +218,8 @@ export class Pipeline {
   }
 
   /** A connection the kernel saw and the wire did not (eBPF): a record with its reason, or a count. */
-  pushUnseen(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
-    this.unseen.handle(e, atMs, kind, process);
+  pushUnseen(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>, untilMs?: number): void {
+    this.unseen.handle(e, atMs, kind, process, untilMs);
   }
 
   // --- stage 3: a connection opens: its caller is looked up while it surely lives --------------

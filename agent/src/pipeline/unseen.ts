@@ -53,8 +53,11 @@ export interface UnseenOptions {
   perMinute: number;
   /** Why the wire did not show a connection that began at atMs. */
   reasonAt(atMs: number): WireReason;
-  /** Why a connection the wire showed from atMs on carried no request: a capture gap or drops then, else null. */
-  reasonDuring(atMs: number): WireReason | null;
+  /**
+   * Why a connection the wire showed from atMs on carried no request: a capture gap or drops until
+   * untilMs (when the wire showed its client had sent all it will; else as long as one could come), else null.
+   */
+  reasonDuring(atMs: number, untilMs?: number): WireReason | null;
   connection(e: ConnectEvent): ConnectionInfo;
   redact(s: string): string;
   /** argv scrubbing (scrub words); default: redact each argument. */
@@ -94,7 +97,7 @@ export class UnseenCalls {
     });
   }
 
-  handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void {
+  handle(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>, untilMs?: number): void {
     if (e.newState !== TCP_ESTABLISHED) return; // never connected: no request was sent
     if (kind !== 'no_request' && this.o.unreachable(e)) {
       this.counts.not_captured++;
@@ -102,7 +105,7 @@ export class UnseenCalls {
       return;
     }
     // The wire showed the connection but no request on it: lost only if capture was losing then.
-    const reason = kind === 'no_request' ? this.o.reasonDuring(atMs) : this.o.reasonAt(atMs);
+    const reason = kind === 'no_request' ? this.o.reasonDuring(atMs, untilMs) : this.o.reasonAt(atMs);
     if (reason === null) return;
     // Whether the wire showed it is not known (its sighting was forgotten): with capture up and not
     // dropping then, the wire showed it, and it carried no call the wire did not record.

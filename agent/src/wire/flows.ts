@@ -40,6 +40,8 @@ export interface Conn {
   awaiting: Array<{ method: string; seq: number }>;
   requests: number;
   closed: boolean;
+  /** The wire showed the client send all it will: its FIN, or a RST either way. */
+  clientDone: boolean;
   /** Its requests still waiting for their record, oldest first: kept by the pipeline (calls), not here. */
   waiting?: Array<{ seq: number }>;
   /** Its connection info for records as the pipeline last made it: kept by the pipeline, not here. */
@@ -190,6 +192,7 @@ export class FlowTable {
       if (seg.flags.ack) st.up.onAck(seg.ack);
     }
     this.account(st);
+    if (seg.flags.rst || (toServer && seg.flags.fin)) c.clientDone = true;
     if (seg.flags.rst) this.close(st);
     else if (seg.flags.fin) {
       // One FIN per direction: a retransmitted FIN, or the same FIN seen on two interfaces, is not the
@@ -206,7 +209,7 @@ export class FlowTable {
       id: this.nextId++, key, family: seg.family, client, cport, server, sport, iface,
       openedAt: ts, lastSeen: ts, synSeen: seg.flags.syn && toServer,
       clientIsn: seg.flags.syn && toServer ? seg.seq : null, natViewOf: null,
-      respondedSeq: 0, awaiting: [], requests: 0, closed: false, info: undefined,
+      respondedSeq: 0, awaiting: [], requests: 0, closed: false, clientDone: false, info: undefined,
     };
     const natOrigin = conn.clientIsn !== null ? this.noteIsn(conn, ts) : null;
     let upSeq = 0;

@@ -38,7 +38,7 @@ export interface EbpfAttributorOptions {
   onError(message: string): void;
   onInfo(message: string): void;
   /** A connection the kernel saw that the wire did not show (or showed without a request). */
-  onUnseen?(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>): void;
+  onUnseen?(e: ConnectEvent, atMs: number, kind: UnseenKind, process: Promise<ProcessInfo>, untilMs?: number): void;
   /** Filter, in the kernel, network namespaces the capture cannot see (default true). */
   netnsFilter?: boolean;
   /** Kernel budget per source; defaults: DEFAULTS.ebpfBudgetRate / ebpfBudgetBurst (rate 0: none). */
@@ -124,7 +124,7 @@ export class EbpfAttributor implements Attributor {
   private constructor(private readonly o: EbpfAttributorOptions) {
     const own = ownNetnsInode();
     this.table = new JoinTable<ConnectEvent, Promise<ProcessInfo>>(o.joinWindowMs, o.maxEvents, own,
-      (e, at, kind, proc) => this.unseen(e, at, kind, proc));
+      (e, at, kind, proc, until) => this.unseen(e, at, kind, proc, until));
     this.sweepTimer = setInterval(() => this.table.sweep(Date.now()), o.joinWindowMs / 2);
     this.sweepTimer.unref();
     this.losses = new LossSpell({
@@ -303,9 +303,9 @@ export class EbpfAttributor implements Attributor {
     this.table.wire(t, atMs, view);
   }
 
-  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind, enriched: Promise<ProcessInfo> | undefined): void {
+  private unseen(e: ConnectEvent, atMs: number, kind: UnseenKind, enriched: Promise<ProcessInfo> | undefined, untilMs?: number): void {
     const proc = enriched ?? processFromEvent(e, this.o.ancestors, this.users, this.cgroups, atMs, this.parents, this.facts, this.lastProcess);
-    this.o.onUnseen?.(e, atMs, kind, proc);
+    this.o.onUnseen?.(e, atMs, kind, proc, untilMs);
   }
 
   /**

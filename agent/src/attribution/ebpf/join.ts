@@ -14,7 +14,8 @@
  * not. A wire connection that joined no event (its SYN not captured, so no ISN) may stand for one
  * such event to the same server at the same moment (within pairMs); so a connection the wire showed
  * never also counts as unseen. An event joined only by wire connections that carried no request goes
- * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes). The wire's
+ * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes), with the time
+ * its client had sent all it will when the wire showed that (until then a request could still come). The wire's
  * sightings are bounded (maxSightings): an unjoined event within the window of one dropped for the
  * bound is not known to be unseen, and goes as "wire_forgotten" (counted in wireForgotten).
  */
@@ -51,6 +52,10 @@ export interface Unjoined {
 /** What the wire showed of a connection; read when its event is decided, so it may still grow. */
 export interface WireView {
   readonly requests: number;
+  /** The wire showed the client send all it will (its FIN, or a RST): no request can come after. */
+  readonly clientDone?: boolean;
+  /** The connection's last packet on the wire, ms. */
+  readonly lastSeen?: number;
 }
 
 /**
@@ -59,6 +64,16 @@ export interface WireView {
  * the wire showed it is not known (taken as shown unless capture was losing then).
  */
 export type UnseenKind = 'no_wire' | 'no_request' | 'wire_forgotten';
+
+/** When the client of every view had sent all it will (the latest of their last packets), else undefined. */
+function ended(views: WireView[]): number | undefined {
+  let until = -Infinity;
+  for (const w of views) {
+    if (!w.clientDone || w.lastSeen === undefined) return undefined;
+    until = Math.max(until, w.lastSeen);
+  }
+  return until;
+}
 
 interface Entry<E, D> {
   event: E;
@@ -171,7 +186,7 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
 
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
     private readonly ownNetns: number | null,
-    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind, data: D | undefined) => void = () => undefined,
+    private readonly onUnseen: (event: E, atMs: number, kind: UnseenKind, data: D | undefined, untilMs?: number) => void = () => undefined,
     private readonly pairMs = 1000, private readonly maxSightings = 2048) {}
 
   add(event: E, atMs: number, data?: D): void {
@@ -319,7 +334,7 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
 
   private decide(e: Entry<E, D>): void {
     if (e.wire !== null && e.wire.length > 0) {
-      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request', e.data);
+      if (!e.wire.some((w) => w.requests > 0)) this.onUnseen(e.event, e.atMs, 'no_request', e.data, ended(e.wire));
       return;
     }
     if (e.joined) return; // a lookup from the wire joined it
