@@ -75,13 +75,14 @@ describe('SupervisedCapture restarts', () => {
     expect(spawnSync('mkfifo', [go]).status).toBe(0);
     // STATS record: type 3, length 24, then received, dropped (kernel), dropped (interface), dropped
     // (the helper's queue), u32 big endian each.
-    const stats = (recv: number, drop: number, queue: number): string =>
+    const stats = (recv: number, drop: number, queue: number, ifDrop = 0): string =>
       `printf '\\003\\000\\000\\000\\030\\000\\000\\000'; printf '\\000\\000\\000\\${recv.toString(8)}\\000\\000\\000\\${drop.toString(8)}`
-      + `\\000\\000\\000\\000\\000\\000\\000\\${queue.toString(8)}'\n`;
+      + `\\000\\000\\000\\${ifDrop.toString(8)}\\000\\000\\000\\${queue.toString(8)}'\n`;
     const helper = join(dir, 'helper.sh');
     writeFileSync(helper, `#!/bin/sh\necho $$ >> '${dir}/pids'\nprintf '\\001\\000\\000\\000\\020\\000\\000\\000ETHERNET'\n`
-      + stats(10, 0, 0) + stats(100, 3, 2) + stats(200, 4, 5) // 5 lost, then 9
-      + `read x < '${go}'\n` + stats(250, 6, 5) // 2 more, after the notice
+      + stats(10, 0, 0) + stats(50, 0, 0, 7) // the interface's own drops: not the agent falling behind
+      + stats(100, 3, 2, 7) + stats(200, 4, 5, 7) // 5 lost, then 9
+      + `read x < '${go}'\n` + stats(250, 6, 5, 7) // 2 more, after the notice
       + 'exec cat > /dev/null\n'); // until the agent closes its stdin
     chmodSync(helper, 0o755);
     const errors: string[] = [];
@@ -99,7 +100,7 @@ describe('SupervisedCapture restarts', () => {
       onError: (m) => { errors.push(m); wake(); }, onNotice: (m) => { notices.push(m); wake(); },
       onDrops: (_from, to) => { dropsAt.push(to); wake(); },
     });
-    await until(() => dropsAt.length === 2);
+    await until(() => dropsAt.length === 3); // every drop, the interface's too, marks the capture timeline
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatch(/^capture on lab0 is dropping packets: .*stats\.pcap\.dropped/);
     vi.advanceTimersByTime(9_999);

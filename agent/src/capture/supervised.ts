@@ -94,7 +94,7 @@ export class SupervisedCapture implements PcapSource {
       const reader = new RecordReader();
       /** Capture time of the newest packet this process handed over. */
       let lastPacketMs = 0;
-      let lastStats: { at: number; lost: number } | null = null;
+      let lastStats: { at: number; lost: number; ours: number } | null = null;
       const onRecord = (type: number, buf: Buffer, start: number, end: number): void => {
         if (type === FRAME_PACKET) {
           const tsUs = packetTime(buf, start);
@@ -104,12 +104,12 @@ export class SupervisedCapture implements PcapSource {
           const st = parseStats(buf.subarray(start, end));
           const now = Date.now();
           const lost = st.dropped + st.ifDropped + st.queueDropped;
-          if (lost > (lastStats?.lost ?? 0)) {
-            const since = lastStats?.at ?? helper.readyAt;
-            this.o.onDrops?.(since, now);
-            this.drops.grew(lost - (lastStats?.lost ?? 0), since, now);
-          }
-          lastStats = { at: now, lost };
+          // What capture itself dropped (its ring or queue full: the agent behind), not the interface's own drops.
+          const ours = st.dropped + st.queueDropped;
+          const since = lastStats?.at ?? helper.readyAt;
+          if (lost > (lastStats?.lost ?? 0)) this.o.onDrops?.(since, now);
+          this.drops.grew(ours - (lastStats?.ours ?? 0), since, now);
+          lastStats = { at: now, lost, ours };
           this.o.onStats?.(st);
         } else if (type === FRAME_OPEN) {
           helper.ready(); // the handshake: capture is open
