@@ -169,8 +169,8 @@ export interface StatsRecord {
     loader_restarts: number;
     events_evicted: number;
     /**
-     * Events that came after the wire's memory of connections near them had overflowed (2,048 kept):
-     * taken as shown on the wire, a record only if capture was down or dropping then.
+     * Events that came after a wire connection from their client port had been forgotten to keep the
+     * bound (2,048 kept): taken as shown on the wire, a record only if capture was down or dropping then.
      */
     events_wire_forgotten?: number;
     /** Target connections from network namespaces the capture cannot see, dropped in the kernel. */

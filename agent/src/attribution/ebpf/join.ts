@@ -16,8 +16,9 @@
  * never also counts as unseen. An event joined only by wire connections that carried no request goes
  * to onUnseen too, as "no_request" (its caller decides whether capture lost the bytes), with the time
  * its client had sent all it will when the wire showed that (until then a request could still come). The wire's
- * sightings are bounded (maxSightings): an unjoined event within the window of one dropped for the
- * bound is not known to be unseen, and goes as "wire_forgotten" (counted in wireForgotten).
+ * sightings are bounded (maxSightings): an unjoined event that came after a sighting from its client
+ * port within the window was dropped for the bound is not known to be unseen, and goes as
+ * "wire_forgotten" (counted in wireForgotten).
  */
 import { isnKey, tupleKey, unmapV4, type Tuple } from '../../net.js';
 
@@ -83,6 +84,8 @@ interface Entry<E, D> {
   joined: boolean;
   /** Wire connections that joined this event (null until one does). */
   wire: WireView[] | null;
+  /** When it came, a wire connection from its client port within the window had been dropped for the bound. */
+  sightingForgotten: boolean;
 }
 
 interface Sighting {
@@ -177,11 +180,13 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
   /** Kernel events that a wire connection with another 4-tuple and no ISN to join by stood for. */
   paired = 0;
   /**
-   * The newest sighting dropped to keep the bound (maxSightings), not for its age: an event within the
-   * window of it may have had its wire connection forgotten, so "the wire did not show it" is not known.
+   * By client port, when the newest sighting dropped to keep the bound (maxSightings), not for its
+   * age, had started (NaN: none). An event that comes later from that port within the window may have
+   * lost its wire connection so, and "the wire did not show it" is not known. 512 KiB, made at the
+   * first such drop.
    */
-  private forgottenUpTo = -Infinity;
-  /** Kernel events decided within that window, unjoined: taken as shown on the wire (see decide()). */
+  private droppedAt: Float64Array | null = null;
+  /** Unjoined kernel events whose wire connection may have been dropped so: taken as shown on the wire. */
   wireForgotten = 0;
 
   constructor(private readonly windowMs: number, private readonly maxEntries: number,
@@ -190,7 +195,10 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
     private readonly pairMs = 1000, private readonly maxSightings = 2048) {}
 
   add(event: E, atMs: number, data?: D): void {
-    const entry: Entry<E, D> = { event, data, atMs, joined: false, wire: null };
+    const dropped = this.droppedAt?.[event.sport] ?? NaN;
+    const entry: Entry<E, D> = {
+      event, data, atMs, joined: false, wire: null, sightingForgotten: Math.abs(dropped - atMs) <= this.windowMs,
+    };
     push(this.byPort, event.sport, entry);
     if (hasIsn(event.isn)) push(this.byIsn, event.isn >>> 0, entry);
     this.entries.insert(entry);
@@ -233,7 +241,7 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
     }
     if (this.sightingQueue.length > this.maxSightings) {
       const gone = this.sightingQueue.shift() as Sighting;
-      this.forgottenUpTo = Math.max(this.forgottenUpTo, gone.atMs);
+      (this.droppedAt ??= new Float64Array(65_536).fill(NaN))[gone.cport] = gone.atMs;
       this.dropSighting(gone);
     }
   }
@@ -339,9 +347,9 @@ export class JoinTable<E extends JoinableEvent, D = undefined> {
     }
     if (e.joined) return; // a lookup from the wire joined it
     if (this.pair(e)) return;
-    if (e.atMs <= this.forgottenUpTo + this.windowMs) {
-      // More wire connections came than are kept, and this event came late: the wire most likely showed
-      // it (its sighting was forgotten, not missed). A call lost only if capture was losing at the time.
+    if (e.sightingForgotten) {
+      // More wire connections came than are kept, and this event came after its port's was dropped:
+      // the wire most likely showed it. A call lost only if capture was losing at the time.
       this.wireForgotten++;
       this.onUnseen(e.event, e.atMs, 'wire_forgotten', e.data);
       return;
