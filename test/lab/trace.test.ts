@@ -72,7 +72,7 @@ describe.skipIf(!support.ok)(`tracing real clients in a lab${support.ok ? '' : `
         for (const s of seen) {
           const mine = recs.filter((r) => key(r.connection.sport, r.request.method, r.request.path)
             === key(s.remotePort, s.method, s.path));
-          expect(mine).toHaveLength(1);
+          expect(mine, `records of ${key(s.remotePort, s.method, s.path)}: ${JSON.stringify(mine)}`).toHaveLength(1);
           expect(mine[0].imds_version).toBe(s.kind === 'token' || s.token !== 'none' ? 'v2' : 'v1');
           expect(mine[0].connection).toMatchObject({ dst: ipv6 ? IMDS_V6 : IMDS_V4, dport: 80, family: ipv6 ? 'ipv6' : 'ipv4' });
         }
@@ -233,7 +233,8 @@ sys.stdin.read()`;
     }
     const aws = calls(all).filter((r) => r.provider === 'aws' && r.connection.sport !== 40001);
     const reported = aws.map((r) => key(r.connection.sport, r.request.method, r.request.path));
-    expect(new Set(reported).size).toBe(reported.length); // nothing twice
+    const twice = aws.filter((r, i) => reported.indexOf(reported[i]) !== i || reported.lastIndexOf(reported[i]) !== i);
+    expect(twice, `reported twice: ${JSON.stringify(twice)}; stats: ${JSON.stringify(all.records.filter((r) => r.event === 'stats').at(-1))}`).toEqual([]); // nothing twice
     expect(new Set(reported)).toEqual(new Set(ledger.keys())); // nothing missing, nothing invented
     for (const r of aws) expect(r.imds_version).toBe(ledger.get(key(r.connection.sport, r.request.method, r.request.path)));
 
