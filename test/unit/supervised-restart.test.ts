@@ -13,6 +13,18 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SupervisedCapture } from '../../agent/src/capture/supervised.js';
 
+/** until(cond) resolves once cond holds, checked again at each wake() (the supervisor's callbacks): no sleeps. */
+function waiter(): { wake(): void; until(cond: () => boolean): Promise<void> } {
+  let waiting: (() => void) | null = null;
+  return {
+    wake: () => { const w = waiting; waiting = null; w?.(); },
+    until: (cond) => new Promise((resolve) => {
+      const check = (): void => { if (cond()) resolve(); else waiting = check; };
+      check();
+    }),
+  };
+}
+
 describe('SupervisedCapture restarts', () => {
   let dir = '';
   let cap: SupervisedCapture | null = null;
@@ -35,12 +47,7 @@ describe('SupervisedCapture restarts', () => {
     const errors: string[] = [];
     const notices: string[] = [];
     const downs: number[] = [];
-    let waiting: (() => void) | null = null;
-    const wake = (): void => { const w = waiting; waiting = null; w?.(); };
-    const until = (cond: () => boolean): Promise<void> => new Promise((resolve) => {
-      const check = (): void => { if (cond()) resolve(); else waiting = check; };
-      check();
-    });
+    const { wake, until } = waiter();
     cap = await SupervisedCapture.open({
       device: 'lab0', filter: 'tcp', bufferBytes: 1, helper, onFrame: () => undefined, stableMs: 60_000,
       onError: (m) => { errors.push(m); wake(); }, onNotice: (m) => { notices.push(m); wake(); },
@@ -88,12 +95,7 @@ describe('SupervisedCapture restarts', () => {
     const errors: string[] = [];
     const notices: string[] = [];
     const dropsAt: number[] = [];
-    let waiting: (() => void) | null = null;
-    const wake = (): void => { const w = waiting; waiting = null; w?.(); };
-    const until = (cond: () => boolean): Promise<void> => new Promise((resolve) => {
-      const check = (): void => { if (cond()) resolve(); else waiting = check; };
-      check();
-    });
+    const { wake, until } = waiter();
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     cap = await SupervisedCapture.open({
       device: 'lab0', filter: 'tcp', bufferBytes: 1, helper, onFrame: () => undefined,
