@@ -52,8 +52,8 @@ export interface SupervisedOptions {
   stableMs?: number;
   /** How far back, at most, packets are taken as lost with a dead capture process. */
   maxLossMs?: number;
-  /** Drops end (a `notice` says how many) once none has been counted for this long. */
-  dropQuietMs?: number;
+  /** Drops are said to have stopped (a `notice` with their count) once none is counted for this long. */
+  lossQuietMs?: number;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -72,7 +72,7 @@ export class SupervisedCapture implements PcapSource {
   private constructor(private readonly o: SupervisedOptions) {
     this.restartsDue = new HelperRestarts(500, o.maxBackoffMs ?? 30_000, o.stableMs ?? 10_000);
     this.drops = new LossSpell({
-      quietMs: o.dropQuietMs ?? DEFAULTS.lossQuietMs,
+      quietMs: o.lossQuietMs ?? DEFAULTS.lossQuietMs,
       began: () => o.onError(`capture on ${o.device} is dropping packets: the kernel's capture ring or the capture helper's `
         + 'queue is full, the agent is not keeping up; IMDS calls in the dropped packets may have no record '
         + '(counted in stats.pcap.dropped; a connection the kernel saw is still recorded, with wire_reason capture_dropped)'),
